@@ -1,0 +1,49 @@
+"""hestdata: spatial-omics and pathology samples as clean SpatialData/Zarr stores with aligned
+expression–morphology pairs.
+
+The public API is re-exported lazily so that ``import hestdata`` stays fast (no torch, no spatialdata):
+
+- readers: :func:`read_visium`, :func:`read_visium_hd`, :func:`read_st`, :func:`read_anndata`
+- conversion: :func:`convert` (curate + write one sample atomically, update catalog and manifest)
+- access: :func:`open_sample`, :func:`open_catalog`, :func:`validate`
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from hestdata._version import __version__
+
+_EXPORTS = {
+    "read_visium": "hestdata.sources.visium",
+    "read_visium_hd": "hestdata.sources.visium_hd",
+    "read_st": "hestdata.sources.st_legacy",
+    "read_anndata": "hestdata.sources.anndata_image",
+    "convert": "hestdata.convert",
+    "open_sample": "hestdata.store.sample",
+    "read_metadata": "hestdata.store.sample",
+    "open_catalog": "hestdata.store.catalog",
+    "validate": "hestdata.store.validate",
+    "PatchGeometry": "hestdata.units",
+    "SampleMetadata": "hestdata.metadata",
+    "HestdataError": "hestdata.errors",
+    "InputError": "hestdata.errors",
+    "SchemaError": "hestdata.errors",
+    "StoreError": "hestdata.errors",
+    "IntegrityError": "hestdata.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hestdata' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

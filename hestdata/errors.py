@@ -1,0 +1,46 @@
+"""Exception hierarchy: every error names the file and what is wrong with it.
+
+``HestdataError`` is the root; the CLI turns any of them into a one-line message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class HestdataError(Exception):
+    """Base class of all errors raised on purpose by hestdata."""
+
+
+class InputError(HestdataError):
+    """A source file is missing, unreadable or inconsistent.
+
+    ``path`` is the offending file (or folder), ``reason`` what is wrong, ``hint`` what to do about it.
+    """
+
+    def __init__(self, path: str | Path | None, reason: str, hint: str | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        self.hint = hint
+        msg = reason if self.path is None else f"{self.path}: {reason}"
+        if hint:
+            msg = f"{msg} ({hint})"
+        super().__init__(msg)
+
+
+class SchemaError(HestdataError):
+    """Metadata or a store does not conform to the specification; ``violations`` lists every problem."""
+
+    def __init__(self, where: str | Path, violations: list[str]) -> None:
+        self.where = str(where)
+        self.violations = list(violations)
+        head = f"{where}: {len(self.violations)} violation(s) of the hestdata specification"
+        super().__init__(head + "".join(f"\n  - {v}" for v in self.violations))
+
+
+class IntegrityError(HestdataError):
+    """Stored bytes do not match their recorded size or checksum."""
+
+
+class StoreError(HestdataError):
+    """A store cannot be written or read (e.g. an existing sample and no ``overwrite``)."""

@@ -1,0 +1,156 @@
+"""Typed sample metadata and its JSON schema.
+
+``SampleMetadata`` (pydantic, ``extra="forbid"``) is the typed view; ``hestdata/schemas/sample.schema.json`` is
+generated from it (``python -m hestdata.metadata``) and shipped, so that a sample can be validated without
+hestdata (any JSON-schema validator). A test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Technology = Literal["visium", "visium_hd", "st", "xenium", "multiplex", "imc", "wsi"]
+Species = Literal["Homo sapiens", "Mus musculus", "other", "unknown"]
+Preservation = Literal["FFPE", "fresh frozen", "unknown"]
+ImageKind = Literal["fullres", "hires", "lowres"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PixelSize(_Model):
+    """Pixel size of the full-resolution coordinate frame, in µm/px, with where it came from.
+
+    ``embedded`` comes from the file (TIFF tags, OpenSlide mpp, Space Ranger scalefactors), ``estimated`` from
+    the spot spacing or spot diameter, ``user`` from the command line. ``value`` is the trusted one; when
+    embedded and estimated differ by more than 5 % the sample is ``flagged`` instead of silently picking one.
+    """
+
+    value: float = Field(gt=0, description="trusted pixel size of the full-resolution frame (µm/px)")
+    trusted: Literal["embedded", "estimated", "user"]
+    embedded: float | None = Field(default=None, gt=0)
+    estimated: float | None = Field(default=None, gt=0)
+    estimated_from: str | None = Field(default=None, description="how the estimate was made")
+    user: float | None = Field(default=None, gt=0)
+    disagreement_pct: float | None = Field(default=None, ge=0)
+    flagged: bool = False
+
+
+class ImageInfo(_Model):
+    """The stored ``images/he`` element and where it came from."""
+
+    source_path: str
+    kind: ImageKind
+    pixel_size_um: float = Field(gt=0, description="µm/px of the stored level 0")
+    width_px: int = Field(gt=0)
+    height_px: int = Field(gt=0)
+    n_levels: int = Field(ge=1)
+
+
+class GeneQC(_Model):
+    """Outcome of gene-symbol unification."""
+
+    n_features: int = Field(ge=0)
+    n_renamed: int = Field(ge=0, description="features whose name changed to an approved symbol")
+    n_unmapped: int = Field(ge=0, description="features kept under their original name (not in the table)")
+    n_duplicates_resolved: int = Field(ge=0, description="symbols shared by distinct gene ids, suffixed")
+
+
+class PatchQC(_Model):
+    """Counts for one patch array: everything skipped is counted, never silent."""
+
+    n_patches: int = Field(ge=0)
+    n_skipped_off_image: int = Field(ge=0)
+    n_skipped_low_tissue: int = Field(ge=0)
+    n_partial_outside_image: int = Field(ge=0, description="kept, zero-filled outside the image")
+    min_tissue_fraction: float = Field(ge=0, le=1)
+    source_pixel_size_um: float = Field(gt=0, description="µm/px of the pyramid level patches were cut from")
+    jpeg_quality: int = Field(ge=1, le=100)
+
+
+class QC(_Model):
+    """Quality-control counts and warnings recorded at conversion."""
+
+    n_obs: int = Field(ge=0)
+    n_obs_in_tissue: int | None = Field(default=None, ge=0)
+    n_genes: int = Field(ge=0)
+    counts_integer: bool = Field(description="False when the source matrix holds non-integer values")
+    n_positions_without_counts: int = Field(default=0, ge=0)
+    tissue_fraction: float | None = Field(default=None, ge=0, le=1)
+    genes: GeneQC | None = None
+    patches: dict[str, PatchQC] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class SampleMetadata(_Model):
+    """Everything recorded about one sample (root attrs ``hestdata`` of ``samples/<id>.zarr``)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    technology: Technology
+    species: Species = "unknown"
+    cohort: str | None = None
+    patient: str | None = None
+    organ: str | None = None
+    disease_state: str | None = None
+    oncotree_code: str | None = None
+    preservation: Preservation = "unknown"
+    panel: str | None = None
+    magnification: str | None = None
+    license: str | None = None
+    citation: str | None = None
+    source_url: str | None = None
+    synthetic: bool = Field(default=False, description="True when any part was simulated (the demo)")
+    provenance: str | None = Field(default=None, description="free text: where the inputs came from")
+    spot_diameter_um: float | None = Field(default=None, gt=0)
+    inter_spot_distance_um: float | None = Field(default=None, gt=0)
+    pixel_size_um: PixelSize
+    image: ImageInfo | None = None
+    qc: QC
+    hestdata_version: str
+    created_at: str = Field(description="ISO-8601 UTC time of conversion")
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO-8601 to the second."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def generated_schema() -> dict[str, Any]:
+    """The JSON schema derived from ``SampleMetadata`` (what the shipped file must equal)."""
+    schema = SampleMetadata.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://hestdata.org/schemas/sample.schema.json"
+    return schema
+
+
+@cache
+def sample_schema() -> dict[str, Any]:
+    """The shipped ``sample.schema.json``."""
+    text = resources.files("hestdata").joinpath("schemas/sample.schema.json").read_text()
+    return json.loads(text)
+
+
+def schema_violations(meta: dict[str, Any]) -> list[str]:
+    """Every violation of ``sample.schema.json`` in ``meta``, as ``'path: message'`` strings (empty if valid)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(sample_schema())
+    out = []
+    for err in sorted(validator.iter_errors(meta), key=lambda e: list(map(str, e.absolute_path))):
+        where = "/".join(str(p) for p in err.absolute_path) or "<root>"
+        out.append(f"{where}: {err.message}")
+    return out
+
+
+if __name__ == "__main__":  # regenerate the shipped schema
+    path = resources.files("hestdata").joinpath("schemas/sample.schema.json")
+    with resources.as_file(path) as p:
+        p.write_text(json.dumps(generated_schema(), indent=2) + "\n")
+        print(f"wrote {p}")

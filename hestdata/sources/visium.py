@@ -1,0 +1,62 @@
+"""10x Visium reader: a Space Ranger ``outs/`` folder plus, optionally, the full-resolution image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hestdata.errors import InputError
+from hestdata.model import PixelSizeEvidence, Sample
+from hestdata.sources.common import make_anndata, pick_image
+from hestdata.sources.tenx import find_matrix, join_positions, read_positions, read_scalefactors
+
+VISIUM_SPOT_DIAMETER_UM = 55.0
+VISIUM_SPOT_SPACING_UM = 100.0
+
+
+def read_visium(outs: str | Path, *, sample_id: str, image: str | Path | None = None,
+                pixel_size_um: float | None = None) -> Sample:
+    """Read a Visium ``outs`` folder (matrix, ``spatial/`` positions + scalefactors, image).
+
+    Image preference: the full-resolution ``image`` if given (TIFF incl. pyramidal/BigTIFF, JPEG, PNG), else
+    ``spatial/tissue_hires_image.png``, else ``tissue_lowres_image.png``, each with its own scale to the
+    full-resolution pixel frame.
+    """
+    root = Path(outs)
+    if not root.is_dir():
+        raise InputError(root, "Visium outs folder not found")
+    spatial = root / "spatial"
+    if not spatial.is_dir():
+        raise InputError(root, "no 'spatial' folder (positions and scalefactors) in the outs folder")
+    fm = find_matrix(root)
+    positions = read_positions(spatial)
+    sf = read_scalefactors(spatial)
+    obs, n_unmatched = join_positions(fm, positions)
+    adata = make_anndata(fm.counts, obs, fm.features, fm.path)
+
+    warnings_out: list[str] = []
+    if image is not None:
+        candidates = [(Path(image), "fullres", 1.0)]
+    else:
+        candidates = []
+        for kind in ("hires", "lowres"):
+            key = f"tissue_{kind}_scalef"
+            if key in sf:
+                candidates.append((spatial / f"tissue_{kind}_image.png", kind, float(sf[key])))
+    img = pick_image(candidates, explicit=image is not None, warnings_out=warnings_out)
+    if img is None:
+        warnings_out.append(f"{root}: no usable image; sample has expression and spots only")
+
+    evidence = PixelSizeEvidence(user=pixel_size_um)
+    if img is not None and img.kind == "fullres" and img.embedded_pixel_size_um:
+        evidence.embedded, evidence.embedded_from = img.embedded_pixel_size_um, f"{img.source_path.name} tags"
+    d = sf.get("spot_diameter_fullres")
+    if d:
+        evidence.estimated = VISIUM_SPOT_DIAMETER_UM / float(d)
+        evidence.estimated_from = "spot_diameter_fullres (55 µm spots)"
+    files = [fm.path, Path(positions.attrs["path"])] + ([img.source_path] if img else [])
+    return Sample(
+        sample_id=sample_id, technology="visium", expression=adata, image=img, pixel_size=evidence,
+        spot_shape="circle", spot_diameter_um=VISIUM_SPOT_DIAMETER_UM,
+        inter_spot_distance_um=VISIUM_SPOT_SPACING_UM, source_files=files,
+        metadata={"scalefactors": sf}, warnings=warnings_out, n_positions_without_counts=n_unmatched,
+    )

@@ -1,0 +1,47 @@
+"""Names and paths of the on-disk layout (the only place that spells them; see docs/store.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CATALOG = "catalog.parquet"
+MANIFEST = "manifest.json"
+SAMPLES = "samples"
+COHORTS = "cohorts"
+LOCK = ".hestdata.lock"
+SAMPLE_SUFFIX = ".zarr"
+
+IMAGE_HE = "he"
+SHAPES_SPOTS = "spots"
+SHAPES_TISSUE = "tissue"
+TABLE = "expression"
+PATCH_GROUP = "hestdata/patches"
+PATCH_IMAGES = "images"
+PATCH_OBS_INDEX = "obs_index"
+PATCH_CENTERS = "centers_um"
+REGION_KEY = "region"
+INSTANCE_KEY = "spot_id"
+META_KEY = "hestdata"
+
+SPATIALDATA_VERSION = "0.2"
+ELEMENT_VERSION = "0.3"
+TABLE_VERSION = "0.2"
+COORDINATE_SYSTEM = "global"
+SPACE_UNIT = "micrometer"
+DEFAULT_SHARD_PATCHES = 1000
+IMAGE_CHUNK_PX = 512
+
+
+def sample_path(root: str | Path, sample_id: str) -> Path:
+    """``<root>/samples/<id>.zarr``."""
+    return Path(root) / SAMPLES / f"{sample_id}{SAMPLE_SUFFIX}"
+
+
+def sample_relpath(sample_id: str) -> str:
+    """Manifest/catalog path of a sample, relative to the root, with forward slashes."""
+    return f"{SAMPLES}/{sample_id}{SAMPLE_SUFFIX}"
+
+
+def is_sample_dir(p: Path) -> bool:
+    """A committed sample (temporary and trash folders start with a dot)."""
+    return p.is_dir() and p.name.endswith(SAMPLE_SUFFIX) and not p.name.startswith(".")

@@ -1,0 +1,265 @@
+"""Write and open one sample store (``samples/<id>.zarr``): a valid SpatialData Zarr v3 store plus the
+``hestdata/patches`` arrays and the ``hestdata`` metadata in the root attributes.
+
+Elements are written directly with zarr/anndata/geopandas in the exact layout spatialdata 0.7 writes
+(OME-NGFF 0.5-dev multiscales, ``ngff:shapes`` parquet, ``ngff:regions_table`` AnnData), so that conversion
+needs neither spatialdata's import cost nor a second in-memory copy of the image: level 0 is written in row
+strips, each further level from the previous one. Everything goes to a dot-named temporary folder that is
+renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hestdata.errors import StoreError
+from hestdata.store import layout as L
+from hestdata.store.atomic import commit_dir
+
+if TYPE_CHECKING:
+    import anndata
+
+    from hestdata.metadata import SampleMetadata
+
+
+def _cs(name: str, axes: list[str], unit: bool) -> dict[str, Any]:
+    out = []
+    for a in axes:
+        if a == "c":
+            out.append({"name": "c", "type": "channel"})
+        else:
+            out.append({"name": a, "type": "space", "unit": L.SPACE_UNIT} if unit else {"name": a, "type": "space"})
+    return {"name": name, "axes": out}
+
+
+def _transform(axes: list[str], scale: list[float] | None) -> dict[str, Any]:
+    t: dict[str, Any] = {"type": "identity"} if scale is None else {"type": "scale", "scale": scale}
+    t["input"] = _cs("".join(axes), axes, unit=True)
+    t["output"] = _cs(L.COORDINATE_SYSTEM, axes, unit=True)
+    return t
+
+
+def _zstd(level: int = 1) -> Any:
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=level)
+
+
+class SampleWriter:
+    """Builds one sample in a temporary folder; ``commit`` renames it into ``root/samples/<id>.zarr``."""
+
+    def __init__(self, root: str | Path, sample_id: str, overwrite: bool = False) -> None:
+        import zarr
+
+        self.root = Path(root)
+        self.final = L.sample_path(self.root, sample_id)
+        if self.final.exists() and not overwrite:
+            raise StoreError(f"{self.final}: sample already exists (pass overwrite=True / --overwrite)")
+        self.overwrite = overwrite
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.with_name(f".tmp-{sample_id}-{uuid.uuid4().hex[:8]}{L.SAMPLE_SUFFIX}")
+        self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+        self._done = False
+
+    # -- context manager: any exception removes the temporary folder ---------------------------------------
+    def __enter__(self) -> SampleWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._done:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- elements ------------------------------------------------------------------------------------------
+    def write_image(self, shapes: list[tuple[int, int]], channels: int, dtype: Any, pixel_size_um: float,
+                    strips: Iterable[tuple[int, int, np.ndarray]], name: str = L.IMAGE_HE,
+                    channel_names: list[str] | None = None) -> None:
+        """Write a pyramid as OME-Zarr ``images/<name>`` (c, y, x) from ``(level, first_row, strip)`` strips.
+
+        Strips are (rows, x, c); they are buffered per level up to a whole row of chunks so every chunk is
+        written exactly once, and transposed one strip at a time.
+        """
+        g = self.group.require_group("images").require_group(name)
+        chunk = L.IMAGE_CHUNK_PX
+        arrays = [g.create_array(f"s{i}", shape=(channels, h, w), dtype=dtype,
+                                 chunks=(channels, min(chunk, h), min(chunk, w)), compressors=[_zstd(1)],
+                                 dimension_names=("c", "y", "x"), fill_value=0) for i, (h, w) in enumerate(shapes)]
+        pending: dict[int, tuple[int, list[np.ndarray]]] = {}
+        written = [0] * len(shapes)
+
+        def flush(k: int) -> None:
+            r0, parts = pending.pop(k)
+            block = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            arrays[k][:, r0:r0 + len(block), :] = np.moveaxis(block, -1, 0)
+            written[k] += len(block)
+
+        for k, r0, strip in strips:
+            if k not in pending:
+                pending[k] = (r0, [])
+            pending[k][1].append(strip)
+            rows = sum(len(p) for p in pending[k][1])
+            if rows >= chunk or pending[k][0] + rows >= shapes[k][0]:
+                flush(k)
+        for k in list(pending):
+            flush(k)
+        bad = [k for k, (h, _) in enumerate(shapes) if written[k] != h]
+        if bad:
+            raise StoreError(f"{self.tmp}: image level(s) {bad} incompletely written")
+        datasets = [{"path": f"s{i}", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, float(2 ** i), float(2 ** i)]}]} for i in range(len(shapes))]
+        labels = channel_names or list(range(channels))
+        g.attrs.update({
+            "ome": {
+                "omero": {"channels": [{"label": lab} for lab in labels]},
+                "version": "0.5-dev-spatialdata",
+                "multiscales": [{
+                    "datasets": datasets, "name": f"/images/{name}",
+                    "axes": _cs("cyx", ["c", "y", "x"], unit=False)["axes"],
+                    "coordinateTransformations": [_transform(["c", "y", "x"], [1.0, pixel_size_um, pixel_size_um])],
+                }],
+            },
+            "spatialdata_attrs": {"version": L.ELEMENT_VERSION},
+        })
+
+    def write_shapes(self, name: str, gdf: Any) -> None:
+        """Write a GeoDataFrame (coordinates in µm) as ``shapes/<name>`` (``ngff:shapes``, identity to µm)."""
+        g = self.group.require_group("shapes").require_group(name)
+        path = self.tmp / "shapes" / name / "shapes.parquet"
+        gdf.to_parquet(path)
+        g.attrs.update({
+            "encoding-type": "ngff:shapes", "axes": ["x", "y"],
+            "coordinateTransformations": [_transform(["x", "y"], None)],
+            "spatialdata_attrs": {"version": L.ELEMENT_VERSION},
+        })
+
+    def write_table(self, adata: anndata.AnnData, region: str = L.SHAPES_SPOTS, name: str = L.TABLE) -> None:
+        """Write the expression AnnData annotating ``shapes/<region>`` (``ngff:regions_table``)."""
+        import pandas as pd
+        from anndata.io import write_elem
+
+        adata = adata.copy()
+        adata.obs[L.REGION_KEY] = pd.Categorical([region] * adata.n_obs)
+        adata.obs[L.INSTANCE_KEY] = adata.obs_names.astype(str)
+        adata.uns["spatialdata_attrs"] = {"region": region, "region_key": L.REGION_KEY, "instance_key": L.INSTANCE_KEY}
+        tables = self.group.require_group("tables")
+        write_elem(tables, name, adata)
+        tables[name].attrs.update({
+            "spatialdata-encoding-type": "ngff:regions_table", "region": region, "region_key": L.REGION_KEY,
+            "instance_key": L.INSTANCE_KEY, "version": L.TABLE_VERSION,
+        })
+
+    def write_patches(self, name: str, n: int, patch_size_px: int, batches: Iterable[tuple[int, np.ndarray]],
+                      obs_index: np.ndarray, centers_um: np.ndarray, attrs: dict[str, Any],
+                      jpeg_quality: int, shard_patches: int = L.DEFAULT_SHARD_PATCHES) -> None:
+        """Write ``hestdata/patches/<name>``: sharded JPEG images (N, H, W, 3), ``obs_index`` and ``centers_um``."""
+        from hestdata.store.codecs import JpegCodec
+
+        g = self.group.require_group(L.PATCH_GROUP).require_group(name)
+        shard = max(1, min(shard_patches, n))
+        p = patch_size_px
+        imgs = g.create_array(L.PATCH_IMAGES, shape=(n, p, p, 3), dtype="uint8", chunks=(1, p, p, 3),
+                              shards=(shard, p, p, 3), serializer=JpegCodec(quality=jpeg_quality),
+                              compressors=None, fill_value=0, dimension_names=("patch", "y", "x", "c"))
+        buf: list[np.ndarray] = []
+        buf_start = 0
+        filled = 0
+        for start, batch in batches:  # regroup into whole shards so each shard is written once
+            if start != filled:
+                raise StoreError(f"{self.tmp}: patch batches out of order ({start} != {filled})")
+            buf.append(batch)
+            filled += len(batch)
+            while filled - buf_start >= shard or (filled == n and filled > buf_start):
+                data = np.concatenate(buf) if len(buf) > 1 else buf[0]
+                take = min(shard, filled - buf_start)
+                imgs[buf_start:buf_start + take] = data[:take]
+                rest = data[take:]
+                buf = [rest] if len(rest) else []
+                buf_start += take
+        if filled != n:
+            raise StoreError(f"{self.tmp}: expected {n} patches, got {filled}")
+        g.create_array(L.PATCH_OBS_INDEX, data=np.asarray(obs_index, dtype=np.int64), chunks=(max(1, n),),
+                       compressors=[_zstd(3)])
+        g.create_array(L.PATCH_CENTERS, data=np.asarray(centers_um, dtype=np.float64).reshape(n, 2),
+                       chunks=(max(1, n), 2), compressors=[_zstd(3)])
+        g.attrs.update({"patch_size_px": p, "n_patches": n, "codec": "hestdata.jpeg", "jpeg_quality": jpeg_quality,
+                        "obs_index_table": f"tables/{L.TABLE}", "shard_patches": shard, **attrs})
+
+    def commit(self, metadata: SampleMetadata) -> Path:
+        """Write root attributes, consolidate metadata and rename into place atomically."""
+        import zarr
+
+        from hestdata.metadata import schema_violations
+        from hestdata.errors import SchemaError
+
+        meta = metadata.model_dump(mode="json")
+        problems = schema_violations(meta)
+        if problems:
+            raise SchemaError(self.final, problems)
+        self.group.attrs.update({
+            "spatialdata_attrs": {"version": L.SPATIALDATA_VERSION, "spatialdata_software_version": "0.7.3"},
+            L.META_KEY: meta,
+        })
+        zarr.consolidate_metadata(str(self.tmp))
+        commit_dir(self.tmp, self.final, self.overwrite)
+        self._done = True
+        return self.final
+
+
+@dataclass
+class OpenSample:
+    """An opened sample: the SpatialData object, its typed metadata, and direct access to patch arrays."""
+
+    path: Path
+    sdata: Any
+    metadata: SampleMetadata
+
+    def patch_arrays(self) -> list[str]:
+        """Names of the patch arrays (e.g. ``['224px_0.5um']``)."""
+        return sorted(self.metadata.qc.patches)
+
+    def patches(self, name: str) -> Any:
+        """The zarr group ``hestdata/patches/<name>`` (arrays ``images``, ``obs_index``, ``centers_um``)."""
+        import zarr
+
+        import hestdata.store.codecs  # noqa: F401  (registers the JPEG codec)
+
+        root = zarr.open_group(str(self.path), mode="r")
+        try:
+            return root[f"{L.PATCH_GROUP}/{name}"]
+        except KeyError:
+            raise StoreError(f"{self.path}: no patch array {name!r}; available: {self.patch_arrays()}") from None
+
+
+def read_metadata(path: str | Path) -> SampleMetadata:
+    """The typed metadata of a sample, read from its root attributes (cheap: no element is loaded)."""
+    import zarr
+
+    from hestdata.metadata import SampleMetadata
+
+    p = Path(path)
+    try:
+        g = zarr.open_group(str(p), mode="r")
+        meta = dict(g.attrs).get(L.META_KEY)
+    except Exception as exc:
+        raise StoreError(f"{p}: not a readable Zarr group ({type(exc).__name__}: {exc})") from exc
+    if meta is None:
+        raise StoreError(f"{p}: no '{L.META_KEY}' metadata in the root attributes; not a hestdata sample")
+    return SampleMetadata.model_validate(meta)
+
+
+def open_sample(path: str | Path) -> OpenSample:
+    """Open ``samples/<id>.zarr`` with ``spatialdata.read_zarr`` plus its validated metadata."""
+    import spatialdata
+
+    import hestdata.store.codecs  # noqa: F401
+
+    p = Path(path)
+    meta = read_metadata(p)
+    sdata = spatialdata.read_zarr(str(p))
+    return OpenSample(p, sdata, meta)

@@ -1,0 +1,66 @@
+"""Unit-carrying types and pixel-size helpers.
+
+Every length in hestdata is either micrometres (``Microns``) or pixels (``Pixels``) and names say which
+(``pixel_size_um``, ``patch_size_px``). ``NewType`` costs nothing at run time but makes signatures honest.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import NewType
+
+Microns = NewType("Microns", float)
+Pixels = NewType("Pixels", float)
+
+_PATCH_RE = re.compile(r"^(?P<px>\d+)px_(?P<um>\d+(?:\.\d+)?)um$")
+
+
+def check_pixel_size_um(value: float, where: str) -> float:
+    """Return ``value`` as float if it is a finite, positive pixel size in µm; else raise ``InputError``."""
+    from hestdata.errors import InputError
+
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(where, f"pixel size {value!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise InputError(where, f"pixel size must be a positive number of µm/px, got {value!r}")
+    if v > 1000:
+        raise InputError(where, f"pixel size {v} µm/px is implausible (over 1 mm per pixel)")
+    return v
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    """Target geometry of an aligned patch array: ``patch_size_px`` pixels at ``pixel_size_um`` µm/px."""
+
+    patch_size_px: int
+    pixel_size_um: float
+
+    @property
+    def name(self) -> str:
+        """Canonical array name, e.g. ``224px_0.5um``."""
+        return f"{self.patch_size_px}px_{self.pixel_size_um:g}um"
+
+    @property
+    def field_of_view_um(self) -> float:
+        """Side of the patch in µm."""
+        return self.patch_size_px * self.pixel_size_um
+
+    @classmethod
+    def parse(cls, spec: str | PatchGeometry) -> PatchGeometry:
+        """Parse ``"224px_0.5um"``; raise ``ValueError`` with the expected form otherwise."""
+        if isinstance(spec, PatchGeometry):
+            return spec
+        m = _PATCH_RE.match(spec.strip())
+        if not m:
+            raise ValueError(f"patch geometry {spec!r} is not of the form '<int>px_<float>um', e.g. '224px_0.5um'")
+        px, um = int(m["px"]), float(m["um"])
+        if px < 8 or px > 4096 or um <= 0:
+            raise ValueError(f"patch geometry {spec!r} out of range (8..4096 px, positive µm/px)")
+        return cls(px, um)
+
+
+DEFAULT_PATCH = PatchGeometry(224, 0.5)
