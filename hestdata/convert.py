@@ -104,7 +104,8 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
     adata = sample.expression
     if adata.n_obs == 0:
         raise InputError(where, "no spots with counts")
-    ps, ps_warn = resolve_pixel_size(sample.pixel_size, sample.technology, adata.obs, str(where))
+    ps, ps_warn = resolve_pixel_size(sample.pixel_size, sample.technology, adata.obs, str(where),
+                                     sample.inter_spot_distance_um)
     warnings += ps_warn
 
     var = adata.var
@@ -167,8 +168,13 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
                 w.write_shapes(L.SHAPES_TISSUE, gpd.GeoDataFrame(geometry=polys))
             centres = np.column_stack([x_um, y_um])
             for g, lvl in zip(geometries, patch_levels, strict=True):
-                plans.append(plan_patches(g, centres, lvl, shapes[lvl], image_ps * 2 ** lvl, tm,
-                                          min_tissue_fraction=min_tissue_fraction, jpeg_quality=jpeg_quality))
+                plan = plan_patches(g, centres, lvl, shapes[lvl], image_ps * 2 ** lvl, tm,
+                                    in_tissue=obs["in_tissue"].to_numpy() > 0,
+                                    min_tissue_fraction=min_tissue_fraction, jpeg_quality=jpeg_quality)
+                if plan.n_in_tissue_below_threshold:
+                    warnings.append(f"{g.name}: {plan.n_in_tissue_below_threshold} spot(s) marked in tissue by the "
+                                    f"source have an Otsu tissue fraction < {min_tissue_fraction:g}; patched anyway")
+                plans.append(plan)
             image_info = ImageInfo(source_path=str(img.source_path), kind=img.kind, pixel_size_um=image_ps,
                                    width_px=img.width_px, height_px=img.height_px, n_levels=len(shapes))
         w.write_shapes(L.SHAPES_SPOTS, _spots_frame(sample, x_um, y_um, table.obs_names))

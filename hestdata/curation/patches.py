@@ -37,6 +37,7 @@ class PatchPlan:
     centres_level_px: np.ndarray  # (n, 2) continuous x, y on that level
     window_level_px: float
     qc: PatchQC
+    n_in_tissue_below_threshold: int = 0
 
 
 def choose_level(geometry: PatchGeometry, image_pixel_size_um: float, n_levels: int, *, where: str,
@@ -57,10 +58,15 @@ def choose_level(geometry: PatchGeometry, image_pixel_size_um: float, n_levels: 
 
 
 def plan_patches(geometry: PatchGeometry, centres_um: np.ndarray, level: int, level_shape: tuple[int, int],
-                 level_pixel_size_um: float, tissue: TissueMask | None, *,
+                 level_pixel_size_um: float, tissue: TissueMask | None, *, in_tissue: np.ndarray | None = None,
                  min_tissue_fraction: float = DEFAULT_MIN_TISSUE_FRACTION,
                  jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> PatchPlan:
-    """Decide which spots get a patch on the given pyramid level, counting every skip."""
+    """Decide which spots get a patch on the given pyramid level, counting every skip.
+
+    Spots the source marks as under tissue (``in_tissue``: Space Ranger's call, the ST annotators'
+    selection — made at full resolution) are always patched; the Otsu tissue-fraction threshold only filters
+    the others. ``plan.n_in_tissue_below_threshold`` counts marked spots Otsu disagrees with (for QC).
+    """
     target = geometry.pixel_size_um
     lps = level_pixel_size_um
     h, w = level_shape
@@ -75,15 +81,18 @@ def plan_patches(geometry: PatchGeometry, centres_um: np.ndarray, level: int, le
     if tissue is not None and min_tissue_fraction > 0:
         frac = tissue.box_fraction(centres_um[:, 0] - half_um, centres_um[:, 1] - half_um,
                                    centres_um[:, 0] + half_um, centres_um[:, 1] + half_um)
-        low = ~off & (frac < min_tissue_fraction)
+        below = ~off & (frac < min_tissue_fraction)
     else:
-        low = np.zeros(len(centres_um), dtype=bool)
+        below = np.zeros(len(centres_um), dtype=bool)
+    marked = np.zeros(len(centres_um), dtype=bool) if in_tissue is None else np.asarray(in_tissue, dtype=bool)
+    low = below & ~marked
     keep = ~off & ~low
     rows = np.flatnonzero(keep).astype(np.int64)
     qc = PatchQC(n_patches=int(keep.sum()), n_skipped_off_image=int(off.sum()), n_skipped_low_tissue=int(low.sum()),
                  n_partial_outside_image=int((partial & keep).sum()), min_tissue_fraction=min_tissue_fraction,
                  source_pixel_size_um=lps, jpeg_quality=jpeg_quality)
-    return PatchPlan(geometry, rows, centres_um[rows], level, lps, c_level[rows], window, qc)
+    return PatchPlan(geometry, rows, centres_um[rows], level, lps, c_level[rows], window, qc,
+                     n_in_tissue_below_threshold=int((below & marked).sum()))
 
 
 def render_patch(level_img: np.ndarray, cx: float, cy: float, window: float, size_px: int) -> np.ndarray:

@@ -19,18 +19,24 @@ from hestdata.model import PixelSizeEvidence
 DISAGREEMENT_LIMIT_PCT = 5.0
 
 
-def grid_positions_um(technology: str, obs: pd.DataFrame) -> np.ndarray | None:
-    """Physical (x, y) µm of each spot from its array coordinates, or None if the grid is unknown/absent."""
+def grid_positions_um(technology: str, obs: pd.DataFrame, spacing_um: float | None = None) -> np.ndarray | None:
+    """Physical (x, y) µm of each spot from its array coordinates, or None if the grid is unknown/absent.
+
+    ``spacing_um`` is the centre-to-centre distance of neighbouring spots (Visium 100, legacy ST 200, Visium
+    HD the bin size); the technology's standard value is used when it is None.
+    """
     if "array_row" not in obs or "array_col" not in obs:
         return None
     row = pd.to_numeric(obs["array_row"], errors="coerce").to_numpy(np.float64)
     col = pd.to_numeric(obs["array_col"], errors="coerce").to_numpy(np.float64)
     if not (np.isfinite(row).all() and np.isfinite(col).all()) or (row < 0).any():
         return None
-    if technology == "visium":  # hexagonal: same-row neighbours differ by 2 columns = 100 µm
-        return np.column_stack([col * 50.0, row * 50.0 * math.sqrt(3.0)])
-    if technology == "st":
-        return np.column_stack([col * 200.0, row * 200.0])
+    if technology == "visium":  # hexagonal: same-row neighbours differ by 2 columns
+        d = spacing_um or 100.0
+        return np.column_stack([col * d / 2, row * d / 2 * math.sqrt(3.0)])
+    if technology in ("st", "visium_hd"):  # square grids
+        d = spacing_um or (200.0 if technology == "st" else None)
+        return None if d is None else np.column_stack([col * d, row * d])
     return None
 
 
@@ -55,20 +61,38 @@ def estimate_from_grid(phys_um: np.ndarray, pixels: np.ndarray) -> float | None:
     return float(1.0 / math.sqrt(det))
 
 
+def estimate_from_neighbours(pixels: np.ndarray, spacing_um: float) -> float | None:
+    """µm/px from the median nearest-neighbour distance of spot centres (= the grid pitch on a dense grid)."""
+    if len(pixels) < 6:
+        return None
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(pixels).query(pixels, k=2)
+    nn = float(np.median(d[:, 1]))
+    return spacing_um / nn if nn > 0 else None
+
+
 def resolve_pixel_size(evidence: PixelSizeEvidence, technology: str, obs: pd.DataFrame,
-                       where: str) -> tuple[PixelSize, list[str]]:
+                       where: str, spacing_um: float | None = None) -> tuple[PixelSize, list[str]]:
     """Combine the evidence into the trusted pixel size; return it and any warnings."""
     from hestdata.units import check_pixel_size_um
 
     if evidence.user is not None:
         check_pixel_size_um(evidence.user, where)
     estimated, estimated_from = evidence.estimated, evidence.estimated_from
-    phys = grid_positions_um(technology, obs)
-    if phys is not None:
-        pix = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
-        g = estimate_from_grid(phys, pix)
-        if g is not None:
-            estimated, estimated_from = g, f"{technology} spot grid (affine fit over {len(pix)} spots)"
+    warnings: list[str] = []
+    pix = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
+    phys = grid_positions_um(technology, obs, spacing_um)
+    g = estimate_from_grid(phys, pix) if phys is not None else None
+    how = f"{technology} spot grid (affine fit of {len(pix)} spots on array coordinates)"
+    if g is None and spacing_um:
+        g = estimate_from_neighbours(pix, spacing_um)
+        how = f"median nearest-neighbour spacing of {len(pix)} spots = {spacing_um:g} µm"
+    if g is not None:
+        if estimated is not None and abs(g - estimated) / g * 100 > DISAGREEMENT_LIMIT_PCT:
+            warnings.append(f"{where}: spot-grid pixel size {g:.4f} µm/px differs from the {estimated_from} "
+                            f"estimate {estimated:.4f} µm/px by {abs(g - estimated) / g * 100:.1f} %; the grid is used")
+        estimated, estimated_from = g, how
     if evidence.user is not None:
         value, trusted = float(evidence.user), "user"
     elif evidence.embedded is not None:
@@ -79,7 +103,6 @@ def resolve_pixel_size(evidence: PixelSizeEvidence, technology: str, obs: pd.Dat
         raise InputError(where, "pixel size unknown: nothing embedded and too few spots to estimate it",
                          "pass --pixel-size-um")
     check_pixel_size_um(value, where)
-    warnings: list[str] = []
     disagreement = None
     ref = evidence.embedded if trusted == "user" and evidence.embedded is not None else estimated
     if trusted != "estimated" and ref is not None:

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+CLOSING_UM = 40.0
+HOLE_UM2 = 250_000.0  # 0.25 mm²: smaller enclosed holes are filled, larger lumens stay holes
+
+
 @dataclass
 class TissueMask:
     """Boolean mask at ``pixel_size_um`` µm/px, with an integral image for fast box fractions."""
@@ -67,11 +71,13 @@ def segment_tissue(thumb: np.ndarray, pixel_size_um: float) -> TissueMask:
         return TissueMask(np.zeros(sat.shape, dtype=bool), pixel_size_um, float("nan"))
     t = float(filters.threshold_otsu(sat))
     mask = sat > t
-    radius = max(1, int(round(20.0 / pixel_size_um)))  # ~20 µm closing
+    radius = max(1, int(round(CLOSING_UM / pixel_size_um)))
     mask = ndimage.binary_closing(mask, structure=morphology.disk(min(radius, 15)), border_value=0)
     min_area = max(16, int(mask.size * 1e-4))
     mask = _drop_small(mask, min_area)
-    mask = ~_drop_small(~mask, min_area)  # fill small holes
+    # pale tissue (fat, loose stroma) has little stain: holes enclosed by tissue up to HOLE_UM2 are tissue
+    max_hole = max(min_area, int(HOLE_UM2 / pixel_size_um**2))
+    mask = ~_drop_small(~mask, max_hole)
     return TissueMask(mask, pixel_size_um, t)
 
 

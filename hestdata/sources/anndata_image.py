@@ -16,9 +16,11 @@ import scipy.sparse as sp
 from hestdata.errors import InputError
 from hestdata.model import PixelSizeEvidence, Sample
 from hestdata.sources.common import make_anndata, pick_image
-from hestdata.sources.visium import VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_SPACING_UM
+from hestdata.sources.visium import SPACERANGER_SPOT_REFERENCE_UM, VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_SPACING_UM
 
-SPOT_GEOMETRY = {"visium": (VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_SPACING_UM), "st": (100.0, 200.0)}
+# (physical spot diameter, centre-to-centre spacing, the diameter that spot_diameter_fullres refers to)
+SPOT_GEOMETRY = {"visium": (VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_SPACING_UM, SPACERANGER_SPOT_REFERENCE_UM),
+                 "st": (100.0, 200.0, 100.0)}
 
 
 def read_anndata(h5ad: str | Path, *, image: str | Path, sample_id: str, technology: str = "visium",
@@ -71,10 +73,10 @@ def read_anndata(h5ad: str | Path, *, image: str | Path, sample_id: str, technol
     if library_id and library_id not in libs:
         raise InputError(path, f"library {library_id!r} not in uns['spatial'] (has {libs})")
     sf = dict(spatial[lib].get("scalefactors", {})) if lib else {}
-    diameter_um, spacing_um = SPOT_GEOMETRY[technology]
+    diameter_um, spacing_um, reference_um = SPOT_GEOMETRY[technology]
     if sf.get("spot_diameter_fullres"):
-        evidence.estimated = diameter_um / float(sf["spot_diameter_fullres"])
-        evidence.estimated_from = f"spot_diameter_fullres ({diameter_um:g} µm spots)"
+        evidence.estimated = reference_um / float(sf["spot_diameter_fullres"])
+        evidence.estimated_from = f"spot_diameter_fullres ({reference_um:g} µm reference spot)"
     return Sample(
         sample_id=sample_id, technology=technology, expression=adata, image=img, pixel_size=evidence,
         spot_shape="circle", spot_diameter_um=diameter_um, inter_spot_distance_um=spacing_um,

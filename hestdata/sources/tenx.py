@@ -80,6 +80,12 @@ def read_10x_h5(path: str | Path) -> FeatureMatrix:
     return FeatureMatrix(counts, barcodes, features, p)
 
 
+def is_gzip(path: Path) -> bool:
+    """True if the file starts with the gzip magic (some '.gz' files in the wild are plain text)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
 def read_10x_mtx(folder: str | Path) -> FeatureMatrix:
     """Read an MTX folder (``matrix.mtx[.gz]``, ``barcodes.tsv[.gz]``, ``features.tsv[.gz]`` or ``genes.tsv``)."""
     import scipy.io
@@ -95,17 +101,25 @@ def read_10x_mtx(folder: str | Path) -> FeatureMatrix:
 
     mtx, bc, ft = find("matrix.mtx"), find("barcodes.tsv"), find("features.tsv", "genes.tsv")
     try:
-        m = scipy.io.mmread(str(mtx))
+        if is_gzip(mtx):
+            with gzip.open(mtx, "rb") as fh:
+                m = scipy.io.mmread(fh)
+        else:
+            with open(mtx, "rb") as fh:
+                m = scipy.io.mmread(fh)
     except Exception as exc:
         raise InputError(mtx, f"cannot parse Matrix Market file: {exc}") from exc
-    opener = gzip.open if bc.suffix == ".gz" else open
+    opener = gzip.open if is_gzip(bc) else open
     with opener(bc, "rt") as fh:
-        barcodes = [line.strip().split("\t")[0] for line in fh if line.strip()]
-    fcols = pd.read_csv(ft, sep="\t", header=None, compression="infer")
-    ids = fcols[0].astype(str).tolist()
-    names = fcols[1].astype(str).tolist() if fcols.shape[1] > 1 else ids
-    ftype = fcols[2].astype(str).tolist() if fcols.shape[1] > 2 else ["Gene Expression"] * len(ids)
+        barcodes = [line.strip().split("\t")[0].strip('"') for line in fh if line.strip()]
+    fcols = pd.read_csv(ft, sep="\t", header=None, compression="gzip" if is_gzip(ft) else None)
+    fcols = fcols.astype(str).apply(lambda c: c.str.strip('"'))
+    ids = fcols[0].tolist()
+    names = fcols[1].tolist() if fcols.shape[1] > 1 else ids
+    ftype = fcols[2].tolist() if fcols.shape[1] > 2 else ["Gene Expression"] * len(ids)
     counts = sp.csr_matrix(m.T)
+    if counts.dtype.kind == "f" and np.all(np.mod(counts.data, 1) == 0):
+        counts = counts.astype(np.int32)  # Matrix Market 'integer' fields come back as float64
     if counts.shape != (len(barcodes), len(ids)):
         raise InputError(mtx, f"matrix shape {m.shape} does not match {len(ids)} features x {len(barcodes)} barcodes")
     return FeatureMatrix(counts, barcodes, pd.DataFrame({"name": names, "gene_id": ids, "feature_type": ftype}), mtx)

@@ -11,6 +11,10 @@ from hestdata.sources.tenx import find_matrix, join_positions, read_positions, r
 
 VISIUM_SPOT_DIAMETER_UM = 55.0
 VISIUM_SPOT_SPACING_UM = 100.0
+# Space Ranger's ``spot_diameter_fullres`` spans a *theoretical 65 µm* spot, not the physical 55 µm one: on the
+# shared squidpy fixture it is 89.4 px while neighbouring spots (100 µm apart) are 137-138 px apart, i.e.
+# 89.4 px = 65 µm. Using 55 µm here would underestimate the pixel size by ~15 %.
+SPACERANGER_SPOT_REFERENCE_UM = 65.0
 
 
 def read_visium(outs: str | Path, *, sample_id: str, image: str | Path | None = None,
@@ -51,8 +55,8 @@ def read_visium(outs: str | Path, *, sample_id: str, image: str | Path | None = 
         evidence.embedded, evidence.embedded_from = img.embedded_pixel_size_um, f"{img.source_path.name} tags"
     d = sf.get("spot_diameter_fullres")
     if d:
-        evidence.estimated = VISIUM_SPOT_DIAMETER_UM / float(d)
-        evidence.estimated_from = "spot_diameter_fullres (55 µm spots)"
+        evidence.estimated = SPACERANGER_SPOT_REFERENCE_UM / float(d)
+        evidence.estimated_from = "spot_diameter_fullres (Space Ranger's 65 µm reference spot)"
     files = [fm.path, Path(positions.attrs["path"])] + ([img.source_path] if img else [])
     return Sample(
         sample_id=sample_id, technology="visium", expression=adata, image=img, pixel_size=evidence,

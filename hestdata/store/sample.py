@@ -140,6 +140,8 @@ class SampleWriter:
 
     def write_table(self, adata: anndata.AnnData, region: str = L.SHAPES_SPOTS, name: str = L.TABLE) -> None:
         """Write the expression AnnData annotating ``shapes/<region>`` (``ngff:regions_table``)."""
+        import warnings
+
         import pandas as pd
         from anndata.io import write_elem
 
@@ -148,7 +150,9 @@ class SampleWriter:
         adata.obs[L.INSTANCE_KEY] = adata.obs_names.astype(str)
         adata.uns["spatialdata_attrs"] = {"region": region, "region_key": L.REGION_KEY, "instance_key": L.INSTANCE_KEY}
         tables = self.group.require_group("tables")
-        write_elem(tables, name, adata)
+        with warnings.catch_warnings():  # zarr's notice about future default sharding; not actionable here
+            warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+            write_elem(tables, name, adata)
         tables[name].attrs.update({
             "spatialdata-encoding-type": "ngff:regions_table", "region": region, "region_key": L.REGION_KEY,
             "instance_key": L.INSTANCE_KEY, "version": L.TABLE_VERSION,
@@ -194,8 +198,8 @@ class SampleWriter:
         """Write root attributes, consolidate metadata and rename into place atomically."""
         import zarr
 
-        from hestdata.metadata import schema_violations
         from hestdata.errors import SchemaError
+        from hestdata.metadata import schema_violations
 
         meta = metadata.model_dump(mode="json")
         problems = schema_violations(meta)
@@ -205,7 +209,12 @@ class SampleWriter:
             "spatialdata_attrs": {"version": L.SPATIALDATA_VERSION, "spatialdata_software_version": "0.7.3"},
             L.META_KEY: meta,
         })
-        zarr.consolidate_metadata(str(self.tmp))
+        import warnings
+
+        with warnings.catch_warnings():  # parquet files beside zarr nodes, and the v3 consolidation notice
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            zarr.consolidate_metadata(str(self.tmp))
         commit_dir(self.tmp, self.final, self.overwrite)
         self._done = True
         return self.final

@@ -1,0 +1,206 @@
+"""The ``hestdata`` command: convert, info, validate, demo.
+
+Every command exits non-zero with a one-line cause on bad input (any :class:`HestdataError`), and long steps
+show a progress bar. Heavy imports happen inside the commands, so ``hestdata --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Curate spatial-omics / pathology samples into SpatialData/Zarr stores.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+convert_app = typer.Typer(help="Convert one sample into ROOT/samples/<ID>.zarr.", no_args_is_help=True)
+app.add_typer(convert_app, name="convert")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn any HestdataError into a one-line message and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hestdata.errors import HestdataError, SchemaError
+
+        try:
+            return fn(*args, **kwargs)
+        except SchemaError as exc:
+            _fail(str(exc))
+        except HestdataError as exc:
+            _fail(str(exc).splitlines()[0])
+        except ValueError as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Root folder to write into (created if needed).")]
+SampleId = Annotated[str, typer.Option("--id", help="Sample id (letters, digits, '.', '_', '-').")]
+PixelSize = Annotated[float | None, typer.Option("--pixel-size-um", help="Override the full-resolution µm/px.")]
+Patch = Annotated[list[str] | None, typer.Option("--patch", help="Patch geometry, repeatable (default 224px_0.5um).")]
+NoPatches = Annotated[bool, typer.Option("--no-patches", help="Write expression, spots and image only.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing sample with the same id.")]
+MinTissue = Annotated[float, typer.Option("--min-tissue-fraction", help="Skip (and count) patches with less tissue.")]
+Meta = Annotated[list[str] | None, typer.Option("--meta", help="Metadata field=value, repeatable (organ=brain).")]
+
+
+def _common(sample: Any, out: Path, patch: list[str] | None, no_patches: bool, overwrite: bool,
+            min_tissue: float, meta: list[str] | None) -> None:
+    from hestdata.convert import convert
+    from hestdata.curation.patches import DEFAULT_MIN_TISSUE_FRACTION  # noqa: F401
+    from hestdata.units import DEFAULT_PATCH
+
+    fields: dict[str, Any] = {}
+    for item in meta or []:
+        if "=" not in item:
+            _fail(f"--meta expects field=value, got {item!r}")
+        k, v = item.split("=", 1)
+        fields[k.strip()] = v.strip()
+    if "synthetic" in fields:
+        fields["synthetic"] = fields["synthetic"].lower() in ("1", "true", "yes")
+    geometries = [] if no_patches else (patch or [DEFAULT_PATCH.name])
+    path = convert(sample, out, patches=geometries, overwrite=overwrite, min_tissue_fraction=min_tissue,
+                   metadata=fields, progress=sys.stderr.isatty())
+    _print_summary(path)
+
+
+def _print_summary(path: Path) -> None:
+    from hestdata.store.sample import read_metadata
+
+    m = read_metadata(path)
+    patches = ", ".join(f"{k}: {v.n_patches}" for k, v in m.qc.patches.items()) or "none"
+    typer.echo(f"wrote {path}  [{m.technology}, {m.qc.n_obs} spots x {m.qc.n_genes} genes, "
+               f"{m.pixel_size_um.value:.4f} µm/px ({m.pixel_size_um.trusted}), patches {patches}]")
+    for w in m.qc.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+
+
+@convert_app.command("visium")
+@handle_errors
+def convert_visium(outs: Annotated[Path, typer.Argument(help="Space Ranger outs/ folder.")], out: Out,
+                   sample_id: SampleId,
+                   image: Annotated[Path | None, typer.Option(help="Full-resolution H&E (TIFF/JPEG/PNG).")] = None,
+                   pixel_size_um: PixelSize = None, patch: Patch = None, no_patches: NoPatches = False,
+                   overwrite: Overwrite = False, min_tissue_fraction: MinTissue = 0.15, meta: Meta = None) -> None:
+    """Convert a 10x Visium outs/ folder."""
+    from hestdata.sources.visium import read_visium
+
+    s = read_visium(outs, sample_id=sample_id, image=image, pixel_size_um=pixel_size_um)
+    _common(s, out, patch, no_patches, overwrite, min_tissue_fraction, meta)
+
+
+@convert_app.command("visium-hd")
+@handle_errors
+def convert_visium_hd(path: Annotated[Path, typer.Argument(help="outs/, binned_outputs/ or square_XXXum/ folder.")],
+                      out: Out, sample_id: SampleId,
+                      bin_size_um: Annotated[int | None, typer.Option(help="Bin size when several exist.")] = None,
+                      image: Annotated[Path | None, typer.Option(help="Full-resolution H&E.")] = None,
+                      pixel_size_um: PixelSize = None, patch: Patch = None, no_patches: NoPatches = False,
+                      overwrite: Overwrite = False, min_tissue_fraction: MinTissue = 0.15, meta: Meta = None) -> None:
+    """Convert 10x Visium HD bins at one bin size."""
+    from hestdata.sources.visium_hd import read_visium_hd
+
+    s = read_visium_hd(path, sample_id=sample_id, bin_size_um=bin_size_um, image=image, pixel_size_um=pixel_size_um)
+    _common(s, out, patch, no_patches, overwrite, min_tissue_fraction, meta)
+
+
+@convert_app.command("st")
+@handle_errors
+def convert_st(counts: Annotated[Path, typer.Argument(help="Counts TSV (spots x genes, rows '{x}x{y}').")],
+               spots: Annotated[Path, typer.Option(help="Spot file with pixel_x/pixel_y.")],
+               image: Annotated[Path, typer.Option(help="Full-resolution H&E.")], out: Out, sample_id: SampleId,
+               pixel_size_um: PixelSize = None, patch: Patch = None, no_patches: NoPatches = False,
+               overwrite: Overwrite = False, min_tissue_fraction: MinTissue = 0.15, meta: Meta = None) -> None:
+    """Convert one legacy Spatial Transcriptomics section."""
+    from hestdata.sources.st_legacy import read_st
+
+    s = read_st(counts, spots=spots, image=image, sample_id=sample_id, pixel_size_um=pixel_size_um)
+    _common(s, out, patch, no_patches, overwrite, min_tissue_fraction, meta)
+
+
+@convert_app.command("anndata")
+@handle_errors
+def convert_anndata(h5ad: Annotated[Path, typer.Argument(help="AnnData with obsm['spatial'] in image pixels.")],
+                    image: Annotated[Path, typer.Option(help="The image obsm['spatial'] refers to.")],
+                    out: Out, sample_id: SampleId,
+                    technology: Annotated[str, typer.Option(help="visium or st (spot geometry).")] = "visium",
+                    library_id: Annotated[str | None, typer.Option(help="Key in uns['spatial'].")] = None,
+                    pixel_size_um: PixelSize = None, patch: Patch = None, no_patches: NoPatches = False,
+                    overwrite: Overwrite = False, min_tissue_fraction: MinTissue = 0.15, meta: Meta = None) -> None:
+    """Convert an AnnData + image pair (scanpy/squidpy convention, HEST-1k st/<id>.h5ad)."""
+    from hestdata.sources.anndata_image import read_anndata
+
+    s = read_anndata(h5ad, image=image, sample_id=sample_id, technology=technology, library_id=library_id,
+                     pixel_size_um=pixel_size_um)
+    _common(s, out, patch, no_patches, overwrite, min_tissue_fraction, meta)
+
+
+@app.command()
+@handle_errors
+def info(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zarr folder.")]) -> None:
+    """Summarise a root (its catalog) or one sample (its metadata)."""
+    from hestdata.store import layout as L
+
+    if path.name.endswith(L.SAMPLE_SUFFIX):
+        import json
+
+        from hestdata.store.sample import read_metadata
+
+        typer.echo(json.dumps(read_metadata(path).model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    import polars as pl
+
+    from hestdata.store.catalog import open_catalog
+
+    cat = open_catalog(path)
+    cols = ["id", "technology", "species", "n_obs", "n_genes", "pixel_size_um", "n_patches", "synthetic", "bytes"]
+    with pl.Config(tbl_rows=100, tbl_cols=len(cols), tbl_width_chars=140):
+        typer.echo(f"{path}: {cat.height} sample(s)")
+        if cat.height:
+            typer.echo(cat.select(cols))
+
+
+@app.command()
+@handle_errors
+def validate(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zarr folder.")],
+             checksums: Annotated[bool, typer.Option(help="Re-hash files against the manifest.")] = True) -> None:
+    """Check a root or sample against the store specification; list every violation."""
+    from hestdata.store.validate import validate as run
+
+    rep = run(path, checksums=checksums)
+    if rep.ok:
+        typer.echo(f"{path}: valid ({rep.kind}, {rep.n_samples} sample(s))")
+        return
+    for v in rep.violations:
+        typer.echo(f"  - {v}", err=True)
+    _fail(f"{path}: {len(rep.violations)} violation(s)")
+
+
+@app.command()
+@handle_errors
+def demo(data: Annotated[Path | None, typer.Option(help="A real Visium outs/ folder instead of the built-in sample.")] = None,
+         image: Annotated[Path | None, typer.Option(help="Full-resolution image for --data.")] = None,
+         out: Annotated[Path, typer.Option(help="Where to build the demo root.")] = Path("hestdata-demo")) -> None:
+    """Build a small root offline, print its catalog and write overview.png."""
+    from hestdata.demo import run_demo
+
+    run_demo(out, data=data, image=image, echo=typer.echo)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

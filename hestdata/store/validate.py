@@ -1,0 +1,196 @@
+"""Check a root or a sample against the store specification and report every violation (not just the first)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hestdata.store import layout as L
+
+OBS_COLUMNS = ("x_um", "y_um", "in_tissue", "array_row", "array_col", "pxl_col_in_fullres", "pxl_row_in_fullres")
+VAR_COLUMNS = ("original_name", "gene_id", "feature_type")
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of :func:`validate`: ``violations`` lists every problem found, ``ok`` when there is none."""
+
+    path: Path
+    kind: str  # "root" or "sample"
+    violations: list[str] = field(default_factory=list)
+    n_samples: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def raise_if_invalid(self) -> None:
+        """Raise :class:`~hestdata.errors.SchemaError` listing every violation."""
+        from hestdata.errors import SchemaError
+
+        if self.violations:
+            raise SchemaError(self.path, self.violations)
+
+
+def _validate_sample(path: Path, out: list[str]) -> None:
+    import pyarrow.parquet as pq
+    import zarr
+
+    import hestdata.store.codecs  # noqa: F401
+    from hestdata.metadata import SampleMetadata, schema_violations
+
+    def bad(msg: str) -> None:
+        out.append(f"{path.name}: {msg}")
+
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as exc:
+        bad(f"not a readable Zarr v3 group ({type(exc).__name__})")
+        return
+    attrs = dict(root.attrs)
+    if "spatialdata_attrs" not in attrs:
+        bad("root attrs lack 'spatialdata_attrs' (not a SpatialData store)")
+    raw = attrs.get(L.META_KEY)
+    if raw is None:
+        bad(f"root attrs lack '{L.META_KEY}' metadata")
+        return
+    problems = schema_violations(raw)
+    for p in problems:
+        bad(f"metadata {p}")
+    if problems:
+        return
+    meta = SampleMetadata.model_validate(raw)
+    if meta.id + L.SAMPLE_SUFFIX != path.name:
+        bad(f"metadata id {meta.id!r} does not match the folder name")
+    # table
+    try:
+        tab = root[f"tables/{L.TABLE}"]
+        X = tab["X"]
+        shape = tuple(X.attrs.get("shape", getattr(X, "shape", ())))
+        if shape != (meta.qc.n_obs, meta.qc.n_genes):
+            bad(f"tables/{L.TABLE}/X shape {shape} != metadata ({meta.qc.n_obs}, {meta.qc.n_genes})")
+        dtype = X["data"].dtype if hasattr(X, "keys") and "data" in X else X.dtype
+        if meta.qc.counts_integer and "int" not in str(dtype):
+            bad(f"counts are declared integer but X has dtype {dtype}")
+        obs_cols = set(tab["obs"].attrs.get("column-order", []))
+        for c in OBS_COLUMNS:
+            if c not in obs_cols:
+                bad(f"tables/{L.TABLE}/obs lacks column {c!r}")
+        var_cols = set(tab["var"].attrs.get("column-order", []))
+        for c in VAR_COLUMNS:
+            if c not in var_cols:
+                bad(f"tables/{L.TABLE}/var lacks column {c!r}")
+        tattrs = dict(tab.attrs)
+        if tattrs.get("region") != L.SHAPES_SPOTS or tattrs.get("instance_key") != L.INSTANCE_KEY:
+            bad(f"tables/{L.TABLE} does not annotate shapes/{L.SHAPES_SPOTS} by {L.INSTANCE_KEY!r}")
+    except KeyError as exc:
+        bad(f"missing element {exc}")
+    # spots
+    spots = path / "shapes" / L.SHAPES_SPOTS / "shapes.parquet"
+    if not spots.is_file():
+        bad(f"missing shapes/{L.SHAPES_SPOTS}")
+    else:
+        n = pq.ParquetFile(spots).metadata.num_rows
+        if n != meta.qc.n_obs:
+            bad(f"shapes/{L.SHAPES_SPOTS} has {n} rows, table has {meta.qc.n_obs}")
+    # image
+    if meta.image is not None:
+        try:
+            img = root[f"images/{L.IMAGE_HE}"]
+            ms = img.attrs["ome"]["multiscales"][0]
+            if len(ms["datasets"]) != meta.image.n_levels:
+                bad(f"images/{L.IMAGE_HE} has {len(ms['datasets'])} levels, metadata says {meta.image.n_levels}")
+            s0 = img[ms["datasets"][0]["path"]]
+            if tuple(s0.shape[1:]) != (meta.image.height_px, meta.image.width_px):
+                bad(f"images/{L.IMAGE_HE} level 0 shape {s0.shape} != metadata {meta.image.height_px}x{meta.image.width_px}")
+            scale = ms["coordinateTransformations"][0]["scale"]
+            if abs(scale[-1] - meta.image.pixel_size_um) > 1e-9 * max(1.0, scale[-1]):
+                bad(f"images/{L.IMAGE_HE} transform scale {scale[-1]} != pixel size {meta.image.pixel_size_um}")
+        except (KeyError, IndexError) as exc:
+            bad(f"images/{L.IMAGE_HE} missing or malformed ({exc})")
+    # patches
+    for name, pqc in meta.qc.patches.items():
+        try:
+            g = root[f"{L.PATCH_GROUP}/{name}"]
+            imgs, idx, cen = g[L.PATCH_IMAGES], g[L.PATCH_OBS_INDEX], g[L.PATCH_CENTERS]
+        except KeyError as exc:
+            bad(f"patch array {name}: missing {exc}")
+            continue
+        p = int(g.attrs.get("patch_size_px", -1))
+        if tuple(imgs.shape) != (pqc.n_patches, p, p, 3):
+            bad(f"patch array {name}: images shape {imgs.shape} != ({pqc.n_patches}, {p}, {p}, 3)")
+        if idx.shape != (pqc.n_patches,) or cen.shape != (pqc.n_patches, 2):
+            bad(f"patch array {name}: obs_index {idx.shape} / centers_um {cen.shape} do not match {pqc.n_patches} patches")
+        else:
+            v = idx[:]
+            if len(v) and (v.min() < 0 or v.max() >= meta.qc.n_obs):
+                bad(f"patch array {name}: obs_index outside [0, {meta.qc.n_obs})")
+
+
+def _validate_root(root: Path, out: list[str], checksums: bool) -> int:
+    import pyarrow.parquet as pq
+
+    from hestdata.store.catalog import CATALOG_SCHEMA
+    from hestdata.store.manifest import file_sha256, load_manifest
+
+    samples = sorted(p for p in (root / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}") if L.is_sample_dir(p))
+    cat = root / L.CATALOG
+    if not cat.is_file():
+        out.append(f"{L.CATALOG} missing")
+    else:
+        try:
+            t = pq.read_table(cat)
+            missing = [c for c in CATALOG_SCHEMA if c not in t.column_names]
+            if missing:
+                out.append(f"{L.CATALOG} lacks column(s) {missing}")
+            ids = t.column("id").to_pylist() if "id" in t.column_names else []
+            if len(ids) != len(set(ids)):
+                out.append(f"{L.CATALOG} has duplicate ids")
+            on_disk = {p.name[: -len(L.SAMPLE_SUFFIX)] for p in samples}
+            for sid in sorted(set(ids) - on_disk):
+                out.append(f"{L.CATALOG} lists {sid!r} but {L.sample_relpath(sid)} is absent")
+            for sid in sorted(on_disk - set(ids)):
+                out.append(f"{L.sample_relpath(sid)} is not in {L.CATALOG}")
+        except Exception as exc:
+            out.append(f"{L.CATALOG} unreadable ({type(exc).__name__}: {exc})")
+    try:
+        files = load_manifest(root)["files"]
+    except Exception as exc:
+        out.append(str(exc))
+        files = {}
+    if not (root / L.MANIFEST).is_file():
+        out.append(f"{L.MANIFEST} missing")
+    for rel, entry in sorted(files.items()):
+        p = root / rel
+        if not p.is_file():
+            out.append(f"{L.MANIFEST} lists {rel} but it is absent")
+        elif p.stat().st_size != entry["size"]:
+            out.append(f"{rel}: size {p.stat().st_size} != manifest {entry['size']}")
+        elif checksums and file_sha256(p) != entry["sha256"]:
+            out.append(f"{rel}: sha256 differs from the manifest")
+    listed = set(files)
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel not in listed and p.name not in (L.MANIFEST, L.LOCK) \
+                and not any(part.startswith(".") for part in Path(rel).parts):
+            out.append(f"{rel} is not in {L.MANIFEST}")
+    for s in samples:
+        _validate_sample(s, out)
+    return len(samples)
+
+
+def validate(path: str | Path, *, checksums: bool = True) -> ValidationReport:
+    """Validate a root (catalog, manifest, every sample) or one ``samples/<id>.zarr``.
+
+    ``checksums=False`` skips re-hashing files (sizes are still checked).
+    """
+    p = Path(path)
+    if not p.exists():
+        return ValidationReport(p, "unknown", [f"{p}: not found"])
+    if p.name.endswith(L.SAMPLE_SUFFIX) or (p / "zarr.json").is_file():
+        rep = ValidationReport(p, "sample", n_samples=1)
+        _validate_sample(p, rep.violations)
+        return rep
+    rep = ValidationReport(p, "root")
+    rep.n_samples = _validate_root(p, rep.violations, checksums)
+    return rep
