@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 CLOSING_UM = 40.0
 HOLE_UM2 = 250_000.0  # 0.25 mm²: smaller enclosed holes are filled, larger lumens stay holes
 
@@ -40,8 +39,8 @@ class TissueMask:
         ya = np.clip(np.floor(y0_um / s), 0, h).astype(np.int64)
         yb = np.clip(np.ceil(y1_um / s), 0, h).astype(np.int64)
         area_full = np.maximum((np.ceil(x1_um / s) - np.floor(x0_um / s)) * (np.ceil(y1_um / s) - np.floor(y0_um / s)), 1)
-        I = self._integral
-        inside = I[yb, xb] - I[ya, xb] - I[yb, xa] + I[ya, xa]
+        ii = self._integral
+        inside = ii[yb, xb] - ii[ya, xb] - ii[yb, xa] + ii[ya, xa]
         return inside / area_full
 
 

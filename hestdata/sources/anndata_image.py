@@ -16,7 +16,11 @@ import scipy.sparse as sp
 from hestdata.errors import InputError
 from hestdata.model import PixelSizeEvidence, Sample
 from hestdata.sources.common import make_anndata, pick_image
-from hestdata.sources.visium import SPACERANGER_SPOT_REFERENCE_UM, VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_SPACING_UM
+from hestdata.sources.visium import (
+    SPACERANGER_SPOT_REFERENCE_UM,
+    VISIUM_SPOT_DIAMETER_UM,
+    VISIUM_SPOT_SPACING_UM,
+)
 
 # (physical spot diameter, centre-to-centre spacing, the diameter that spot_diameter_fullres refers to)
 SPOT_GEOMETRY = {"visium": (VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_SPACING_UM, SPACERANGER_SPOT_REFERENCE_UM),

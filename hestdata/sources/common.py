@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,9 +14,12 @@ from hestdata.errors import InputError
 from hestdata.model import RasterImage
 from hestdata.sources.images import blank_reason, load_image
 
+if TYPE_CHECKING:
+    import anndata
+
 
 def make_anndata(counts: sp.spmatrix | np.ndarray, obs: pd.DataFrame, features: pd.DataFrame,
-                 source: Path) -> "anndata.AnnData":  # noqa: F821
+                 source: Path) -> anndata.AnnData:
     """AnnData with CSR counts as given, obs as given, var indexed by the source feature name."""
     import anndata as ad
 

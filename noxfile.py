@@ -1,0 +1,39 @@
+"""Developer sessions: ``nox -s tests``, ``nox -s demo``, ``nox -s lint``, ``nox -s docs``.
+
+Each session builds its own virtual environment with the interpreter that runs nox (Python >= 3.11).
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Install hestdata with its test extras and run the whole suite (GPU tests skip without CUDA)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-ra", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Install hestdata and run the offline demo (writes ./hestdata-demo/)."""
+    session.install(".")
+    session.run("hestdata", "demo", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff over the package, tests and benchmarks."""
+    session.install("ruff")
+    session.run("ruff", "check", "hestdata", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the mkdocs site into ./site (strict: broken links fail)."""
+    session.install("mkdocs")
+    session.run("mkdocs", "build", "--strict")

@@ -1,0 +1,80 @@
+"""The command line and the demo, as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import hestdata
+from hestdata.cli import app
+from tests.conftest import her2st_inputs, shared
+
+runner = CliRunner()
+
+
+def test_help_everywhere():
+    for args in ([], ["convert"], ["convert", "visium"], ["convert", "st"], ["convert", "anndata"],
+                 ["convert", "visium-hd"], ["info"], ["validate"], ["demo"]):
+        r = runner.invoke(app, [*args, "--help"])
+        assert r.exit_code == 0, (args, r.output)
+        assert "Usage" in r.output
+
+
+def test_convert_visium_info_validate(tmp_path):
+    d = shared("visium", "seurat_mouse_brain_anterior")
+    root = tmp_path / "root"
+    r = runner.invoke(app, ["convert", "visium", str(d), "--out", str(root), "--id", "anterior", "--no-patches",
+                            "--meta", "organ=brain", "--meta", "patient=m1"])
+    assert r.exit_code == 0, r.output
+    assert "wrote" in r.output and "2695 spots" in r.output
+    r = runner.invoke(app, ["info", str(root)])
+    assert r.exit_code == 0 and "anterior" in r.output and "1 sample" in r.output
+    r = runner.invoke(app, ["info", str(root / "samples" / "anterior.zarr")])
+    assert r.exit_code == 0 and '"organ": "brain"' in r.output
+    r = runner.invoke(app, ["validate", str(root)])
+    assert r.exit_code == 0 and "valid" in r.output
+    # a lowres-only sample asked for 0.5 µm/px patches: exit 1, one line, the cause named
+    r = runner.invoke(app, ["convert", "visium", str(d), "--out", str(root), "--id", "anterior2"])
+    assert r.exit_code == 1
+    err = r.output.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "best available image" in err[0]
+    assert not (root / "samples" / "anterior2.zarr").exists()
+
+
+def test_convert_st_subprocess(tmp_path):
+    counts, spots, image = her2st_inputs("C3")
+    root = tmp_path / "root"
+    cmd = [sys.executable, "-m", "hestdata.cli", "convert", "st", str(counts), "--spots", str(spots),
+           "--image", str(image), "--out", str(root), "--id", "C3", "--meta", "organ=breast"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert hestdata.open_catalog(root)["n_patches"].to_list() == [180]
+    bad = subprocess.run(cmd[:6] + ["--spots", str(tmp_path / "nope.tsv")] + cmd[8:], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.tsv'}: spot file not found"]
+
+
+def test_demo_offline(tmp_path):
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "SYNTHETIC" in r.output
+    assert (out / "overview.png").stat().st_size > 10_000
+    cat = hestdata.open_catalog(out / "root")
+    assert cat["synthetic"].to_list() == [True]
+    assert cat["n_patches"][0] == cat["n_obs"][0] > 20
+    assert hestdata.validate(out / "root").ok
+    meta = hestdata.read_metadata(out / "root" / "samples" / "demo_synthetic_ihc.zarr")
+    assert meta.pixel_size_um.trusted == "embedded" and meta.pixel_size_um.value == 0.5  # from TIFF tags
+    assert not meta.pixel_size_um.flagged  # the simulated grid agrees with the tags
+
+
+def test_demo_on_real_visium(tmp_path):
+    d = shared("visium", "seurat_mouse_brain_anterior")
+    r = runner.invoke(app, ["demo", "--data", str(d), "--out", str(tmp_path / "demo")])
+    assert r.exit_code == 0, r.output
+    assert "converting without patches" in r.output and "best available image" in r.output
+    assert Path(tmp_path / "demo" / "overview.png").exists()

