@@ -6,6 +6,7 @@ The public API is re-exported lazily so that ``import hestdata`` stays fast (no 
 - readers: :func:`read_visium`, :func:`read_visium_hd`, :func:`read_st`, :func:`read_anndata`
 - conversion: :func:`convert` (curate + write one sample atomically, update catalog and manifest)
 - access: :func:`open_sample`, :func:`open_catalog`, :func:`validate`
+- loading: :class:`PatchDataset`, :func:`make_loader` (these import torch)
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ _EXPORTS = {
     "read_metadata": "hestdata.store.sample",
     "open_catalog": "hestdata.store.catalog",
     "validate": "hestdata.store.validate",
+    "PatchDataset": "hestdata.loader.dataset",
+    "make_loader": "hestdata.loader.loader",
+    "BatchAugment": "hestdata.loader.augment",
     "PatchGeometry": "hestdata.units",
     "SampleMetadata": "hestdata.metadata",
     "HestdataError": "hestdata.errors",

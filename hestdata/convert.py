@@ -65,11 +65,13 @@ def _spots_frame(sample: Sample, x_um: np.ndarray, y_um: np.ndarray, index: Any)
 def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGeometry] = (DEFAULT_PATCH,),
             overwrite: bool = False, min_tissue_fraction: float = DEFAULT_MIN_TISSUE_FRACTION,
             max_upsampling: float = DEFAULT_MAX_UPSAMPLING, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-            metadata: dict[str, Any] | None = None, progress: bool = False) -> Path:
+            metadata: dict[str, Any] | None = None, progress: bool = False,
+            shard_patches: int | None = None) -> Path:
     """Write ``sample`` to ``root/samples/<id>.zarr`` and publish it in the catalog; return the sample path.
 
     ``patches`` lists patch geometries (``"224px_0.5um"``); an image too coarse for one is an error naming the
     best available µm/px. ``metadata`` sets descriptive fields (organ, patient, species, licence, …).
+    ``shard_patches`` sets how many patches share one shard file (default 1,000).
     """
     import geopandas as gpd
     import pandas as pd
@@ -181,12 +183,13 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
         w.write_table(table)
         for plan in plans:
             n = len(plan.obs_rows)
-            batches = render_patches(plan, kept[plan.level], batch_size=L.DEFAULT_SHARD_PATCHES)
+            shard = int(shard_patches or L.DEFAULT_SHARD_PATCHES)
+            batches = render_patches(plan, kept[plan.level], batch_size=shard)
             if progress:
                 batches = _progress(batches, n, f"{sid} {plan.geometry.name}")
             w.write_patches(plan.geometry.name, n, plan.geometry.patch_size_px, batches, plan.obs_rows,
                             plan.centres_um, {"pixel_size_um": plan.geometry.pixel_size_um,
-                                              "source_level": plan.level}, jpeg_quality)
+                                              "source_level": plan.level}, jpeg_quality, shard_patches=shard)
         kept.clear()
         qc = QC(n_obs=int(table.n_obs), n_obs_in_tissue=int((obs["in_tissue"] > 0).sum()), n_genes=int(table.n_vars),
                 counts_integer=integer, n_positions_without_counts=sample.n_positions_without_counts,

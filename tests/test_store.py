@@ -7,42 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
 import zarr
 
 import hestdata
 from hestdata.metadata import generated_schema, sample_schema
-from hestdata.model import PixelSizeEvidence, RasterImage, Sample
-
-
-def synthetic_sample(sample_id: str = "synth", n: int = 12, pixel_size_um: float = 0.5, seed: int = 0) -> Sample:
-    """A textured image with a black cross centred on each spot, on a square 100 µm grid."""
-    rng = np.random.default_rng(seed)
-    h = w = 1600
-    img = np.full((h, w, 3), 235, np.uint8)
-    img[200:1400, 200:1400] = rng.integers(120, 200, size=(1200, 1200, 3), dtype=np.uint8)  # "tissue"
-    rows, cols = np.divmod(np.arange(n), 4)
-    x_px = 400 + cols * 200.0 + 0.5 * (rows % 2)
-    y_px = 400 + rows * 200.0
-    for x, y in zip(x_px, y_px, strict=True):
-        xi, yi = int(round(x)), int(round(y))
-        img[yi - 1:yi + 1, xi - 10:xi + 10] = 0
-        img[yi - 10:yi + 10, xi - 1:xi + 1] = 0
-    obs = pd.DataFrame({"in_tissue": 1, "array_row": rows, "array_col": cols,
-                        "pxl_row_in_fullres": y_px, "pxl_col_in_fullres": x_px},
-                       index=[f"s{i}" for i in range(n)])
-    var = pd.DataFrame({"gene_id": ["ENSG00000141510", "", ""], "feature_type": "Gene Expression"},
-                       index=["TP53", "MKI67", "FAM132A"])
-    X = rng.poisson(3, size=(n, 3)).astype(np.int64)
-    adata = ad.AnnData(X=X, obs=obs, var=var)
-    return Sample(sample_id=sample_id, technology="visium_hd", expression=adata,
-                  image=RasterImage(img, Path("synthetic.png"), "fullres"),
-                  pixel_size=PixelSizeEvidence(embedded=pixel_size_um, embedded_from="test"),
-                  spot_shape="square", spot_diameter_um=100.0, inter_spot_distance_um=100.0,
-                  source_files=[Path("synthetic")])
+from tests.synth import synthetic_sample
 
 
 def test_shipped_schema_matches_model():

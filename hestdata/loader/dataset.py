@@ -1,0 +1,328 @@
+"""``PatchDataset``: expression–morphology pairs streamed from a local or remote hestdata root.
+
+Each item is an image patch (decoded in the worker, or left as JPEG bytes for one batched GPU decode) with the
+expression vector of its spot over a requested gene list. The dataset is an ``IterableDataset`` of *batches*:
+:func:`hestdata.make_loader` gives every worker a list of blocks (see ``sampler``), and the worker reads each
+block's patches with coalesced byte-range reads of the shard files (``store.patches``), never through
+zarr-python's per-chunk indexing. Random access (``dataset[i]``) also works, for inspection.
+
+It never calls ``spatialdata.read_zarr`` (which loads every element eagerly): it reads the root ``zarr.json``
+of each sample (metadata + consolidated array metadata), the patch → row index, and the expression table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hestdata.errors import HestdataError, IntegrityError, StoreError
+from hestdata.loader.decode import decode_cpu, looks_like_jpeg
+from hestdata.loader.sampler import ShardSpan
+from hestdata.remote.fs import ProcessLocalFS, join
+from hestdata.store import layout as L
+from hestdata.store.patches import PatchArrayReader, open_patch_reader, read_root_metadata
+from hestdata.units import PatchGeometry
+
+try:
+    from torch.utils.data import IterableDataset as _Base
+except ImportError:  # pragma: no cover - torch is a dependency; keep the store usable without it
+    _Base = object  # type: ignore[assignment,misc]
+
+TARGETS = ("log1p", "raw")
+DECODES = ("auto", "cpu", "gpu", "none")
+
+
+def _open_group(fs: ProcessLocalFS, path: str) -> Any:
+    import zarr
+
+    if fs.is_local:
+        return zarr.open_group(path, mode="r")
+    from zarr.storage import FsspecStore
+
+    store = FsspecStore.from_url(f"{fs.protocol}://{path}", storage_options=fs.storage_options or None,
+                                 read_only=True)
+    return zarr.open_group(store, mode="r")
+
+
+@dataclass
+class _Sample:
+    """Per-sample state; the expression matrix is loaded lazily in the process that needs it."""
+
+    sample_id: str
+    path: str
+    reader: PatchArrayReader
+    obs_index: np.ndarray  # patch -> table row
+    centers_um: np.ndarray
+    obs_names: np.ndarray
+    gene_pos: np.ndarray  # requested gene j -> column in this sample, -1 if absent
+    first: int  # global id of this sample's first patch
+    _X: Any = field(default=None, repr=False)
+    _pid: int = field(default=-1, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_X"], d["_pid"] = None, -1
+        return d
+
+    def X(self, fs: ProcessLocalFS) -> Any:
+        if self._X is None or self._pid != os.getpid():
+            from anndata.io import read_elem
+
+            g = _open_group(fs, self.path)
+            self._X = read_elem(g[f"tables/{L.TABLE}/X"])
+            if not hasattr(self._X, "tocsr"):
+                import scipy.sparse as sp
+
+                self._X = sp.csr_matrix(self._X)
+            self._X = self._X.tocsr()
+            self._pid = os.getpid()
+        return self._X
+
+
+class PatchDataset(_Base):  # type: ignore[misc,valid-type]
+    """Expression–morphology pairs of one sample, a root, or a catalog query.
+
+    Args:
+        source: a ``samples/<id>.zarr`` folder or a root, local or any fsspec URL (``s3://``, ``https://`` …).
+        query: polars expression over the root's catalog (e.g. ``pl.col("organ") == "breast"``).
+        genes: a list of symbols, ``"union"`` or ``"intersection"`` of the selected samples' genes (default:
+            the sample's own genes for one sample, else the union). Absent genes are zero and masked.
+        patch: patch array name, e.g. ``"224px_0.5um"``.
+        targets: ``"log1p"`` (HEST-Benchmark's targets: log1p of raw counts, no library-size normalisation) or
+            ``"raw"``.
+        decode: ``"cpu"`` (libjpeg-turbo in workers), ``"gpu"`` (raw bytes to the training process, one batched
+            nvJPEG call), ``"auto"`` (GPU when CUDA is available) or ``"none"`` (raw bytes, no decoding).
+        transform: callable applied to each decoded batch, a uint8 tensor (B, 3, H, W) (on the device for GPU).
+        storage_options: passed to fsspec (credentials, endpoint_url …).
+        on_error: ``"raise"`` (an error naming the sample and patch index) or ``"skip"`` (skip and count).
+        block_cache_dir: cache remote byte ranges on local disk (fsspec block cache).
+    """
+
+    def __init__(self, source: str | os.PathLike[str], query: Any = None, genes: Sequence[str] | str | None = None,
+                 patch: str = "224px_0.5um", targets: str = "log1p", decode: str = "auto",
+                 transform: Callable[[Any], Any] | None = None, storage_options: dict[str, Any] | None = None,
+                 on_error: str = "raise", block_cache_dir: str | None = None) -> None:
+        from hestdata.loader.sources import resolve_samples
+
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+        if decode not in DECODES:
+            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.patch = PatchGeometry.parse(patch).name
+        self.targets, self.transform, self.on_error = targets, transform, on_error
+        if decode == "auto":
+            from hestdata.loader.decode import cuda_available
+
+            decode = "gpu" if cuda_available() else "cpu"
+        self.decode = decode
+        self.fs, paths = resolve_samples(source, query, storage_options, block_cache_dir)
+        self.source = str(source)
+        metas = [read_root_metadata(self.fs, p) for p in paths]
+        var_names = [self._var_names(p) for p in paths]
+        self.genes = self._gene_list(genes, var_names)
+        gindex = {g: j for j, g in enumerate(self.genes)}
+        self.samples: list[_Sample] = []
+        self.spans: list[ShardSpan] = []
+        first = 0
+        for p, meta, var in zip(paths, metas, var_names, strict=True):
+            consolidated = meta.get("consolidated_metadata", {}).get("metadata", {})
+            sid = meta.get("attributes", {}).get(L.META_KEY, {}).get("id", p.rsplit("/", 1)[-1])
+            reader = open_patch_reader(self.fs, p, self.patch, consolidated)
+            g = _open_group(self.fs, join(p, L.PATCH_GROUP, self.patch))
+            obs_index = np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64)
+            centers = np.asarray(g[L.PATCH_CENTERS][:], dtype=np.float32)
+            pos = np.full(len(self.genes), -1, dtype=np.int64)
+            for c, name in enumerate(var):
+                j = gindex.get(name)
+                if j is not None:
+                    pos[j] = c
+            s = _Sample(sid, p, reader, obs_index, centers, self._obs_names(p), pos, first)
+            self.samples.append(s)
+            n, sp = reader.info.n_patches, reader.info.shard_patches
+            self.spans += [ShardSpan(first + a, min(sp, n - a)) for a in range(0, n, sp)]
+            first += n
+        self._offsets = np.array([s.first for s in self.samples] + [first], dtype=np.int64)
+        self._assignment: list[list[np.ndarray]] | None = None
+
+    # -- construction helpers -----------------------------------------------------------------------------
+    def _var_names(self, path: str) -> list[str]:
+        from anndata.io import read_elem
+
+        g = _open_group(self.fs, join(path, "tables", L.TABLE))
+        return [str(v) for v in read_elem(g["var"]).index]
+
+    def _obs_names(self, path: str) -> np.ndarray:
+        from anndata.io import read_elem
+
+        g = _open_group(self.fs, join(path, "tables", L.TABLE))
+        return np.asarray(read_elem(g["obs"]).index.astype(str))
+
+    @staticmethod
+    def _gene_list(genes: Sequence[str] | str | None, var_names: list[list[str]]) -> list[str]:
+        if genes is None:
+            genes = "union"
+        if isinstance(genes, str):
+            if genes == "union":
+                seen: dict[str, None] = {}
+                for v in var_names:
+                    seen.update(dict.fromkeys(v))
+                return list(seen)
+            if genes == "intersection":
+                common = set(var_names[0]).intersection(*map(set, var_names[1:]))
+                return [g for g in var_names[0] if g in common]
+            raise ValueError(f"genes must be a list, 'union' or 'intersection', got {genes!r}")
+        out = list(genes)
+        if len(set(out)) != len(out):
+            raise ValueError("the requested gene list has duplicates")
+        return out
+
+    # -- sizes and random access --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def locate(self, item: int) -> tuple[int, int]:
+        """(sample number, patch index within the sample) of a global item id."""
+        if not 0 <= item < len(self):
+            raise IndexError(f"item {item} out of range [0, {len(self)})")
+        s = int(np.searchsorted(self._offsets, item, side="right") - 1)
+        return s, int(item - self._offsets[s])
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        batch = self.load_block(np.array([item]), decode="cpu" if self.decode == "gpu" else self.decode)
+        if not batch["index"].numel():
+            raise IntegrityError(f"{self.source}: item {item} could not be read")
+        return {k: (v[0] if not isinstance(v, int) else v) for k, v in batch.items() if k != "n_skipped"}
+
+    # -- the hot path ---------------------------------------------------------------------------------------
+    def _expression(self, s: _Sample, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = s.X(self.fs)
+        sub = X[rows]
+        present = s.gene_pos >= 0
+        out = np.zeros((len(rows), len(self.genes)), dtype=np.float32)
+        if present.any():
+            out[:, present] = sub[:, s.gene_pos[present]].toarray()
+        if self.targets == "log1p":
+            np.log1p(out, out=out)
+        return out, present
+
+    def _read(self, s: _Sample, pidx: np.ndarray) -> tuple[list[bytes | None], int]:
+        """Encoded bytes of a sample's patches; with ``on_error="skip"`` an unreadable shard loses only its own
+        patches (``None``), and the count of lost patches is returned."""
+        try:
+            return list(s.reader.read(pidx)), 0
+        except (HestdataError, OSError) as exc:
+            if self.on_error == "raise":
+                raise StoreError(f"{s.path}: sample {s.sample_id}: cannot read patches {pidx[:5].tolist()} "
+                                 f"({self.patch}): {exc}") from exc
+        out: list[bytes | None] = [None] * len(pidx)
+        shards = pidx // s.reader.info.shard_patches
+        lost = 0
+        for shard in np.unique(shards):
+            pos = np.flatnonzero(shards == shard)
+            try:
+                for p, data in zip(pos, s.reader.read(pidx[pos]), strict=True):
+                    out[int(p)] = data
+            except (HestdataError, OSError):
+                lost += len(pos)
+        return out, lost
+
+    def load_block(self, ids: np.ndarray, decode: str | None = None) -> dict[str, Any]:
+        """Read, decode and collate the items ``ids`` (global ids) into one batch dict.
+
+        CPU decoding writes straight into the batch array; the image tensor is (B, 3, H, W) in channels-last
+        memory (a permuted view, no transposing copy), which convolutional encoders consume directly.
+        """
+        import torch
+
+        decode = decode or self.decode
+        n = len(ids)
+        locs = [self.locate(int(i)) for i in ids]
+        ok = np.zeros(n, dtype=bool)
+        jpegs: list[Any] = [None] * n
+        buf = None
+        if decode == "cpu":
+            h, w, c = self.samples[locs[0][0]].reader.info.patch_shape if n else (1, 1, 3)
+            buf = np.empty((n, h, w, 3), dtype=np.uint8)
+        n_skipped = 0
+        by_sample: dict[int, list[int]] = {}
+        for k, (s_no, _) in enumerate(locs):
+            by_sample.setdefault(s_no, []).append(k)
+        for s_no, ks in by_sample.items():
+            s = self.samples[s_no]
+            pidx = np.array([locs[k][1] for k in ks], dtype=np.int64)
+            raw, lost = self._read(s, pidx)
+            n_skipped += lost
+            for k, i, data in zip(ks, pidx, raw, strict=True):
+                if data is None:
+                    continue
+                where = f"{s.path}: sample {s.sample_id} patch {int(i)} ({self.patch})"
+                try:
+                    if buf is not None:
+                        decode_cpu(data, where, out=buf[k])
+                    elif not looks_like_jpeg(data):
+                        raise IntegrityError(f"{where}: corrupt JPEG (bad markers)")
+                    else:
+                        jpegs[k] = np.frombuffer(data, dtype=np.uint8)
+                except IntegrityError:
+                    if self.on_error == "raise":
+                        raise
+                    n_skipped += 1
+                    continue
+                ok[k] = True
+        keep = np.flatnonzero(ok)
+        g = len(self.genes)
+        expr = np.zeros((len(keep), g), dtype=np.float32)
+        mask = np.zeros((len(keep), g), dtype=bool)
+        coords = np.zeros((len(keep), 2), dtype=np.float32)
+        sample_ids, obs_ids = [], []
+        by_sample_kept: dict[int, list[int]] = {}
+        for j, k in enumerate(keep):
+            by_sample_kept.setdefault(locs[k][0], []).append(j)
+        for s_no, js in by_sample_kept.items():
+            s = self.samples[s_no]
+            pidx = np.array([locs[keep[j]][1] for j in js], dtype=np.int64)
+            e, m = self._expression(s, s.obs_index[pidx])
+            expr[js], mask[js], coords[js] = e, m, s.centers_um[pidx]
+        for k in keep:
+            s_no, i = locs[k]
+            s = self.samples[s_no]
+            sample_ids.append(s.sample_id)
+            obs_ids.append(str(s.obs_names[s.obs_index[i]]))
+        batch: dict[str, Any] = {
+            "expression": torch.from_numpy(expr), "mask": torch.from_numpy(mask),
+            "sample_id": sample_ids, "obs_id": obs_ids, "coords_um": torch.from_numpy(coords),
+            "index": torch.from_numpy(np.asarray(ids, dtype=np.int64)[keep]), "n_skipped": n_skipped,
+        }
+        if buf is not None:
+            arr = buf if len(keep) == n else buf[keep]
+            t = torch.from_numpy(arr).permute(0, 3, 1, 2)
+            batch["image"] = self.transform(t) if self.transform is not None else t
+        else:
+            batch["jpeg"] = [torch.from_numpy(jpegs[k].copy()) for k in keep]
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Yield this worker's blocks as batches.
+
+        :func:`hestdata.make_loader` assigns the blocks (shuffled, partitioned, resumable). Used directly with
+        a DataLoader, the dataset yields its items in order in blocks of 64, dealt round-robin to workers.
+        """
+        import torch
+
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self._assignment is None:
+            blocks = [np.arange(a, min(a + 64, len(self))) for a in range(0, len(self), 64)]
+            mine = blocks[wid::nw]
+        else:
+            if len(self._assignment) != nw:
+                raise RuntimeError(f"assignment for {len(self._assignment)} workers used with {nw}")
+            mine = self._assignment[wid]
+        for block in mine:
+            yield self.load_block(block)

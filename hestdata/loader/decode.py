@@ -1,0 +1,67 @@
+"""JPEG decoding of patch batches: libjpeg-turbo on the CPU (in workers), nvJPEG on the GPU (batched)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hestdata.errors import IntegrityError
+
+
+def looks_like_jpeg(data: bytes) -> bool:
+    """Cheap structural check (SOI at the start, EOI at the end) before bytes are shipped to a GPU."""
+    return len(data) > 4 and data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+
+
+def decode_cpu(data: bytes, where: str, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 via simplejpeg (into ``out`` if given); a corrupt patch raises ``IntegrityError``."""
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+    except (ValueError, RuntimeError) as exc:
+        raise IntegrityError(f"{where}: corrupt JPEG ({exc})") from exc
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def decode_gpu(jpegs: list[Any], device: Any, where: list[str], on_error: str) -> tuple[Any, list[int]]:
+    """Decode a list of uint8 CPU tensors with one batched nvJPEG call; return (B, 3, H, W) and kept positions.
+
+    The hardware JPEG engine does not honour CUDA stream ordering (torchvision #9606): we synchronise the device
+    before the decoded memory is used or the input buffers are released. If the batch fails, images are decoded
+    one by one to name the corrupt patch (``on_error="raise"``) or drop it (``"skip"``).
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not jpegs:
+        return torch.empty((0, 3, 0, 0), dtype=torch.uint8, device=device), []
+    try:
+        out = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+        torch.cuda.synchronize(device)
+        return torch.stack(out), list(range(len(jpegs)))
+    except RuntimeError:
+        torch.cuda.synchronize(device)
+    images, kept = [], []
+    for i, j in enumerate(jpegs):
+        try:
+            img = decode_jpeg(j, mode=ImageReadMode.RGB, device=device)
+            torch.cuda.synchronize(device)
+        except RuntimeError as exc:
+            if on_error == "raise":
+                raise IntegrityError(f"{where[i]}: corrupt JPEG (nvJPEG: {exc})") from exc
+            continue
+        images.append(img)
+        kept.append(i)
+    if not images:
+        return torch.empty((0, 3, 0, 0), dtype=torch.uint8, device=device), []
+    return torch.stack(images), kept
