@@ -195,4 +195,30 @@ def run_demo(out: Path, *, data: Path | None = None, image: Path | None = None,
                              "synthetic"])))
     png = write_overview(path, out / "overview.png")
     echo(f"overview: {png}")
+    if hestdata_patches(path):
+        echo(loader_epoch(root))
     return root
+
+
+def hestdata_patches(path: Path) -> bool:
+    from hestdata.store.sample import read_metadata
+
+    return bool(read_metadata(path).qc.patches)
+
+
+def loader_epoch(root: Path, batch_size: int = 16) -> str:
+    """Iterate one epoch of ``root`` through ``PatchDataset`` + ``make_loader`` (CPU decode); a summary line."""
+    import time
+
+    from hestdata.loader import PatchDataset, make_loader
+
+    ds = PatchDataset(root, decode="cpu")
+    loader = make_loader(ds, batch_size=batch_size, num_workers=0, seed=0)
+    t0 = time.perf_counter()
+    n, shape = 0, None
+    for batch in loader:
+        n += len(batch["index"])
+        shape = tuple(batch["image"].shape[1:])
+    dt = time.perf_counter() - t0
+    return (f"loader: one epoch of {n} pairs (image {shape} uint8 + {len(ds.genes)} genes, log1p) "
+            f"in {dt:.2f} s = {n / dt:,.0f} pairs/s (1 process, CPU decode; tiny demo, start-up dominated)")

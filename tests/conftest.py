@@ -58,3 +58,63 @@ def leftovers(root: Path) -> list[str]:
     """Anything in root/samples that is not a committed sample (temporary or trash folders)."""
     d = root / "samples"
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+class RequestLog:
+    """Request lines seen by a loopback server (werkzeug's access log)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.lines: list[str] = []
+        outer = self
+
+        class _H(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                outer.lines.append(record.getMessage())
+
+        self.handler = _H()
+
+    def clear(self) -> None:
+        self.lines.clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto) on 127.0.0.1; yields (endpoint_url, storage_options, request log)."""
+    import logging
+    import socket
+
+    moto_server = pytest.importorskip("moto.server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=True)
+    server.start()
+    log = RequestLog()
+    wz = logging.getLogger("werkzeug")
+    wz.addHandler(log.handler)
+    wz.setLevel(logging.INFO)
+    url = f"http://127.0.0.1:{port}"
+    opts = {"key": "testing", "secret": "testing", "endpoint_url": url,
+            "client_kwargs": {"region_name": "us-east-1"}}
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    yield url, opts, log
+    wz.removeHandler(log.handler)
+    server.stop()
+
+
+def upload(local_root: Path, bucket: str, prefix: str, storage_options: dict) -> str:
+    """Copy a local root into ``s3://bucket/prefix`` with s3fs; return the URL."""
+    import boto3
+    import s3fs
+
+    client = boto3.client("s3", endpoint_url=storage_options["endpoint_url"], region_name="us-east-1",
+                          aws_access_key_id=storage_options["key"], aws_secret_access_key=storage_options["secret"])
+    if bucket not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+        client.create_bucket(Bucket=bucket)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **storage_options)
+    for p in sorted(local_root.rglob("*")):
+        if p.is_file():
+            fs.put_file(str(p), f"{bucket}/{prefix}/{p.relative_to(local_root).as_posix()}")
+    return f"s3://{bucket}/{prefix}"

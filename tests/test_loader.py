@@ -11,6 +11,7 @@ import torch
 import zarr
 
 import hestdata
+from hestdata.loader.dataset import as_tensors
 from tests.synth import synthetic_sample
 
 
@@ -110,7 +111,7 @@ def test_decoded_images_equal_zarr_python(root):
 def test_expression_targets_and_gene_union_with_mask(root):
     ds = hestdata.PatchDataset(root, patch="32px_2um", decode="none", targets="raw")
     assert ds.genes == ["TP53", "MKI67", "EGFR", "KRT5", "CD3E"]
-    batch = ds.load_block(np.arange(70))
+    batch = as_tensors(ds.load_block(np.arange(70)))
     mask = batch["mask"]
     s1 = [k for k, s in enumerate(batch["sample_id"]) if s == "s1"]
     assert mask[s1].tolist()[0] == [True, True, False, True, False]
@@ -122,12 +123,12 @@ def test_expression_targets_and_gene_union_with_mask(root):
     k = s1[0]
     row = list(tab.obs_names).index(batch["obs_id"][k])
     assert batch["expression"][k, 0] == tab[row, "TP53"].X.toarray()[0, 0]
-    log = hestdata.PatchDataset(root, patch="32px_2um", decode="none").load_block(np.arange(70))
+    log = as_tensors(hestdata.PatchDataset(root, patch="32px_2um", decode="none").load_block(np.arange(70)))
     assert torch.allclose(log["expression"], torch.log1p(batch["expression"]))
     inter = hestdata.PatchDataset(root, patch="32px_2um", decode="none", genes="intersection")
     assert inter.genes == ["TP53"]
     explicit = hestdata.PatchDataset(root, patch="32px_2um", decode="none", genes=["CD3E", "NOPE"])
-    b = explicit.load_block(np.arange(70))
+    b = as_tensors(explicit.load_block(np.arange(70)))
     assert b["mask"][:, 1].sum() == 0 and b["mask"][:, 0].sum() == 30
 
 
@@ -192,3 +193,24 @@ def test_gpu_decode_matches_cpu(root):
     assert b["image"].is_cuda and torch.equal(a["index"], b["index"])
     diff = (a["image"].float() - b["image"].cpu().float()).abs().mean()
     assert diff < 2.0  # libjpeg-turbo vs nvJPEG IDCT/upsampling differ by rounding only
+
+
+def test_stream_from_loopback_s3_without_download(root, s3_server, tmp_path):
+    url, opts, log = s3_server
+    remote = __import__("tests.conftest", fromlist=["upload"]).upload(root, "hest-loader", "root", opts)
+    log.clear()
+    ds = hestdata.PatchDataset(remote, patch="32px_2um", decode="cpu", storage_options=opts)
+    assert len(ds) == 70
+    dl = hestdata.make_loader(ds, batch_size=8, num_workers=2, seed=5)
+    ids = _ids(dl)
+    assert sorted(ids) == list(range(70))
+    local = hestdata.make_loader(hestdata.PatchDataset(root, patch="32px_2um", decode="cpu"), batch_size=8, seed=5)
+    assert ids == _ids(local)
+    requested = [ln for ln in log.lines if "GET /hest-loader/" in ln]
+    assert requested, "the server saw no reads"
+    assert not any("/images/he/" in ln for ln in requested)  # the image pyramid was never read
+    assert not any("/shapes/" in ln for ln in requested)
+    # images equal the local ones
+    a = as_tensors(hestdata.PatchDataset(root, patch="32px_2um", decode="cpu").load_block(np.arange(10)))
+    b = as_tensors(ds.load_block(np.arange(10)))
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["expression"], b["expression"])

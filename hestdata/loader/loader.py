@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from hestdata.loader.dataset import PatchDataset
-from hestdata.loader.sampler import deal, epoch_order, rank_blocks
+from hestdata.loader.dataset import PatchDataset, as_tensors
+from hestdata.loader.sampler import epoch_order, rank_blocks
 
 
 def _dist_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -24,6 +24,11 @@ def _dist_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
     except ImportError:
         pass
     return (rank or 0), (world_size or 1)
+
+
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    """Batches are collated by the dataset already (module-level so workers can pickle it)."""
+    return batch
 
 
 class HestLoader:
@@ -50,7 +55,13 @@ class HestLoader:
         self.epoch = 0
         self._consumed = 0
         self.n_skipped = 0
+        self._dl: Any = None
+        self._state: Any = None
         self._blocks(0)  # validate arguments now
+
+    def transform_is_none(self) -> bool:
+        """Ring buffers hold raw decoded batches only (a transform makes a new tensor anyway)."""
+        return self.dataset.transform is None
 
     def _blocks(self, epoch: int) -> list[np.ndarray]:
         order = epoch_order(self.dataset.spans, seed=self.seed, epoch=epoch, shuffle=self.shuffle,
@@ -80,22 +91,36 @@ class HestLoader:
                 raise ValueError(f"cannot resume: {k} was {state.get(k)!r}, is {mine!r}")
         self.epoch, self._consumed = int(state["epoch"]), int(state["consumed"])
 
-    def _dataloader(self, assignment: list[list[np.ndarray]]) -> Any:
-        from torch.utils.data import DataLoader
+    def _dataloader(self) -> Any:
+        """One DataLoader for the loader's life; workers persist across epochs and read the plan's position
+        (epoch, consumed) from a shared tensor, so their caches (shard indices, expression) survive."""
+        if self._dl is None:
+            import torch
+            from torch.utils.data import DataLoader
 
-        ds = copy.copy(self.dataset)
-        ds._assignment = assignment
-        kw: dict[str, Any] = {}
-        if self.num_workers > 0:
-            kw["persistent_workers"] = False
-            if self.prefetch_factor:
-                kw["prefetch_factor"] = self.prefetch_factor
-        return DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory, **kw)
+            ds = copy.copy(self.dataset)
+            prefetch = self.prefetch_factor or 2
+            ds._plan = {"seed": self.seed, "shuffle": self.shuffle, "window_shards": self.window_shards,
+                        "batch_size": self.batch_size, "rank": self.rank, "world_size": self.world_size,
+                        "drop_last": self.drop_last,
+                        "ring": prefetch + 2 if self.num_workers > 0 and self.transform_is_none() else 0}
+            ds._plan_state = torch.zeros(2, dtype=torch.int64).share_memory_()
+            kw: dict[str, Any] = {}
+            if self.num_workers > 0:
+                kw["persistent_workers"] = True
+                kw["prefetch_factor"] = prefetch
+            self._state = ds._plan_state
+            self._dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                  collate_fn=_as_is, **kw)
+        return self._dl
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        blocks = self._blocks(self.epoch)
-        assignment = deal(blocks, self.num_workers, skip=self._consumed)
-        for batch in self._dataloader(assignment):
+        dl = self._dataloader()
+        self._state[0], self._state[1] = self.epoch, self._consumed
+        for batch in dl:
+            if batch.pop("_ring", False) and not self.pin_memory:
+                batch["image"] = batch["image"].clone()  # leave the worker's ring slot at once (see dataset)
+            as_tensors(batch)
             self._consumed += 1
             self.n_skipped += int(batch.pop("n_skipped", 0))
             if "jpeg" in batch and self.dataset.decode == "gpu":

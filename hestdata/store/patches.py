@@ -23,6 +23,7 @@ from hestdata.store import layout as L
 
 EMPTY = 2**64 - 1
 COALESCE_GAP_BYTES = 256 * 1024
+REMOTE_SHARD_CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -72,10 +73,53 @@ class PatchArrayReader:
     fs: ProcessLocalFS
     array_path: str  # .../samples/<id>.zarr/hestdata/patches/<name>/images
     info: PatchArrayInfo
+    shard_cache_bytes: int = REMOTE_SHARD_CACHE_BYTES
     _index: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _shards: dict[int, bytes] = field(default_factory=dict, repr=False)
 
-    def __getstate__(self) -> dict[str, Any]:  # indices are re-read per process (cheap, avoids pickling)
-        return {"fs": self.fs, "array_path": self.array_path, "info": self.info, "_index": {}}
+    def __getstate__(self) -> dict[str, Any]:  # caches are per process (cheap to rebuild, never pickled)
+        return {"fs": self.fs, "array_path": self.array_path, "info": self.info,
+                "shard_cache_bytes": self.shard_cache_bytes, "_index": {}, "_shards": {}}
+
+    def _local_map(self, shard: int) -> Any:
+        """Local only: the shard file memory-mapped (kept open; the OS page cache does the caching)."""
+        m = self._shards.get(shard)
+        if m is None:
+            import mmap
+
+            path = self.shard_path(shard)
+            try:
+                with open(path, "rb") as fh:
+                    m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except FileNotFoundError:
+                raise StoreError(f"{path}: shard file missing") from None
+            except ValueError:  # empty file
+                raise IntegrityError(f"{path}: empty shard file") from None
+            if len(self._shards) >= 64:
+                self._shards.pop(next(iter(self._shards))).close()
+            self._shards[shard] = m
+        return m
+
+    def _whole_shard(self, shard: int) -> bytes | None:
+        """Remote only: the whole shard in one request, kept in a small LRU (shard-aware order makes a worker
+        revisit the same few shards for many batches, so one GET per shard replaces one per patch)."""
+        if self.fs.is_local:
+            return self._local_map(shard)
+        if self.shard_cache_bytes <= 0:
+            return None
+        blob = self._shards.pop(shard, None)
+        if blob is None:
+            path = self.shard_path(shard)
+            try:
+                blob = self.fs.get().cat_file(path)
+            except FileNotFoundError:
+                raise StoreError(f"{path}: shard file missing") from None
+            if len(blob) > self.shard_cache_bytes:
+                return blob
+        self._shards[shard] = blob  # most recent last
+        while sum(len(b) for b in self._shards.values()) > self.shard_cache_bytes and len(self._shards) > 1:
+            self._shards.pop(next(iter(self._shards)))
+        return blob
 
     def shard_path(self, shard: int) -> str:
         nd = len(self.info.patch_shape)
@@ -96,14 +140,17 @@ class PatchArrayReader:
             return fs.cat_file(path, start=start)
         return fs.cat_file(path, start=start, end=end)
 
-    def shard_index(self, shard: int) -> np.ndarray:
-        """(shard_patches, 2) uint64 offsets/nbytes of a shard, cached."""
+    def shard_index(self, shard: int, blob: bytes | None = None) -> np.ndarray:
+        """(shard_patches, 2) uint64 offsets/nbytes of a shard, cached (parsed from ``blob`` if given)."""
         idx = self._index.get(shard)
         if idx is None:
             n = self.info.index_nbytes()
             path = self.shard_path(shard)
             try:
-                raw = self._read_range(path, -n, 0) if self.info.index_at_end else self._read_range(path, 0, n)
+                if blob is not None:
+                    raw = blob[-n:] if self.info.index_at_end else blob[:n]
+                else:
+                    raw = self._read_range(path, -n, 0) if self.info.index_at_end else self._read_range(path, 0, n)
             except FileNotFoundError:
                 raise StoreError(f"{path}: shard file missing") from None
             if len(raw) != n:
@@ -129,12 +176,20 @@ class PatchArrayReader:
         shards = idx // sp
         for shard in np.unique(shards):
             pos = np.flatnonzero(shards == shard)
-            table = self.shard_index(int(shard))
+            blob = self._whole_shard(int(shard))
+            table = self.shard_index(int(shard), blob)
             local = idx[pos] - shard * sp
             offs, sizes = table[local, 0], table[local, 1]
             empty = (offs == EMPTY)
             if empty.any():
                 raise IntegrityError(f"{self.shard_path(int(shard))}: patch {int(idx[pos][empty][0])} has no data")
+            if blob is not None:
+                if int((offs + sizes).max()) > len(blob):
+                    raise IntegrityError(f"{self.shard_path(int(shard))}: index points past the end of the shard")
+                mv = memoryview(blob)
+                for p, o, n in zip(pos, offs, sizes, strict=True):
+                    out[int(p)] = bytes(mv[int(o):int(o) + int(n)])
+                continue
             order = np.argsort(offs, kind="stable")
             path = self.shard_path(int(shard))
             run: list[int] = []
