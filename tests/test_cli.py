@@ -62,6 +62,7 @@ def test_demo_offline(tmp_path):
     r = runner.invoke(app, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "SYNTHETIC" in r.output
+    assert "loader: one epoch of 56 pairs" in r.output and "pairs/s" in r.output
     assert (out / "overview.png").stat().st_size > 10_000
     cat = hestdata.open_catalog(out / "root")
     assert cat["synthetic"].to_list() == [True]

@@ -30,7 +30,9 @@ def make_anndata(counts: sp.spmatrix | np.ndarray, obs: pd.DataFrame, features: 
         raise InputError(source, f"counts shape {X.shape} does not match {len(obs)} spots x {len(var)} features")
     obs = obs.copy()
     obs.index = obs.index.astype(str)
-    return ad.AnnData(X=X, obs=obs, var=var)
+    with warnings.catch_warnings():  # duplicate names are resolved (or rejected) by gene unification
+        warnings.filterwarnings("ignore", message="Variable names are not unique")
+        return ad.AnnData(X=X, obs=obs, var=var)
 
 
 def pick_image(candidates: list[tuple[Path, str, float]], explicit: bool, warnings_out: list[str]) -> RasterImage | None:
