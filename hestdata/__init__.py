@@ -7,6 +7,7 @@ The public API is re-exported lazily so that ``import hestdata`` stays fast (no 
 - conversion: :func:`convert` (curate + write one sample atomically, update catalog and manifest)
 - access: :func:`open_sample`, :func:`open_catalog`, :func:`validate`
 - loading: :class:`PatchDataset`, :func:`make_loader` (these import torch)
+- remote: :func:`download`, :func:`push`, :func:`open_root`
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ _EXPORTS = {
     "read_metadata": "hestdata.store.sample",
     "open_catalog": "hestdata.store.catalog",
     "validate": "hestdata.store.validate",
+    "download": "hestdata.remote.download",
+    "push": "hestdata.remote.push",
+    "open_root": "hestdata.remote.root",
     "PatchDataset": "hestdata.loader.dataset",
     "make_loader": "hestdata.loader.loader",
     "BatchAugment": "hestdata.loader.augment",

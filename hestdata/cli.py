@@ -188,6 +188,43 @@ def validate(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>
 
 @app.command()
 @handle_errors
+def download(source: Annotated[str, typer.Argument(help="Root URL, path, or configured remote name.")],
+             dest: Annotated[Path, typer.Argument(help="Local root to create or update.")],
+             sample_id: Annotated[list[str] | None, typer.Option("--id", help="Sample id, repeatable.")] = None,
+             where: Annotated[str | None, typer.Option(help="SQL filter on the catalog, e.g. \"organ = 'breast'\".")] = None,
+             only: Annotated[str | None, typer.Option(help="Elements: image,shapes,expression,patches.")] = None,
+             patch: Annotated[list[str] | None, typer.Option(help="Patch array name, repeatable.")] = None,
+             workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 8) -> None:
+    """Download a subset of a root (by id / catalog filter / element), resumable and checksum-verified."""
+    from hestdata.remote.download import download as run
+
+    expr = None
+    if where:
+        import polars as pl
+
+        expr = pl.sql_expr(where)
+    elements = [e.strip() for e in only.split(",")] if only else None
+    root = run(source, dest, ids=sample_id or None, where=expr, elements=elements, patches=patch or None,
+               workers=workers)
+    from hestdata.store.catalog import open_catalog
+
+    typer.echo(f"{root}: {open_catalog(root).height} sample(s) present")
+
+
+@app.command()
+@handle_errors
+def push(root: Annotated[Path, typer.Argument(help="Local root.")],
+         url: Annotated[str, typer.Argument(help="Destination URL (s3://…, file://…, a remote name).")],
+         workers: Annotated[int, typer.Option(help="Parallel uploads.")] = 8) -> None:
+    """Publish a root: changed files first, manifest last."""
+    from hestdata.remote.push import push as run
+
+    rep = run(root, url, workers=workers)
+    typer.echo(f"pushed {len(rep.uploaded)} file(s) ({rep.bytes_uploaded:,} bytes), {rep.unchanged} unchanged")
+
+
+@app.command()
+@handle_errors
 def demo(data: Annotated[Path | None, typer.Option(help="A real Visium outs/ folder instead of the built-in sample.")] = None,
          image: Annotated[Path | None, typer.Option(help="Full-resolution image for --data.")] = None,
          out: Annotated[Path, typer.Option(help="Where to build the demo root.")] = Path("hestdata-demo")) -> None:

@@ -113,6 +113,9 @@ class SampleMetadata(_Model):
     pixel_size_um: PixelSize
     image: ImageInfo | None = None
     qc: QC
+    missing_elements: list[Literal["image", "shapes", "expression", "patches"]] = Field(
+        default_factory=list, description="elements left out by a partial download")
+    input_sha256: str | None = Field(default=None, description="hash of the inputs and options (registration)")
     hestdata_version: str
     created_at: str = Field(description="ISO-8601 UTC time of conversion")
 

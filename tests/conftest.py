@@ -104,17 +104,47 @@ def s3_server():
     server.stop()
 
 
-def upload(local_root: Path, bucket: str, prefix: str, storage_options: dict) -> str:
-    """Copy a local root into ``s3://bucket/prefix`` with s3fs; return the URL."""
+def make_bucket(bucket: str, storage_options: dict) -> None:
+    """Create ``bucket`` on the loopback S3 server if it does not exist."""
     import boto3
-    import s3fs
 
     client = boto3.client("s3", endpoint_url=storage_options["endpoint_url"], region_name="us-east-1",
                           aws_access_key_id=storage_options["key"], aws_secret_access_key=storage_options["secret"])
     if bucket not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
         client.create_bucket(Bucket=bucket)
+
+
+def upload(local_root: Path, bucket: str, prefix: str, storage_options: dict) -> str:
+    """Copy a local root into ``s3://bucket/prefix`` with s3fs; return the URL."""
+    import s3fs
+
+    make_bucket(bucket, storage_options)
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **storage_options)
     for p in sorted(local_root.rglob("*")):
         if p.is_file():
             fs.put_file(str(p), f"{bucket}/{prefix}/{p.relative_to(local_root).as_posix()}")
     return f"s3://{bucket}/{prefix}"
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A loopback HTTP server with Range support serving ``tmp_path / 'www'``; yields (base_url, folder, log)."""
+    import functools
+    import http.server
+    import threading
+
+    from RangeHTTPServer import RangeRequestHandler
+
+    www = tmp_path / "www"
+    www.mkdir()
+    log = RequestLog()
+
+    class Handler(RangeRequestHandler):
+        def log_message(self, fmt: str, *args: object) -> None:
+            log.lines.append(f"{self.command} {self.path} {self.headers.get('Range', '')}")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", www, log
+    server.shutdown()

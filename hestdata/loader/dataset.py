@@ -57,7 +57,9 @@ def _open_group(fs: ProcessLocalFS, path: str) -> Any:
         return zarr.open_group(path, mode="r")
     from zarr.storage import FsspecStore
 
-    store = FsspecStore.from_url(f"{fs.protocol}://{path}", storage_options=fs.storage_options or None,
+    from hestdata.remote.fs import to_url
+
+    store = FsspecStore.from_url(to_url(fs.protocol, path), storage_options=fs.storage_options or None,
                                  read_only=True)
     return zarr.open_group(store, mode="r")
 

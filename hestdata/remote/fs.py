@@ -20,7 +20,14 @@ def split_url(source: str | os.PathLike[str]) -> tuple[str, str]:
     protocol, rest = s.split("://", 1)
     if protocol == "file":
         return "file", os.path.abspath(rest)
+    if protocol in ("http", "https"):  # fsspec's HTTP filesystem takes whole URLs as paths
+        return protocol, s.rstrip("/")
     return protocol, rest.rstrip("/")
+
+
+def to_url(protocol: str, path: str) -> str:
+    """Inverse of :func:`split_url`."""
+    return path if "://" in path else f"{protocol}://{path}"
 
 
 def join(base: str, *parts: str) -> str:

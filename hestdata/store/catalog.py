@@ -20,9 +20,12 @@ CATALOG_SCHEMA: dict[str, str] = {
     "id": "str", "cohort": "str", "patient": "str", "technology": "str", "species": "str", "organ": "str",
     "disease_state": "str", "oncotree_code": "str", "panel": "str", "preservation": "str",
     "n_obs": "int64", "n_genes": "int64", "pixel_size_um": "float64", "pixel_size_flagged": "bool",
-    "patch_arrays": "list[str]", "n_patches": "int64", "bytes": "int64", "sha256": "str", "license": "str",
+    "patch_arrays": "list[str]", "n_patches": "int64", "elements": "list[str]", "bytes": "int64", "sha256": "str", "license": "str",
     "synthetic": "bool", "path": "str", "created_at": "str", "hestdata_version": "str",
 }
+
+
+ELEMENTS = ("image", "shapes", "expression", "patches")
 
 
 def _arrow_schema() -> Any:
@@ -42,7 +45,8 @@ def catalog_row(meta: Any, sha256: str, nbytes: int) -> dict[str, Any]:
         "oncotree_code": meta.oncotree_code, "panel": meta.panel, "preservation": meta.preservation,
         "n_obs": meta.qc.n_obs, "n_genes": meta.qc.n_genes, "pixel_size_um": meta.pixel_size_um.value,
         "pixel_size_flagged": meta.pixel_size_um.flagged, "patch_arrays": sorted(patches),
-        "n_patches": sum(p.n_patches for p in patches.values()), "bytes": nbytes, "sha256": sha256,
+        "n_patches": sum(p.n_patches for p in patches.values()),
+        "elements": [e for e in ELEMENTS if e not in meta.missing_elements], "bytes": nbytes, "sha256": sha256,
         "license": meta.license, "synthetic": meta.synthetic, "path": L.sample_relpath(meta.id),
         "created_at": meta.created_at, "hestdata_version": meta.hestdata_version,
     }

@@ -11,6 +11,10 @@ OBS_COLUMNS = ("x_um", "y_um", "in_tissue", "array_row", "array_col", "pxl_col_i
 VAR_COLUMNS = ("original_name", "gene_id", "feature_type")
 
 
+class _Skip(Exception):
+    """An element left out by a partial download: nothing to check."""
+
+
 @dataclass
 class ValidationReport:
     """Outcome of :func:`validate`: ``violations`` lists every problem found, ``ok`` when there is none."""
@@ -62,8 +66,11 @@ def _validate_sample(path: Path, out: list[str]) -> None:
     meta = SampleMetadata.model_validate(raw)
     if meta.id + L.SAMPLE_SUFFIX != path.name:
         bad(f"metadata id {meta.id!r} does not match the folder name")
+    missing = set(meta.missing_elements)
     # table
     try:
+        if "expression" in missing:
+            raise _Skip
         tab = root[f"tables/{L.TABLE}"]
         X = tab["X"]
         shape = tuple(X.attrs.get("shape", getattr(X, "shape", ())))
@@ -83,11 +90,16 @@ def _validate_sample(path: Path, out: list[str]) -> None:
         tattrs = dict(tab.attrs)
         if tattrs.get("region") != L.SHAPES_SPOTS or tattrs.get("instance_key") != L.INSTANCE_KEY:
             bad(f"tables/{L.TABLE} does not annotate shapes/{L.SHAPES_SPOTS} by {L.INSTANCE_KEY!r}")
+    except _Skip:
+        pass
     except KeyError as exc:
         bad(f"missing element {exc}")
     # spots
     spots = path / "shapes" / L.SHAPES_SPOTS / "shapes.parquet"
-    if not spots.is_file():
+    if "shapes" in missing:
+        if spots.exists():
+            bad("shapes are declared missing but present")
+    elif not spots.is_file():
         bad(f"missing shapes/{L.SHAPES_SPOTS}")
     else:
         n = pq.ParquetFile(spots).metadata.num_rows

@@ -1,0 +1,272 @@
+"""``hestdata.download``: fetch a subset of a remote root — by id or catalog query, and by element — in parallel,
+resumably, verified against the remote manifest.
+
+Each selected sample is staged in ``DEST/samples/.dl-<id>.zarr`` (a stable name, so an interrupted download
+resumes there: finished files are kept, ``*.part`` files are continued from their length), verified file by
+file (size, then sha256), and renamed into ``DEST/samples/<id>.zarr`` only when complete; then the local
+catalog and manifest are rebuilt for what is present locally. When elements are left out, the sample's
+``zarr.json`` is rewritten so that no reader sees (or zero-fills) an element that is not there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hestdata.errors import IntegrityError, StoreError
+from hestdata.remote.config import resolve_remote
+from hestdata.remote.fs import ProcessLocalFS, join, split_url
+from hestdata.remote.safety import check_entry, check_relpath, check_sample_id, inside
+from hestdata.store import layout as L
+from hestdata.store.catalog import ELEMENTS
+
+CHUNK_BYTES = 8 * 1024 * 1024
+Progress = Callable[[str, int], None]
+
+
+def element_of(rel_in_sample: str) -> tuple[str, str | None]:
+    """Which element a file inside a sample belongs to (``"root"`` for the root zarr.json), and the patch name."""
+    parts = rel_in_sample.split("/")
+    if rel_in_sample == "zarr.json":
+        return "root", None
+    head = parts[0]
+    if head == "images":
+        return "image", None
+    if head == "shapes":
+        return "shapes", None
+    if head == "tables":
+        return "expression", None
+    if head == "hestdata":
+        if len(parts) >= 3 and parts[1] == "patches":
+            return "patches", parts[2]
+        return "patches", None
+    return "other", None
+
+
+@dataclass
+class _Remote:
+    fs: ProcessLocalFS
+    base: str
+
+    def read(self, rel: str) -> bytes:
+        path = join(self.base, rel)
+        try:
+            if self.fs.is_local:
+                return Path(path).read_bytes()
+            return self.fs.get().cat_file(path)
+        except FileNotFoundError:
+            raise StoreError(f"{path}: not found on the remote") from None
+
+
+def _load_manifest(remote: _Remote) -> dict[str, tuple[int, str]]:
+    where = join(remote.base, L.MANIFEST)
+    try:
+        m = json.loads(remote.read(L.MANIFEST))
+    except json.JSONDecodeError as exc:
+        raise IntegrityError(f"{where}: invalid JSON ({exc})") from exc
+    if not isinstance(m, dict) or m.get("format") != "hestdata-manifest" or not isinstance(m.get("files"), dict):
+        raise IntegrityError(f"{where}: not a hestdata manifest")
+    return {check_relpath(rel, where): check_entry(rel, e, where) for rel, e in m["files"].items()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while b := fh.read(CHUNK_BYTES):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _fetch(remote: _Remote, rel: str, size: int, sha: str, target: Path, progress: Progress | None,
+           lock: threading.Lock) -> None:
+    """Download one file to ``target`` (resuming ``target.part``), verify size and sha256, rename into place."""
+    if target.exists() and target.stat().st_size == size and _sha256(target) == sha:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    if have > size:
+        part.unlink()
+        have = 0
+    src = join(remote.base, rel)
+    if have < size:
+        if remote.fs.is_local:
+            with open(src, "rb") as fin, open(part, "ab") as fout:
+                fin.seek(have)
+                while b := fin.read(CHUNK_BYTES):
+                    fout.write(b)
+                    if progress:
+                        progress(rel, len(b))
+        else:
+            fs = remote.fs.get()
+            with open(part, "ab") as fout:
+                pos = have
+                while pos < size:
+                    end = min(size, pos + CHUNK_BYTES)
+                    b = fs.cat_file(src, start=pos, end=end)
+                    if not b:
+                        break
+                    fout.write(b)
+                    pos += len(b)
+                    if progress:
+                        progress(rel, len(b))
+    got = part.stat().st_size
+    if got != size:
+        part.unlink(missing_ok=True)
+        raise IntegrityError(f"{src}: size {got} differs from the manifest's {size}; partial file removed")
+    if _sha256(part) != sha:
+        part.unlink()
+        raise IntegrityError(f"{src}: sha256 differs from the manifest; file removed")
+    os.replace(part, target)
+
+
+def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | None) -> None:
+    """Drop left-out elements from the staged sample's root zarr.json (consolidated metadata and metadata)."""
+    zj = staged / "zarr.json"
+    doc = json.loads(zj.read_text())
+    cons = doc.get("consolidated_metadata", {}).get("metadata", {})
+
+    def gone(key: str) -> bool:
+        el, name = element_of(key)
+        if el in missing:
+            return True
+        return el == "patches" and kept_patches is not None and name is not None and name not in kept_patches
+
+    for key in [k for k in cons if gone(k)]:
+        del cons[key]
+    meta = doc["attributes"][L.META_KEY]
+    if "image" in missing:
+        meta["image"] = None
+    if "patches" in missing:
+        meta["qc"]["patches"] = {}
+    elif kept_patches is not None:
+        meta["qc"]["patches"] = {k: v for k, v in meta["qc"]["patches"].items() if k in kept_patches}
+    meta["missing_elements"] = sorted(missing)
+    zj.write_text(json.dumps(doc, indent=2))
+
+
+def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str], *, ids: Sequence[str] | None = None,
+             where: Any = None, elements: Sequence[str] | None = None, patches: Sequence[str] | None = None,
+             workers: int = 8, storage_options: dict[str, Any] | None = None,
+             progress: Progress | None = None) -> Path:
+    """Download the selected samples of the root at ``source`` into the local root ``dest``; return ``dest``.
+
+    Args:
+        source: root URL (``file://``, ``s3://``, ``gs://``, ``https://``, ``hf://`` — anything fsspec opens), a
+            local path, or a remote name from the config (``$HESTDATA_REMOTE`` when None).
+        ids: sample ids; ``where``: a polars expression over the remote catalog (both: intersection).
+        elements: any of ``image``, ``shapes``, ``expression``, ``patches`` (default: all).
+        patches: patch array names to fetch (default: all of each sample's arrays).
+        workers: parallel file transfers.
+        progress: callback ``(relative_path, n_bytes)`` called as bytes arrive (a rich bar is shown otherwise
+            when stderr is a terminal).
+    """
+    import polars as pl
+
+    from hestdata.store.atomic import commit_dir
+    from hestdata.store.catalog import publish
+
+    url, opts = resolve_remote(source, storage_options)
+    protocol, base = split_url(url)
+    remote = _Remote(ProcessLocalFS(protocol, opts), base)
+    manifest = _load_manifest(remote)
+    cat_bytes = remote.read(L.CATALOG)
+    if L.CATALOG not in manifest or hashlib.sha256(cat_bytes).hexdigest() != manifest[L.CATALOG][1]:
+        raise IntegrityError(f"{join(base, L.CATALOG)}: does not match the remote manifest")
+    catalog = pl.read_parquet(io.BytesIO(cat_bytes))
+    wanted = set(elements or ELEMENTS)
+    unknown = wanted - set(ELEMENTS)
+    if unknown:
+        raise ValueError(f"unknown element(s) {sorted(unknown)}; choose from {list(ELEMENTS)}")
+    if ids is not None:
+        missing_ids = sorted(set(ids) - set(catalog["id"].to_list()))
+        if missing_ids:
+            raise StoreError(f"{url}: unknown sample id(s) {missing_ids}")
+        catalog = catalog.filter(pl.col("id").is_in(list(ids)))
+    if where is not None:
+        catalog = catalog.filter(where)
+    selected = [check_sample_id(s, join(base, L.CATALOG)) for s in catalog["id"].to_list()]
+    if not selected:
+        raise StoreError(f"{url}: no sample matches the selection")
+    dest_p = Path(dest)
+    (dest_p / L.SAMPLES).mkdir(parents=True, exist_ok=True)
+    want_patches = set(patches) if patches is not None else None
+
+    plan: list[tuple[str, str, int, str, Path]] = []  # sample id, remote rel, size, sha, local target
+    missing_by_sample: dict[str, set[str]] = {}
+    for sid in selected:
+        prefix = L.sample_relpath(sid) + "/"
+        files = {rel: e for rel, e in manifest.items() if rel.startswith(prefix)}
+        if prefix + "zarr.json" not in files:
+            raise IntegrityError(f"{join(base, L.MANIFEST)}: sample {sid} has no zarr.json entry")
+        staged = dest_p / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
+        names = {element_of(r[len(prefix):])[1] for r in files} - {None}
+        if want_patches is not None and "patches" in wanted and not (want_patches & names):
+            raise StoreError(f"sample {sid}: none of the patch arrays {sorted(want_patches)} (has {sorted(names)})")
+        for rel, (size, sha) in files.items():
+            el, name = element_of(rel[len(prefix):])
+            if el in ("image", "shapes", "expression", "patches") and el not in wanted:
+                continue
+            if el == "patches" and want_patches is not None and name is not None and name not in want_patches:
+                continue
+            if el == "other" and wanted != set(ELEMENTS):
+                continue
+            plan.append((sid, rel, size, sha, inside(staged.parent, staged.name + "/" + rel[len(prefix):])))
+        missing_by_sample[sid] = set(ELEMENTS) - wanted
+    lock = threading.Lock()
+    bar_cb, bar = _bar(progress, sum(p[2] for p in plan))
+    failures: dict[str, str] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = {pool.submit(_fetch, remote, rel, size, sha, target, bar_cb, lock): (sid, rel)
+                       for sid, rel, size, sha, target in plan}
+            for fut, (sid, rel) in futures.items():
+                try:
+                    fut.result()
+                except Exception as exc:  # report per sample; others still complete
+                    failures.setdefault(sid, f"{rel}: {exc}")
+    finally:
+        if bar is not None:
+            bar.stop()
+    done = [sid for sid in selected if sid not in failures]
+    for sid in done:
+        staged = dest_p / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
+        missing = missing_by_sample[sid]
+        if missing or want_patches is not None:
+            _rewrite_partial(staged, missing, want_patches if "patches" in wanted else None)
+        commit_dir(staged, L.sample_path(dest_p, sid), overwrite=True)
+    if done:
+        publish(dest_p, done)
+    if failures:
+        first = next(iter(failures.items()))
+        raise IntegrityError(f"{len(failures)} sample(s) failed to download ({', '.join(failures)}); "
+                             f"first: {first[0]}: {first[1]}; completed files are kept, rerun to resume")
+    return dest_p
+
+
+def _bar(progress: Progress | None, total: int) -> tuple[Progress | None, Any]:
+    import sys
+
+    if progress is not None or not sys.stderr.isatty():
+        return progress, None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   transient=True)
+    task = bar.add_task("download", total=total)
+    bar.start()
+    lock = threading.Lock()
+
+    def cb(_rel: str, n: int) -> None:
+        with lock:
+            bar.advance(task, n)
+
+    return cb, bar
