@@ -213,6 +213,24 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, or conf
 
 @app.command()
 @handle_errors
+def register(cohort: Annotated[Path, typer.Argument(help="Cohort descriptor (YAML).")],
+             root: Annotated[Path, typer.Option(help="Root to register into.")],
+             scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster).")] = None,
+             workers: Annotated[int, typer.Option(help="LocalCluster worker processes.")] = 2) -> None:
+    """Validate a cohort and convert its samples as Dask tasks; publish them once; report per sample."""
+    from hestdata.catalog.register import register_cohort
+
+    rep = register_cohort(cohort, root, scheduler=scheduler, n_workers=workers, echo=typer.echo)
+    typer.echo(rep.summary())
+    for o in rep.outcomes:
+        if o.status == "failed":
+            typer.secho(f"failed: {o.id}: {o.reason}", fg=typer.colors.RED, err=True)
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
 def push(root: Annotated[Path, typer.Argument(help="Local root.")],
          url: Annotated[str, typer.Argument(help="Destination URL (s3://…, file://…, a remote name).")],
          workers: Annotated[int, typer.Option(help="Parallel uploads.")] = 8) -> None:

@@ -66,12 +66,13 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
             overwrite: bool = False, min_tissue_fraction: float = DEFAULT_MIN_TISSUE_FRACTION,
             max_upsampling: float = DEFAULT_MAX_UPSAMPLING, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
             metadata: dict[str, Any] | None = None, progress: bool = False,
-            shard_patches: int | None = None) -> Path:
+            shard_patches: int | None = None, publish_root: bool = True, input_sha256: str | None = None) -> Path:
     """Write ``sample`` to ``root/samples/<id>.zarr`` and publish it in the catalog; return the sample path.
 
     ``patches`` lists patch geometries (``"224px_0.5um"``); an image too coarse for one is an error naming the
     best available µm/px. ``metadata`` sets descriptive fields (organ, patient, species, licence, …).
-    ``shard_patches`` sets how many patches share one shard file (default 1,000).
+    ``shard_patches`` sets how many patches share one shard file (default 1,000). ``publish_root=False`` leaves
+    the catalog and manifest alone (a registration publishes all its samples once at the end).
     """
     import geopandas as gpd
     import pandas as pd
@@ -198,10 +199,11 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
         meta = SampleMetadata(
             id=sid, technology=sample.technology, species=species, pixel_size_um=ps, image=image_info, qc=qc,
             spot_diameter_um=sample.spot_diameter_um, inter_spot_distance_um=sample.inter_spot_distance_um,
-            hestdata_version=__version__, created_at=now_iso(), **extra,
+            hestdata_version=__version__, created_at=now_iso(), input_sha256=input_sha256, **extra,
         )
         path = w.commit(meta)
-    publish(root, [sid])
+    if publish_root:
+        publish(root, [sid])
     return path
 
 

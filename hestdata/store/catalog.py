@@ -129,4 +129,8 @@ def publish(root: str | Path, sample_ids: list[str] | None = None) -> None:
             rows[sid] = catalog_row(meta, digest(entries, rel), sum(e["size"] for e in entries.values()))
         _write_catalog(r, list(rows.values()))
         files.update(scan(r, L.CATALOG))
+        for path in [p for p in files if p.startswith(L.COHORTS + "/")]:
+            del files[path]
+        if (r / L.COHORTS).is_dir():
+            files.update(scan(r, L.COHORTS))
         write_manifest(r, files, now_iso())

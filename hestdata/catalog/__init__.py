@@ -1,0 +1,1 @@
+"""Cohort descriptors and registration (validate, convert on Dask, publish)."""
