@@ -22,6 +22,8 @@ _EXPORTS = {
     "read_visium_hd": "hestdata.sources.visium_hd",
     "read_st": "hestdata.sources.st_legacy",
     "read_anndata": "hestdata.sources.anndata_image",
+    "read_hest1k": "hestdata.sources.hest1k",
+    "register_cohort": "hestdata.catalog.register",
     "convert": "hestdata.convert",
     "open_sample": "hestdata.store.sample",
     "read_metadata": "hestdata.store.sample",

@@ -145,6 +145,25 @@ def convert_anndata(h5ad: Annotated[Path, typer.Argument(help="AnnData with obsm
     _common(s, out, patch, no_patches, overwrite, min_tissue_fraction, meta)
 
 
+@convert_app.command("hest1k")
+@handle_errors
+def convert_hest1k(hest_dir: Annotated[Path, typer.Argument(help="A HEST-1k download (st/, wsis/, metadata/ …).")],
+                   out: Out,
+                   hest_id: Annotated[list[str] | None, typer.Option("--id", help="HEST sample id, repeatable (default: all in st/).")] = None,
+                   patches_from: Annotated[str, typer.Option(help="'recut' (ours) or 'hest' (import patches/<id>.h5).")] = "recut",
+                   pixel_size_um: PixelSize = None, patch: Patch = None, no_patches: NoPatches = False,
+                   overwrite: Overwrite = False, min_tissue_fraction: MinTissue = 0.15, meta: Meta = None) -> None:
+    """Import HEST-1k samples into ROOT (one command for a whole download)."""
+    from hestdata.sources.hest1k import read_hest1k
+
+    ids = hest_id or sorted(p.stem for p in (hest_dir / "st").glob("*.h5ad"))
+    if not ids:
+        _fail(f"{hest_dir}: no st/<id>.h5ad found")
+    for i in ids:
+        s = read_hest1k(hest_dir, i, pixel_size_um=pixel_size_um, patch_source=patches_from)
+        _common(s, out, patch, no_patches, overwrite, min_tissue_fraction, meta)
+
+
 @app.command()
 @handle_errors
 def info(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zarr folder.")]) -> None:

@@ -89,7 +89,7 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
     where = sample.source_files[0] if sample.source_files else sid
     if not _ID_RE.match(sid):
         raise InputError(where, f"sample id {sid!r} is invalid", "use letters, digits, '.', '_' and '-' (max 128)")
-    extra = dict(metadata or {})
+    extra = {**sample.metadata.get("descriptive", {}), **(metadata or {})}  # the source's, then the caller's
     unknown = set(extra) - _META_FIELDS
     if unknown:
         raise InputError(None, f"unknown metadata field(s) {sorted(unknown)}; allowed: {sorted(_META_FIELDS)}")
@@ -138,7 +138,8 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
     if img is not None:
         image_ps = ps.value / img.scale_to_fullres
         shapes = pyramid_shapes(img.height_px, img.width_px)
-        patch_levels = [choose_level(g, image_ps, len(shapes), where=str(img.source_path),
+        patch_levels = [0 if g.name in sample.precomputed_patches else
+                        choose_level(g, image_ps, len(shapes), where=str(img.source_path),
                                      max_upsampling=max_upsampling) for g in geometries]
     elif geometries:
         raise InputError(where, "cannot make patches: the sample has no usable image",
@@ -171,6 +172,9 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
                 w.write_shapes(L.SHAPES_TISSUE, gpd.GeoDataFrame(geometry=polys))
             centres = np.column_stack([x_um, y_um])
             for g, lvl in zip(geometries, patch_levels, strict=True):
+                if g.name in sample.precomputed_patches:
+                    plans.append(_imported_plan(g, sample, np.column_stack([x_um, y_um]), jpeg_quality))
+                    continue
                 plan = plan_patches(g, centres, lvl, shapes[lvl], image_ps * 2 ** lvl, tm,
                                     in_tissue=obs["in_tissue"].to_numpy() > 0,
                                     min_tissue_fraction=min_tissue_fraction, jpeg_quality=jpeg_quality)
@@ -185,7 +189,11 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
         for plan in plans:
             n = len(plan.obs_rows)
             shard = int(shard_patches or L.DEFAULT_SHARD_PATCHES)
-            batches = render_patches(plan, kept[plan.level], batch_size=shard)
+            if plan.geometry.name in sample.precomputed_patches:
+                imgs = sample.precomputed_patches[plan.geometry.name][0]
+                batches = ((a, np.ascontiguousarray(imgs[a:a + shard])) for a in range(0, n, shard))
+            else:
+                batches = render_patches(plan, kept[plan.level], batch_size=shard)
             if progress:
                 batches = _progress(batches, n, f"{sid} {plan.geometry.name}")
             w.write_patches(plan.geometry.name, n, plan.geometry.patch_size_px, batches, plan.obs_rows,
@@ -205,6 +213,25 @@ def convert(sample: Sample, root: str | Path, *, patches: Sequence[str | PatchGe
     if publish_root:
         publish(root, [sid])
     return path
+
+
+def _imported_plan(g: PatchGeometry, sample: Sample, centres_um: np.ndarray, jpeg_quality: int) -> PatchPlan:
+    """A plan for patches supplied by the source (checked for shape and row range)."""
+    from hestdata.metadata import PatchQC
+
+    imgs, rows = sample.precomputed_patches[g.name]
+    rows = np.asarray(rows, dtype=np.int64)
+    p = g.patch_size_px
+    where = sample.source_files[0] if sample.source_files else sample.sample_id
+    if imgs.ndim != 4 or imgs.shape[1:] != (p, p, 3) or imgs.dtype != np.uint8 or len(imgs) != len(rows):
+        raise InputError(where, f"imported patches for {g.name} have shape {imgs.shape} {imgs.dtype}, "
+                                f"expected (N, {p}, {p}, 3) uint8 with one row each")
+    n_obs = sample.expression.n_obs
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_obs):
+        raise InputError(where, f"imported patches for {g.name} point outside the expression table")
+    qc = PatchQC(n_patches=len(rows), n_skipped_off_image=0, n_skipped_low_tissue=0, n_partial_outside_image=0,
+                 min_tissue_fraction=0.0, source_pixel_size_um=g.pixel_size_um, jpeg_quality=jpeg_quality)
+    return PatchPlan(g, rows, centres_um[rows], 0, g.pixel_size_um, centres_um[rows], 0.0, qc)
 
 
 def _progress(batches: Any, total: int, label: str) -> Any:

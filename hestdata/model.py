@@ -75,3 +75,6 @@ class Sample:
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     n_positions_without_counts: int = 0
+    # patches made elsewhere (e.g. HEST-1k's patches/<id>.h5): geometry name -> (images (N, H, W, 3) uint8,
+    # expression-table rows (N,)); the converter stores them instead of cutting its own
+    precomputed_patches: dict[str, tuple[Any, Any]] = field(default_factory=dict)
