@@ -150,3 +150,22 @@ def test_named_remote_and_redaction(local_root, tmp_path, monkeypatch):
         {"secret": "***", "client_kwargs": {"aws_session_token": "***", "region_name": "x"}}
     with pytest.raises(hestdata.InputError, match="neither a URL"):
         hestdata.download("nosuchremote", tmp_path / "d2")
+
+
+def test_cli_push_and_download(local_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from hestdata.cli import app
+
+    runner = CliRunner()
+    pub = tmp_path / "published"
+    r = runner.invoke(app, ["push", str(local_root), f"file://{pub}"])
+    assert r.exit_code == 0 and "pushed" in r.output, r.output
+    r = runner.invoke(app, ["download", f"file://{pub}", str(tmp_path / "d"), "--where", "organ = 'lung'",
+                            "--only", "expression,patches", "--patch", "32px_2um"])
+    assert r.exit_code == 0, r.output
+    assert "1 sample(s) present" in r.output
+    cat = hestdata.open_catalog(tmp_path / "d")
+    assert cat["id"].to_list() == ["r2"] and cat["patch_arrays"].to_list() == [["32px_2um"]]
+    r = runner.invoke(app, ["download", f"file://{pub}", str(tmp_path / "e"), "--id", "nope"])
+    assert r.exit_code == 1 and "unknown sample id" in r.output
