@@ -32,6 +32,8 @@ _EXPORTS = {
     "download": "hestdata.remote.download",
     "push": "hestdata.remote.push",
     "open_root": "hestdata.remote.root",
+    "run_benchmark": "hestdata.bench.runner",
+    "load_encoder": "hestdata.bench.encoders",
     "PatchDataset": "hestdata.loader.dataset",
     "make_loader": "hestdata.loader.loader",
     "BatchAugment": "hestdata.loader.augment",

@@ -18,6 +18,8 @@ app = typer.Typer(help="Curate spatial-omics / pathology samples into SpatialDat
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 convert_app = typer.Typer(help="Convert one sample into ROOT/samples/<ID>.zarr.", no_args_is_help=True)
 app.add_typer(convert_app, name="convert")
+bench_app = typer.Typer(help="Benchmark image encoders on standardized tasks.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 
 def _fail(msg: str) -> None:
@@ -269,6 +271,62 @@ def demo(data: Annotated[Path | None, typer.Option(help="A real Visium outs/ fol
     from hestdata.demo import run_demo
 
     run_demo(out, data=data, image=image, echo=typer.echo)
+
+
+@bench_app.command("run")
+@handle_errors
+def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
+              encoder: Annotated[list[str], typer.Option(help="Encoder name, repeatable (see 'bench list').")],
+              task: Annotated[list[str], typer.Option(help="Task name or YAML path, repeatable.")],
+              checkpoint: Annotated[Path | None, typer.Option(help="Local weights for a timm/published encoder.")] = None,
+              device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: cuda if available).")] = None,
+              batch_size: Annotated[int, typer.Option(help="Patches per batch.")] = 64,
+              workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 0) -> None:
+    """Embed (cached) and evaluate; rows are appended to ROOT/leaderboard.parquet."""
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.bench.runner import PRIMARY, load_task, run_benchmark
+
+    for e in encoder:
+        enc = load_encoder(e, checkpoint=checkpoint)
+        for t in task:
+            typer.echo(f"{enc.name} on {t}:")
+            rows = run_benchmark(root, enc, t, batch_size=batch_size, num_workers=workers, device=device,
+                                 echo=typer.echo)
+            primary = PRIMARY[load_task(t).type]
+            for r in rows:
+                mark = "*" if r["metric"] == primary else " "
+                typer.echo(f" {mark} {r['metric']}: {r['mean']:.4f} ± {r['std']:.4f}  folds "
+                           + ", ".join(f"{f}={v:.4f}" for f, v in zip(r["folds"], r["fold_values"], strict=True)))
+
+
+@bench_app.command("list")
+def bench_list() -> None:
+    """Encoders and tasks this installation knows."""
+    from hestdata.bench.encoders import available
+    from hestdata.bench.runner import builtin_tasks, load_task
+
+    typer.echo("encoders:")
+    for k, v in sorted(available().items()):
+        typer.echo(f"  {k:<16} {v}")
+    typer.echo("tasks:")
+    for name in sorted(builtin_tasks()):
+        t = load_task(name)
+        typer.echo(f"  {name:<20} {t.type:<15} samples: {t.samples}; folds by {t.group_by}")
+
+
+@bench_app.command("leaderboard")
+@handle_errors
+def bench_leaderboard(root: Annotated[Path, typer.Argument(help="Root with a leaderboard.parquet.")],
+                      html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML page here.")] = None) -> None:
+    """Render the leaderboard as Markdown (stdout) and a self-contained HTML page."""
+    from hestdata.bench.leaderboard import read, render_html, render_markdown
+    from hestdata.store.atomic import atomic_write_bytes
+
+    df = read(root)
+    typer.echo(render_markdown(df))
+    target = html_out or (root / "leaderboard.html")
+    atomic_write_bytes(target, render_html(df).encode())
+    typer.echo(f"html: {target}")
 
 
 def main() -> None:

@@ -43,7 +43,10 @@ def _write_10x_h5(path: Path, counts: np.ndarray, barcodes: list[str], names: li
 
 
 def make_synthetic_visium(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write the synthetic Visium-like outs folder and full-resolution TIFF; return (outs, image)."""
+    """Write the synthetic Visium-like outs folder and full-resolution TIFF; return (outs, image).
+
+    The gene model (how counts depend on the stains) is the same for every seed; the seed rotates the image by
+    ``seed * 90°`` (other spots over other tissue) and draws the count noise — two seeds make two "patients"."""
     import tifffile
     from PIL import Image
     from skimage import data
@@ -52,7 +55,7 @@ def make_synthetic_visium(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     from hestdata.curation.genes import gene_table
 
     rng = np.random.default_rng(seed)
-    base = data.immunohistochemistry()
+    base = np.rot90(data.immunohistochemistry(), k=seed % 4).copy()
     size = base.shape[0] * DEMO_UPSAMPLE
     img = np.asarray(Image.fromarray(base).resize((size, size), Image.Resampling.LANCZOS))
     outs = folder / "outs"
@@ -81,7 +84,7 @@ def make_synthetic_visium(folder: Path, seed: int = 0) -> tuple[Path, Path]:
         win = hed[int(y) - int(radius):int(y) + int(radius) + 1, int(x) - int(radius):int(x) + int(radius) + 1]
         feats[i] = win[disk].mean(axis=0)
     z = (feats - feats.mean(0)) / (feats.std(0) + 1e-9)
-    coef = rng.normal(0, 0.8, size=(3, len(DEMO_GENES)))
+    coef = np.random.default_rng(1234).normal(0, 0.8, size=(3, len(DEMO_GENES)))  # one gene model for all
     rate = np.exp(1.5 + z @ coef + rng.normal(0, 0.2, size=(len(rows), len(DEMO_GENES))))
     counts = rng.poisson(rate).astype(np.int32)
     table = gene_table()
@@ -152,8 +155,9 @@ def write_overview(sample_path: Path, png: Path, n_gallery: int = 16) -> Path:
 
 
 def run_demo(out: Path, *, data: Path | None = None, image: Path | None = None,
-             echo: Callable[[str], Any] = print) -> Path:
-    """Build ``out`` (a root), convert one sample into it, print the catalog, write ``out/overview.png``."""
+             echo: Callable[[str], Any] = print, bench: bool = True) -> Path:
+    """Build ``out/root``, convert into it, print the catalog, write ``out/overview.png``, iterate one loader
+    epoch and (built-in sample) rank two weight-free baseline encoders on the demo's expression task."""
     import time
 
     import polars as pl
@@ -169,35 +173,50 @@ def run_demo(out: Path, *, data: Path | None = None, image: Path | None = None,
     if root.exists():
         shutil.rmtree(root)
     t0 = time.perf_counter()
+    paths = []
     if data is None:
-        echo("hestdata demo: SYNTHETIC sample (scikit-image IHC colon image upsampled 3x, simulated Visium grid "
+        echo("hestdata demo: SYNTHETIC samples (scikit-image IHC colon image upsampled 3x, simulated Visium grid "
              "and counts) — for trying the pipeline, not for biology")
-        outs, img_path = make_synthetic_visium(out / "input")
-        sample = read_visium(outs, sample_id="demo_synthetic_ihc", image=img_path)
-        meta = {"synthetic": True, "organ": "colon", "species": "Homo sapiens", "license": "BSD-3-Clause",
-                "provenance": "scikit-image data.immunohistochemistry() upsampled 3x; spot grid and counts "
-                              "simulated from the stain (hestdata.demo)"}
-        patches = [DEFAULT_PATCH.name]
+        for i in range(2):
+            outs, img_path = make_synthetic_visium(out / "input" / f"patient{i}", seed=i)
+            sample = read_visium(outs, sample_id=f"demo_synthetic_ihc_{i}", image=img_path)
+            meta = {"synthetic": True, "organ": "colon", "species": "Homo sapiens", "license": "BSD-3-Clause",
+                    "patient": f"P{i}", "cohort": "demo",
+                    "provenance": "scikit-image data.immunohistochemistry() rotated and upsampled 3x; spot grid "
+                                  "and counts simulated from the stain (hestdata.demo)"}
+            paths.append(convert(sample, root, patches=[DEFAULT_PATCH.name], metadata=meta))
     else:
         sample = read_visium(data, sample_id=Path(data).resolve().name.replace(" ", "_") or "visium", image=image)
-        meta, patches = {}, [DEFAULT_PATCH.name]
-    try:
-        path = convert(sample, root, patches=patches, metadata=meta)
-    except InputError as exc:
-        if "cannot make" not in str(exc):
-            raise
-        echo(f"note: {exc}; converting without patches")
-        path = convert(sample, root, patches=[], metadata=meta)
-    echo(f"converted {path} in {time.perf_counter() - t0:.1f} s")
+        try:
+            paths.append(convert(sample, root, patches=[DEFAULT_PATCH.name]))
+        except InputError as exc:
+            if "cannot make" not in str(exc):
+                raise
+            echo(f"note: {exc}; converting without patches")
+            paths.append(convert(sample, root, patches=[]))
+    echo(f"converted {len(paths)} sample(s) into {root} in {time.perf_counter() - t0:.1f} s")
     cat = open_catalog(root)
     with pl.Config(tbl_cols=12, tbl_width_chars=140):
-        echo(str(cat.select(["id", "technology", "species", "n_obs", "n_genes", "pixel_size_um", "n_patches",
-                             "synthetic"])))
-    png = write_overview(path, out / "overview.png")
+        echo(str(cat.select(["id", "technology", "species", "patient", "n_obs", "n_genes", "pixel_size_um",
+                             "n_patches", "synthetic"])))
+    png = write_overview(paths[0], out / "overview.png")
     echo(f"overview: {png}")
-    if hestdata_patches(path):
+    if hestdata_patches(paths[0]):
         echo(loader_epoch(root))
+    if bench and data is None:
+        echo(benchmark_baselines(root))
     return root
+
+
+def benchmark_baselines(root: Path) -> str:
+    """Run the demo expression task for the two weight-free baselines; the leaderboard as Markdown."""
+    from hestdata.bench.leaderboard import read, render_markdown
+    from hestdata.bench.runner import run_benchmark
+
+    for enc in ("color-stats", "random-vit-s16"):
+        run_benchmark(root, enc, "demo_expression")
+    return ("leaderboard (demo_expression: leave-one-patient-out Pearson r over the 20 most variable genes; "
+            "weight-free baselines on synthetic data):\n" + render_markdown(read(root)))
 
 
 def hestdata_patches(path: Path) -> bool:

@@ -1,0 +1,92 @@
+"""Embedding extraction with a Zarr cache keyed by (encoder fingerprint, patch-array checksum).
+
+The loader feeds uint8 batches (decoded on the GPU when one is used) to the encoder under ``inference_mode``
+and autocast; each sample's embeddings are written to ``<cache>/<fingerprint[:16]>/<sample>-<patch>-<digest[:16]>.zarr``
+through a temporary folder and a rename, so a rerun reuses finished samples and an interrupted run resumes with
+the sample it was working on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hestdata.bench.encoders import Encoder
+from hestdata.store import layout as L
+
+
+def default_cache_dir(root: str | os.PathLike[str]) -> Path:
+    s = os.fspath(root)
+    if "://" not in s:
+        return Path(s) / "embeddings"
+    return Path(os.environ.get("HESTDATA_CACHE", Path.home() / ".cache" / "hestdata")) / "embeddings"
+
+
+def patch_digest(manifest_files: dict[str, Any], sample_id: str, patch: str) -> str:
+    """Checksum of one sample's patch array, from the root's manifest."""
+    from hestdata.store.manifest import digest
+
+    prefix = f"{L.sample_relpath(sample_id)}/{L.PATCH_GROUP}/{patch}"
+    d = digest(manifest_files, prefix)
+    if not any(k.startswith(prefix + "/") for k in manifest_files):
+        raise KeyError(f"no files of {prefix} in the manifest")
+    return d
+
+
+def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: list[str], *, patch: str = "224px_0.5um",
+                  batch_size: int = 64, num_workers: int = 0, device: Any = None, cache_dir: str | Path | None = None,
+                  storage_options: dict[str, Any] | None = None,
+                  on_sample: Callable[[str, bool], None] | None = None) -> dict[str, np.ndarray]:
+    """(n_patches, D) float32 embeddings per sample, in patch order; cached."""
+    import torch
+    import zarr
+
+    from hestdata.loader import PatchDataset, make_loader
+    from hestdata.remote.fs import join
+    from hestdata.remote.root import open_root
+
+    r = open_root(root, storage_options)
+    files = r.manifest["files"]
+    cache = Path(cache_dir) if cache_dir else default_cache_dir(root)
+    base = cache / encoder.fingerprint[:16]
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder.to(dev)
+    out: dict[str, np.ndarray] = {}
+    for sid in sample_ids:
+        key = base / f"{sid}-{patch}-{patch_digest(files, sid, patch)[:16]}.zarr"
+        if key.exists():
+            out[sid] = zarr.open_array(str(key), mode="r")[:]
+            if on_sample:
+                on_sample(sid, True)
+            continue
+        ds = PatchDataset(join(r.url, L.sample_relpath(sid)) if "://" in r.url else Path(r.url) / L.sample_relpath(sid),
+                          genes=[], patch=patch, decode="gpu" if dev.type == "cuda" else "cpu",
+                          storage_options=r.storage_options)
+        loader = make_loader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False, rank=0, world_size=1,
+                             device=dev if dev.type == "cuda" else None)
+        emb: np.ndarray | None = None
+        for batch in loader:
+            z = encoder(batch["image"].to(dev, non_blocking=True)).cpu().numpy()
+            if emb is None:
+                emb = np.zeros((len(ds), z.shape[1]), dtype=np.float32)
+            emb[batch["index"].numpy()] = z
+        assert emb is not None
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = base / f".tmp-{uuid.uuid4().hex[:8]}.zarr"
+        try:
+            z = zarr.create_array(str(tmp), shape=emb.shape, dtype="float32", chunks=(min(4096, len(emb)), emb.shape[1]))
+            z[:] = emb
+            z.attrs.update({"encoder": encoder.name, "fingerprint": encoder.fingerprint, "sample": sid, "patch": patch})
+            os.replace(tmp, key)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        out[sid] = emb
+        if on_sample:
+            on_sample(sid, False)
+    return out

@@ -1,0 +1,161 @@
+"""``ROOT/leaderboard.parquet``: one row per (run, metric); Markdown and self-contained HTML renderings."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+LEADERBOARD = "leaderboard.parquet"
+
+
+def _versions() -> str:
+    out = {}
+    for pkg in ("hestdata", "torch", "timm", "scikit-learn", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return json.dumps(out, sort_keys=True)
+
+
+def make_rows(task: Any, encoder: Any, results: dict[str, list[tuple[str, float]]], *, n_items: int,
+              samples: list[str]) -> list[dict[str, Any]]:
+    import numpy as np
+
+    date = datetime.now(UTC).replace(microsecond=0).isoformat()
+    rows = []
+    for metric, folds in results.items():
+        vals = [float(v) for _, v in folds]
+        finite = [v for v in vals if math.isfinite(v)]
+        rows.append({"task": task.name, "task_type": task.type, "encoder": encoder.name,
+                     "fingerprint": encoder.fingerprint, "metric": metric, "folds": [str(f) for f, _ in folds],
+                     "fold_values": vals, "mean": float(np.mean(finite)) if finite else float("nan"),
+                     "std": float(np.std(finite)) if finite else float("nan"), "n_items": int(n_items),
+                     "samples": list(samples), "config_hash": task.config_hash, "versions": _versions(), "date": date})
+    return rows
+
+
+def append_rows(root: Path, rows: list[dict[str, Any]]) -> Path:
+    """Append under the root lock, atomically (read, concatenate, write to a temporary file, rename)."""
+    import polars as pl
+
+    from hestdata.store import layout as L
+    from hestdata.store.atomic import atomic_write_bytes, root_lock
+
+    path = root / LEADERBOARD
+    with root_lock(root, L.LOCK):
+        new = pl.DataFrame(rows)
+        df = pl.concat([pl.read_parquet(path), new], how="vertical_relaxed") if path.exists() else new
+        buf = io.BytesIO()
+        df.write_parquet(buf)
+        atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read(root: str | Path) -> Any:
+    import polars as pl
+
+    path = Path(root) / LEADERBOARD
+    if not path.is_file():
+        from hestdata.errors import StoreError
+
+        raise StoreError(f"{path}: no leaderboard yet (run 'hestdata bench run' first)")
+    return pl.read_parquet(path)
+
+
+def latest(df: Any) -> Any:
+    """The most recent row per (task, encoder fingerprint, metric)."""
+    import polars as pl
+
+    return df.sort("date").group_by(["task", "fingerprint", "metric"], maintain_order=True).last().sort(
+        ["task", "metric", pl.col("mean")], descending=[False, False, True])
+
+
+def _fmt(m: float, s: float) -> str:
+    return "n/a" if not math.isfinite(m) else f"{m:.4f} ± {s:.4f}"
+
+
+def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
+    """One table per task: encoders (rows) by metric (columns), mean ± std over folds."""
+    df = latest(df)
+    out = []
+    for task in sorted(set(df["task"].to_list())):
+        sub = df.filter(df["task"] == task)
+        mets = sorted(set(sub["metric"].to_list()))
+        if metrics and task in metrics:
+            mets = [metrics[task]] + [m for m in mets if m != metrics[task]]
+        encs = list(dict.fromkeys(sub.sort("mean", descending=True)["encoder"].to_list()))
+        out.append(f"### {task}\n")
+        out.append("| encoder | " + " | ".join(mets) + " |")
+        out.append("|---|" + "---|" * len(mets))
+        for e in encs:
+            cells = []
+            for m in mets:
+                r = sub.filter((sub["encoder"] == e) & (sub["metric"] == m))
+                cells.append(_fmt(r["mean"][0], r["std"][0]) if r.height else "")
+            out.append(f"| {e} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def render_html(df: Any, title: str = "hestdata leaderboard") -> str:
+    """A self-contained page: the tables and, per task and metric, an SVG bar chart with ±std error bars."""
+    from hestdata.bench.runner import PRIMARY
+
+    df = latest(df)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}"
+             "td:first-child{text-align:left}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    for task in sorted(set(df["task"].to_list())):
+        sub = df.filter(df["task"] == task)
+        ttype = sub["task_type"][0]
+        primary = PRIMARY.get(ttype)
+        mets = sorted(set(sub["metric"].to_list()), key=lambda m: (m != primary, m))
+        parts.append(f"<section class='task' data-task='{html.escape(task)}'><h2>{html.escape(task)}</h2>")
+        parts.append("<table><tr><th>encoder</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in mets) + "</tr>")
+        encs = list(dict.fromkeys(sub.sort("mean", descending=True)["encoder"].to_list()))
+        for e in encs:
+            cells = []
+            for m in mets:
+                r = sub.filter((sub["encoder"] == e) & (sub["metric"] == m))
+                cells.append(f"<td>{_fmt(r['mean'][0], r['std'][0]) if r.height else ''}</td>")
+            parts.append(f"<tr><td>{html.escape(e)}</td>{''.join(cells)}</tr>")
+        parts.append("</table>")
+        for m in mets[:1] if primary else mets:
+            parts.append(_svg_bars(sub.filter(sub["metric"] == m), m))
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _svg_bars(sub: Any, metric: str) -> str:
+    rows = [(e, m, s) for e, m, s in zip(sub["encoder"], sub["mean"], sub["std"], strict=True) if math.isfinite(m)]
+    if not rows:
+        return ""
+    w, bar, gap, left = 520, 22, 8, 150
+    hi = max(max(m + s for _, m, s in rows), 1e-9)
+    lo = min(0.0, min(m - s for _, m, s in rows))
+    span = hi - lo
+    h = len(rows) * (bar + gap) + 30
+
+    def x(v: float) -> float:
+        return left + (v - lo) / span * (w - left - 20)
+
+    out = [f"<svg class='chart' data-metric='{html.escape(metric)}' xmlns='http://www.w3.org/2000/svg' width='{w}' "
+           f"height='{h}' role='img'><title>{html.escape(metric)}</title>"]
+    for i, (e, m, s) in enumerate(rows):
+        y = 10 + i * (bar + gap)
+        out.append(f"<text x='{left - 6}' y='{y + bar * 0.7}' text-anchor='end' font-size='12'>{html.escape(e)}</text>")
+        out.append(f"<rect class='bar' x='{x(min(0, m)):.1f}' y='{y}' width='{abs(x(m) - x(0)):.1f}' height='{bar}' "
+                   f"fill='#4c78a8'><title>{m:.4f} ± {s:.4f}</title></rect>")
+        out.append(f"<line class='err' x1='{x(m - s):.1f}' x2='{x(m + s):.1f}' y1='{y + bar / 2}' y2='{y + bar / 2}' "
+                   "stroke='black'/>")
+    out.append(f"<text x='{left}' y='{h - 4}' font-size='11'>{html.escape(metric)} (mean ± std over folds)</text></svg>")
+    return "".join(out)

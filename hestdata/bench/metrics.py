@@ -1,0 +1,49 @@
+"""Metric functions (plain numpy), each with hand-checkable definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pearson_per_column(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Pearson r of each column of ``pred`` vs ``true``; a constant column gives NaN (no correlation defined)."""
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(true, dtype=np.float64)
+    p = p - p.mean(axis=0)
+    t = t - t.mean(axis=0)
+    num = (p * t).sum(axis=0)
+    den = np.sqrt((p * p).sum(axis=0) * (t * t).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = num / den
+    r[den == 0] = np.nan
+    return r
+
+
+def recall_at_k(similarity: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Row i's correct match is column i. Recall@k = fraction of rows whose match ranks within the top k;
+    also the median rank (1 = best). Computed over the whole matrix (the whole held-out set)."""
+    s = np.asarray(similarity, dtype=np.float64)
+    correct = np.diag(s)[:, None]
+    rank = (s > correct).sum(axis=1) + 1  # ties count in the row's favour
+    out = {f"recall@{k}": float((rank <= k).mean()) for k in ks}
+    out["median_rank"] = float(np.median(rank))
+    return out
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean over classes of the per-class recall."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes = np.unique(y_true)
+    return float(np.mean([(y_pred[y_true == c] == c).mean() for c in classes]))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes present in ``y_true``."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    f1s = []
+    for c in np.unique(y_true):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))

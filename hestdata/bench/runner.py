@@ -1,0 +1,176 @@
+"""Run a benchmark task on a root with one encoder, and append the result to the leaderboard.
+
+A task is a YAML file (built-in ones live in ``hestdata/bench/tasks/``): ``name``, ``type`` (expression |
+retrieval | batch_effect | classification), ``samples`` (an SQL filter over the catalog), ``group_by`` (catalog
+column for the folds, e.g. ``patient``), ``patch`` (array name), ``label`` (obs column, classification only)
+and ``options`` passed to the protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hestdata.errors import InputError
+from hestdata.store import layout as L
+
+TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification")
+PRIMARY = {"expression": "pearson_mean", "retrieval": "img2expr_recall@5", "batch_effect": "batch_balanced_accuracy",
+           "classification": "linear_balanced_accuracy"}
+
+
+@dataclass
+class Task:
+    name: str
+    type: str
+    samples: str
+    group_by: str
+    patch: str = "224px_0.5um"
+    label: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def builtin_tasks() -> dict[str, Path]:
+    folder = resources.files("hestdata").joinpath("bench/tasks")
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def load_task(spec: str | Path) -> Task:
+    """A built-in task by name, or a task YAML by path; unknown keys and types are errors."""
+    import yaml
+
+    path = builtin_tasks().get(str(spec)) or Path(spec)
+    if not path.is_file():
+        raise InputError(path, f"task not found; built-in tasks: {', '.join(sorted(builtin_tasks()))}")
+    doc = yaml.safe_load(path.read_text())
+    allowed = {"name", "type", "samples", "group_by", "patch", "label", "options"}
+    if not isinstance(doc, dict) or set(doc) - allowed or not {"name", "type", "samples", "group_by"} <= set(doc):
+        raise InputError(path, f"a task needs name, type, samples, group_by (optional patch, label, options); got {doc}")
+    if doc["type"] not in TASK_TYPES:
+        raise InputError(path, f"unknown task type {doc['type']!r}; one of {TASK_TYPES}")
+    if doc["type"] == "classification" and not doc.get("label"):
+        raise InputError(path, "a classification task needs 'label' (an obs column)")
+    return Task(**doc)
+
+
+def _table(root_url: str, sid: str, storage_options: dict[str, Any], columns: list[str]) -> tuple[Any, list[str], Any]:
+    """(X, var names, obs columns) of a sample's expression table."""
+    from anndata.io import read_elem
+
+    from hestdata.loader.dataset import _open_group
+    from hestdata.remote.fs import ProcessLocalFS, join, split_url
+
+    protocol, base = split_url(root_url)
+    g = _open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), "tables", L.TABLE))
+    X = read_elem(g["X"])
+    var = read_elem(g["var"])
+    obs = read_elem(g["obs"])[columns] if columns else None
+    return X, [str(v) for v in var.index], obs
+
+
+def _patch_rows(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> np.ndarray:
+    from hestdata.loader.dataset import _open_group
+    from hestdata.remote.fs import ProcessLocalFS, join, split_url
+
+    protocol, base = split_url(root_url)
+    g = _open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), L.PATCH_GROUP, patch))
+    return np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64)
+
+
+def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path | Task, *, batch_size: int = 64,
+                  num_workers: int = 0, device: Any = None, cache_dir: str | Path | None = None,
+                  storage_options: dict[str, Any] | None = None, leaderboard: bool = True,
+                  echo: Any = None) -> list[dict[str, Any]]:
+    """Embed the task's samples (cached), run its protocol, append rows to ``ROOT/leaderboard.parquet``."""
+    import polars as pl
+    import scipy.sparse as sp
+
+    from hestdata.bench.embed import embed_samples
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.bench.leaderboard import append_rows, make_rows
+    from hestdata.remote.root import open_root
+
+    t = task if isinstance(task, Task) else load_task(task)
+    enc = load_encoder(encoder)
+    r = open_root(root, storage_options)
+    try:
+        cat = r.catalog.filter(pl.sql_expr(t.samples))
+    except Exception as exc:
+        raise InputError(None, f"task {t.name}: bad samples filter {t.samples!r}: {exc}") from exc
+    cat = cat.filter(pl.col("patch_arrays").list.contains(t.patch)).sort("id")
+    if cat.height == 0:
+        raise InputError(None, f"task {t.name}: no sample in {r.url} matches {t.samples!r} with patches {t.patch}")
+    if t.group_by not in cat.columns:
+        raise InputError(None, f"task {t.name}: group_by {t.group_by!r} is not a catalog column")
+    if cat[t.group_by].null_count():
+        raise InputError(None, f"task {t.name}: some samples have no {t.group_by}")
+    ids = cat["id"].to_list()
+    groups_of = dict(zip(ids, cat[t.group_by].cast(pl.String).to_list(), strict=True))
+    embs = embed_samples(r.url, enc, ids, patch=t.patch, batch_size=batch_size, num_workers=num_workers, device=device,
+                         cache_dir=cache_dir or (None if "://" in r.url else Path(r.url) / "embeddings"),
+                         storage_options=r.storage_options,
+                         on_sample=(lambda s, hit: echo(f"  {s}: {'cached' if hit else 'embedded'}")) if echo else None)
+    emb = np.concatenate([embs[s] for s in ids])
+    groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
+    batch = np.concatenate([[s] * len(embs[s]) for s in ids])
+    counts, genes, labels = None, None, None
+    if t.type in ("expression", "retrieval") or t.label:
+        tables = {s: _table(r.url, s, r.storage_options, [t.label] if t.label else []) for s in ids}
+        common = [g for g in tables[ids[0]][1] if all(g in set(tables[s][1]) for s in ids[1:])]
+        blocks, labs = [], []
+        for s in ids:
+            X, var, obs = tables[s]
+            rows = _patch_rows(r.url, s, t.patch, r.storage_options)
+            pos = {g: i for i, g in enumerate(var)}
+            cols = [pos[g] for g in common]
+            Xs = X if sp.issparse(X) else sp.csr_matrix(X)
+            blocks.append(Xs.tocsr()[rows][:, cols])
+            if t.label:
+                labs.append(np.asarray(obs[t.label])[rows])
+        counts, genes = sp.vstack(blocks).tocsr(), common
+        labels = np.concatenate(labs) if labs else None
+    results = _run(t, emb, counts, genes, groups, batch, labels)
+    rows = make_rows(t, enc, results, n_items=len(emb), samples=ids)
+    if leaderboard and "://" not in r.url:
+        append_rows(Path(r.url), rows)
+    return rows
+
+
+def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, batch: np.ndarray,
+         labels: Any) -> dict[str, list[tuple[str, float]]]:
+    """metric -> [(fold label, value)] for the task."""
+    o = dict(t.options)
+    if t.type == "expression":
+        from hestdata.bench.tasks.expression import expression_protocol
+
+        res = expression_protocol(emb, counts, groups, genes=genes, **o)
+        return {"pearson_mean": [(f.test_group, f.mean) for f in res.folds]}
+    if t.type == "retrieval":
+        from hestdata.bench.tasks.retrieval import retrieval_protocol
+
+        res = retrieval_protocol(emb, counts, groups, **o)
+        keys = [k for k in res.folds[0] if k not in ("test_group", "n_test")]
+        return {k: [(f["test_group"], f[k]) for f in res.folds] for k in keys}
+    if t.type == "batch_effect":
+        from hestdata.bench.tasks.probes import batch_effect
+
+        m = batch_effect(emb, batch, labels, **o)
+        return {k: [("all", v)] for k, v in m.items()}
+    from hestdata.bench.tasks.probes import classification
+
+    out: dict[str, list[tuple[str, float]]] = {}
+    for row in classification(emb, labels, groups, **o):
+        for k in ("macro_f1", "balanced_accuracy", "auroc"):
+            out.setdefault(f"{row['probe']}_{k}", []).append((row["test_group"], row[k]))
+    return out

@@ -1,0 +1,1 @@
+"""Task protocols (expression, retrieval, batch_effect, classification) and their YAML definitions."""
