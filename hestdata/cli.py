@@ -281,7 +281,8 @@ def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
               checkpoint: Annotated[Path | None, typer.Option(help="Local weights for a timm/published encoder.")] = None,
               device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: cuda if available).")] = None,
               batch_size: Annotated[int, typer.Option(help="Patches per batch.")] = 64,
-              workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 0) -> None:
+              workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 0,
+              patch: Annotated[str | None, typer.Option(help="Override the task's patch array.")] = None) -> None:
     """Embed (cached) and evaluate; rows are appended to ROOT/leaderboard.parquet."""
     from hestdata.bench.encoders import load_encoder
     from hestdata.bench.runner import PRIMARY, load_task, run_benchmark
@@ -291,7 +292,7 @@ def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
         for t in task:
             typer.echo(f"{enc.name} on {t}:")
             rows = run_benchmark(root, enc, t, batch_size=batch_size, num_workers=workers, device=device,
-                                 echo=typer.echo)
+                                 patch=patch, echo=typer.echo)
             primary = PRIMARY[load_task(t).type]
             for r in rows:
                 mark = "*" if r["metric"] == primary else " "

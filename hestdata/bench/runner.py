@@ -91,8 +91,10 @@ def _patch_rows(root_url: str, sid: str, patch: str, storage_options: dict[str, 
 def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path | Task, *, batch_size: int = 64,
                   num_workers: int = 0, device: Any = None, cache_dir: str | Path | None = None,
                   storage_options: dict[str, Any] | None = None, leaderboard: bool = True,
-                  echo: Any = None) -> list[dict[str, Any]]:
-    """Embed the task's samples (cached), run its protocol, append rows to ``ROOT/leaderboard.parquet``."""
+                  patch: str | None = None, echo: Any = None) -> list[dict[str, Any]]:
+    """Embed the task's samples (cached), run its protocol, append rows to ``ROOT/leaderboard.parquet``.
+
+    ``patch`` overrides the task's patch array (e.g. to run a built-in task on another geometry)."""
     import polars as pl
     import scipy.sparse as sp
 
@@ -102,6 +104,8 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     from hestdata.remote.root import open_root
 
     t = task if isinstance(task, Task) else load_task(task)
+    if patch is not None:
+        t = Task(**{**t.__dict__, "patch": patch})
     enc = load_encoder(encoder)
     r = open_root(root, storage_options)
     try:

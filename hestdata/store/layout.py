@@ -23,6 +23,9 @@ REGION_KEY = "region"
 INSTANCE_KEY = "spot_id"
 META_KEY = "hestdata"
 
+# derived, re-creatable artefacts kept in a root but outside its manifest (never pushed or downloaded)
+DERIVED = ("embeddings", "leaderboard.parquet", "leaderboard.html")
+
 SPATIALDATA_VERSION = "0.2"
 ELEMENT_VERSION = "0.3"
 TABLE_VERSION = "0.2"

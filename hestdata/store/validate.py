@@ -184,7 +184,7 @@ def _validate_root(root: Path, out: list[str], checksums: bool) -> int:
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
         if p.is_file() and rel not in listed and p.name not in (L.MANIFEST, L.LOCK) \
-                and not any(part.startswith(".") for part in Path(rel).parts):
+                and not any(part.startswith(".") for part in Path(rel).parts) and rel.split("/")[0] not in L.DERIVED:
             out.append(f"{rel} is not in {L.MANIFEST}")
     for s in samples:
         _validate_sample(s, out)

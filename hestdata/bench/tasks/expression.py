@@ -29,6 +29,8 @@ class ExpressionFold:
     alpha: float
     n_train: int
     n_test: int
+    test_index: np.ndarray | None = None  # rows of the input that formed the test fold
+    predictions: np.ndarray | None = None  # (n_test, n_genes) log1p predictions
 
     @property
     def mean(self) -> float:
@@ -139,5 +141,5 @@ def expression_protocol(embeddings: np.ndarray, counts: Any, groups: Any, genes:
         a = _cv_alpha(x[tr], y_tr, g[tr], latent_dim, seed, alpha_grid) if cv_alpha else alpha
         pred, used = _fit_predict(x[tr], y_tr, x[te], latent_dim, a, seed)
         result.folds.append(ExpressionFold(label, [names[i] for i in chosen], pearson_per_column(pred, y_te),
-                                           used, len(tr), len(te)))
+                                           used, len(tr), len(te), te, pred))
     return result
