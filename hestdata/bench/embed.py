@@ -39,6 +39,20 @@ def patch_digest(manifest_files: dict[str, Any], sample_id: str, patch: str) -> 
     return d
 
 
+def _write(base: Path, key: Path, emb: np.ndarray, encoder: Encoder, sid: str, patch: str) -> None:
+    import zarr
+
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f".tmp-{uuid.uuid4().hex[:8]}.zarr"
+    try:
+        z = zarr.create_array(str(tmp), shape=emb.shape, dtype="float32", chunks=(max(1, min(4096, len(emb))), emb.shape[1]))
+        z[:] = emb
+        z.attrs.update({"encoder": encoder.name, "fingerprint": encoder.fingerprint, "sample": sid, "patch": patch})
+        os.replace(tmp, key)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: list[str], *, patch: str = "224px_0.5um",
                   batch_size: int = 64, num_workers: int = 0, device: Any = None, cache_dir: str | Path | None = None,
                   storage_options: dict[str, Any] | None = None,
@@ -48,7 +62,6 @@ def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: li
     import zarr
 
     from hestdata.loader import PatchDataset, make_loader
-    from hestdata.remote.fs import join
     from hestdata.remote.root import open_root
 
     r = open_root(root, storage_options)
@@ -58,35 +71,41 @@ def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: li
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder.to(dev)
     out: dict[str, np.ndarray] = {}
+    keys = {sid: base / f"{sid}-{patch}-{patch_digest(files, sid, patch)[:16]}.zarr" for sid in sample_ids}
+    todo = []
     for sid in sample_ids:
-        key = base / f"{sid}-{patch}-{patch_digest(files, sid, patch)[:16]}.zarr"
-        if key.exists():
-            out[sid] = zarr.open_array(str(key), mode="r")[:]
+        if keys[sid].exists():
+            out[sid] = zarr.open_array(str(keys[sid]), mode="r")[:]
             if on_sample:
                 on_sample(sid, True)
-            continue
-        ds = PatchDataset(join(r.url, L.sample_relpath(sid)) if "://" in r.url else Path(r.url) / L.sample_relpath(sid),
-                          genes=[], patch=patch, decode="gpu" if dev.type == "cuda" else "cpu",
-                          storage_options=r.storage_options)
-        loader = make_loader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False, rank=0, world_size=1,
-                             device=dev if dev.type == "cuda" else None)
-        emb: np.ndarray | None = None
-        for batch in loader:
-            z = encoder(batch["image"].to(dev, non_blocking=True)).cpu().numpy()
-            if emb is None:
-                emb = np.zeros((len(ds), z.shape[1]), dtype=np.float32)
-            emb[batch["index"].numpy()] = z
-        assert emb is not None
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = base / f".tmp-{uuid.uuid4().hex[:8]}.zarr"
-        try:
-            z = zarr.create_array(str(tmp), shape=emb.shape, dtype="float32", chunks=(min(4096, len(emb)), emb.shape[1]))
-            z[:] = emb
-            z.attrs.update({"encoder": encoder.name, "fingerprint": encoder.fingerprint, "sample": sid, "patch": patch})
-            os.replace(tmp, key)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        out[sid] = emb
-        if on_sample:
-            on_sample(sid, False)
+        else:
+            todo.append(sid)
+    if not todo:
+        return out
+    import polars as pl
+
+    # one dataset and one loader for every sample still to embed (no per-sample worker start-up); each sample's
+    # embeddings are written as soon as its last patch is through, so an interrupted run keeps finished samples
+    ds = PatchDataset(r.url, query=pl.col("id").is_in(todo), genes=[], patch=patch,
+                      decode="gpu" if dev.type == "cuda" else "cpu", storage_options=r.storage_options)
+    loader = make_loader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False, rank=0, world_size=1,
+                         device=dev if dev.type == "cuda" else None)
+    spans = [(s.sample_id, s.first, s.first + s.reader.info.n_patches) for s in ds.samples]
+    emb: np.ndarray | None = None
+    done = 0
+    nxt = 0
+    for batch in loader:
+        z = encoder(batch["image"].to(dev, non_blocking=True)).cpu().numpy()
+        if emb is None:
+            emb = np.zeros((len(ds), z.shape[1]), dtype=np.float32)
+        idx = batch["index"].numpy()
+        emb[idx] = z
+        done = max(done, int(idx.max()) + 1)
+        while nxt < len(spans) and spans[nxt][2] <= done:
+            sid, a, e = spans[nxt]
+            out[sid] = emb[a:e].copy()
+            _write(base, keys[sid], out[sid], encoder, sid, patch)
+            if on_sample:
+                on_sample(sid, False)
+            nxt += 1
     return out

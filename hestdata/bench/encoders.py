@@ -192,8 +192,9 @@ def color_stats() -> Encoder:
         od = -torch.log(torch.clamp(x, min=1e-6))
         hed = torch.einsum("bchw,cd->bdhw", od, hed_from_rgb.to(x.device))
         feats = [x.mean((2, 3)), x.std((2, 3)), hed.mean((2, 3)), hed.std((2, 3))]
-        bins = torch.clamp((x * 8).long(), max=7)
-        hist = torch.nn.functional.one_hot(bins, 8).float().mean((2, 3)).reshape(b, -1)
+        bins = torch.clamp((x * 8).long(), max=7).reshape(b * 3, -1)
+        hist = torch.zeros(b * 3, 8, device=x.device).scatter_add_(1, bins, torch.ones_like(bins, dtype=torch.float32))
+        hist = (hist / bins.shape[1]).reshape(b, -1)
         grey = x.mean(1)
         gx = grey[:, :, 1:] - grey[:, :, :-1]
         gy = grey[:, 1:, :] - grey[:, :-1, :]

@@ -235,6 +235,8 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
     # -- the hot path ---------------------------------------------------------------------------------------
     def _expression(self, s: _Sample, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         present = s.gene_pos >= 0
+        if not len(self.genes):  # images only (e.g. embedding extraction): never load the table
+            return np.zeros((len(rows), 0), dtype=np.float32), present
         dense = s.targets_dense(self.fs, present, self.targets)
         if dense is not None:
             return dense[rows], present

@@ -1,0 +1,60 @@
+"""The worked example: HEST-Benchmark expression and HESCAPE-style retrieval on the shared her2st sections
+(real H&E + raw counts; patients B and C, so two leave-one-patient-out folds), for every encoder available
+offline (the weight-free baselines), with the leaderboard printed as Markdown.
+
+    python benchmarks/her2st_benchmark.py [--encoders color-stats random-vit-s16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("HESTDATA_SHARED_DATA", REPO.parent / "shared" / "data")) / "st_legacy" / "her2st"
+ROOT = REPO / "benchmarks" / "out" / "her2st_root"
+SECTIONS = {"B4": ("B/B4/BT10737_D2_HE.jpg", "B"), "C2": ("C/C2/5714_HE_BT_C2.jpg", "C"),
+            "C3": ("C/C3/5714_HE_BT_D1.jpg", "C")}
+
+
+def build() -> Path:
+    import hestdata
+
+    if (ROOT / "catalog.parquet").exists():
+        return ROOT
+    for sec, (img, patient) in SECTIONS.items():
+        s = hestdata.read_st(DATA / "ST-cnts" / f"{sec}.tsv.gz", spots=DATA / "ST-spotfiles" / f"{sec}_selection.tsv",
+                             image=DATA / "ST-imgs" / img, sample_id=f"her2st_{sec}")
+        hestdata.convert(s, ROOT, metadata={"cohort": "her2st", "patient": patient, "organ": "breast",
+                                            "citation": "Andersson et al., Nat Commun 12, 6012 (2021)"})
+    return ROOT
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--encoders", nargs="+", default=["color-stats", "random-vit-s16"])
+    args = ap.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"shared data not found at {DATA}")
+    import hestdata
+    from hestdata.bench.leaderboard import read, render_markdown
+
+    root = build()
+    (root / "leaderboard.parquet").unlink(missing_ok=True)
+    for enc in args.encoders:
+        for task in ("her2st_expression", "her2st_retrieval"):
+            t = time.perf_counter()
+            rows = hestdata.run_benchmark(root, enc, task)
+            print(f"{enc} / {task}: {time.perf_counter() - t:.1f} s")
+            for r in rows:
+                print(f"   {r['metric']}: {r['mean']:.4f} ± {r['std']:.4f}  "
+                      + ", ".join(f"{f}={v:.4f}" for f, v in zip(r["folds"], r["fold_values"], strict=True)))
+    print()
+    print(render_markdown(read(root)))
+
+
+if __name__ == "__main__":
+    main()
