@@ -106,6 +106,11 @@ def test_cv_alpha_option_and_knowable_alpha():
     assert all(f.alpha == 3.0 for f in a.folds)
     b = expression_protocol(emb, counts, groups, k=20, latent_dim=10, cv_alpha=True, alpha_grid=(0.1, 1000.0))
     assert all(f.alpha in (0.1, 1000.0) for f in b.folds)
+    for reg in ("knn", "mlp"):
+        r = expression_protocol(emb, counts, groups, k=20, latent_dim=10, regressor=reg)
+        assert len(r.folds) == 3 and np.isfinite(r.mean)
+    with pytest.raises(ValueError, match="regressor"):
+        expression_protocol(emb, counts, groups, k=5, latent_dim=5, regressor="svm")
 
 
 def test_retrieval_over_the_whole_held_out_set():

@@ -81,7 +81,7 @@ def _folds(groups: np.ndarray, n_folds: int | None) -> list[tuple[np.ndarray, np
 
 
 def _fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, latent_dim: int | None, alpha: float | None,
-                 seed: int) -> tuple[np.ndarray, float]:
+                 seed: int, regressor: str = "ridge") -> tuple[np.ndarray, float]:
     from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
@@ -91,6 +91,18 @@ def _fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, latent_di
     if latent_dim is not None:
         pca = PCA(n_components=min(latent_dim, a.shape[0], a.shape[1]), random_state=seed).fit(a)
         a, b = pca.transform(a), pca.transform(b)
+    if regressor == "knn":
+        from sklearn.neighbors import KNeighborsRegressor
+
+        return KNeighborsRegressor(n_neighbors=min(20, len(a))).fit(a, y_tr).predict(b), float("nan")
+    if regressor == "mlp":
+        from sklearn.neural_network import MLPRegressor
+
+        mlp = MLPRegressor(hidden_layer_sizes=(256,), alpha=1e-3, max_iter=500, early_stopping=len(a) >= 50,
+                           random_state=seed)
+        return mlp.fit(a, y_tr).predict(b), float("nan")
+    if regressor != "ridge":
+        raise ValueError(f"regressor must be 'ridge', 'knn' or 'mlp', got {regressor!r}")
     if alpha is None:
         alpha = 100.0 / (a.shape[1] * y_tr.shape[1])
     model = Ridge(solver="lsqr", fit_intercept=False, alpha=alpha, random_state=seed).fit(a, y_tr)
@@ -119,11 +131,14 @@ def _cv_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, latent_dim: int 
 def expression_protocol(embeddings: np.ndarray, counts: Any, groups: Any, genes: list[Any] | None = None, k: int = 50,
                         latent_dim: int | None = 256, seed: int = 1, alpha: float | None = None,
                         cv_alpha: bool = False, n_folds: int | None = None,
-                        alpha_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)) -> ExpressionResult:
+                        alpha_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
+                        regressor: str = "ridge") -> ExpressionResult:
     """Run the protocol on arrays: ``embeddings`` (N, D), raw ``counts`` (N, G; dense or sparse), ``groups`` (N,).
 
     Returns per-fold per-gene Pearson r keyed by the held-out group, with the genes chosen on each fold's
     training rows (names from ``genes`` if given, else column indices). ``n_folds=None`` = leave one group out.
+    ``regressor``: ``"ridge"`` (the protocol), or the optional ``"knn"`` (20 neighbours) / ``"mlp"`` (one hidden
+    layer of 256) on the same standardised PCA features.
     """
     import scipy.sparse as sp
 
@@ -138,8 +153,8 @@ def expression_protocol(embeddings: np.ndarray, counts: Any, groups: Any, genes:
     for tr, te, label in _folds(g, n_folds):
         chosen = top_variable_genes(y_all[tr], k)
         y_tr, y_te = y_all[tr][:, chosen], y_all[te][:, chosen]
-        a = _cv_alpha(x[tr], y_tr, g[tr], latent_dim, seed, alpha_grid) if cv_alpha else alpha
-        pred, used = _fit_predict(x[tr], y_tr, x[te], latent_dim, a, seed)
+        a = _cv_alpha(x[tr], y_tr, g[tr], latent_dim, seed, alpha_grid) if cv_alpha and regressor == "ridge" else alpha
+        pred, used = _fit_predict(x[tr], y_tr, x[te], latent_dim, a, seed, regressor)
         result.folds.append(ExpressionFold(label, [names[i] for i in chosen], pearson_per_column(pred, y_te),
                                            used, len(tr), len(te), te, pred))
     return result
