@@ -147,6 +147,33 @@ def convert_anndata(h5ad: Annotated[Path, typer.Argument(help="AnnData with obsm
     _common(s, out, patch, no_patches, overwrite, min_tissue_fraction, meta)
 
 
+@convert_app.command("xenium")
+@handle_errors
+def convert_xenium_cmd(folder: Annotated[Path, typer.Argument(help="Xenium output folder.")], out: Out,
+                       sample_id: SampleId, pixel_size_um: PixelSize = None,
+                       image_origin_um: Annotated[str | None, typer.Option(help="Image top-left in µm, 'X,Y' (cropped images).")] = None,
+                       pseudospot_um: Annotated[list[float] | None, typer.Option(help="Pseudo-spot diameter in µm, repeatable (default 55).")] = None,
+                       grid: Annotated[str, typer.Option(help="Pseudo-spot grid: square (tiling) or hex (Visium-like).")] = "square",
+                       min_qv: Annotated[float, typer.Option(help="Minimum transcript quality counted in pseudo-spots.")] = 20.0,
+                       overwrite: Overwrite = False, meta: Meta = None) -> None:
+    """Convert a 10x Xenium run: cells, transcripts, boundaries, DAPI image, pseudo-spot tables."""
+    from hestdata.convert_xenium import convert_xenium
+    from hestdata.sources.xenium import parse_origin, read_xenium
+
+    fields: dict[str, Any] = {}
+    for item in meta or []:
+        k, _, v = item.partition("=")
+        fields[k.strip()] = v.strip()
+    xs = read_xenium(folder, sample_id=sample_id, pixel_size_um=pixel_size_um, image_origin_um=parse_origin(image_origin_um))
+    path = convert_xenium(xs, out, pseudospot_um=tuple(pseudospot_um or (55.0,)), grid=grid, min_qv=min_qv,
+                          overwrite=overwrite, metadata=fields)
+    from hestdata.store.sample import read_metadata
+
+    m = read_metadata(path)
+    typer.echo(f"wrote {path}  [xenium, {m.qc.n_obs} cells x {m.qc.n_genes} genes, {m.qc.n_transcripts} transcripts, "
+               f"pseudo-spots {m.qc.tables}]")
+
+
 @convert_app.command("hest1k")
 @handle_errors
 def convert_hest1k(hest_dir: Annotated[Path, typer.Argument(help="A HEST-1k download (st/, wsis/, metadata/ …).")],

@@ -86,6 +86,8 @@ class QC(_Model):
     tissue_fraction: float | None = Field(default=None, ge=0, le=1)
     genes: GeneQC | None = None
     patches: dict[str, PatchQC] = Field(default_factory=dict)
+    tables: dict[str, int] = Field(default_factory=dict, description="further tables (e.g. pseudo-spots) and rows")
+    n_transcripts: int | None = Field(default=None, ge=0)
     warnings: list[str] = Field(default_factory=list)
 
 

@@ -46,6 +46,18 @@ def _transform(axes: list[str], scale: list[float] | None) -> dict[str, Any]:
     return t
 
 
+def _image_transform(pixel_size_um: float, origin_um: tuple[float, float]) -> dict[str, Any]:
+    """Image (c, y, x) pixels -> global µm: a scale, followed by a translation when the origin is not 0."""
+    axes = ["c", "y", "x"]
+    scale = _transform(axes, [1.0, pixel_size_um, pixel_size_um])
+    if not any(origin_um):
+        return scale
+    shift = {"type": "translation", "translation": [0.0, float(origin_um[1]), float(origin_um[0])],
+             "input": _cs("cyx", axes, unit=True), "output": _cs(L.COORDINATE_SYSTEM, axes, unit=True)}
+    return {"type": "sequence", "transformations": [scale, shift], "input": _cs("cyx", axes, unit=True),
+            "output": _cs(L.COORDINATE_SYSTEM, axes, unit=True)}
+
+
 def _zstd(level: int = 1) -> Any:
     from zarr.codecs import ZstdCodec
 
@@ -79,7 +91,7 @@ class SampleWriter:
     # -- elements ------------------------------------------------------------------------------------------
     def write_image(self, shapes: list[tuple[int, int]], channels: int, dtype: Any, pixel_size_um: float,
                     strips: Iterable[tuple[int, int, np.ndarray]], name: str = L.IMAGE_HE,
-                    channel_names: list[str] | None = None) -> None:
+                    channel_names: list[str] | None = None, origin_um: tuple[float, float] = (0.0, 0.0)) -> None:
         """Write a pyramid as OME-Zarr ``images/<name>`` (c, y, x) from ``(level, first_row, strip)`` strips.
 
         Strips are (rows, x, c); they are buffered per level up to a whole row of chunks so every chunk is
@@ -121,7 +133,7 @@ class SampleWriter:
                 "multiscales": [{
                     "datasets": datasets, "name": f"/images/{name}",
                     "axes": _cs("cyx", ["c", "y", "x"], unit=False)["axes"],
-                    "coordinateTransformations": [_transform(["c", "y", "x"], [1.0, pixel_size_um, pixel_size_um])],
+                    "coordinateTransformations": [_image_transform(pixel_size_um, origin_um)],
                 }],
             },
             "spatialdata_attrs": {"version": L.ELEMENT_VERSION},
@@ -136,6 +148,21 @@ class SampleWriter:
             "encoding-type": "ngff:shapes", "axes": ["x", "y"],
             "coordinateTransformations": [_transform(["x", "y"], None)],
             "spatialdata_attrs": {"version": L.ELEMENT_VERSION},
+        })
+
+    def write_points(self, name: str, df: Any, feature_key: str, instance_key: str) -> None:
+        """Write a points element (x, y in µm + columns) as spatialdata's ``ngff:points`` parquet."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        g = self.group.require_group("points").require_group(name)
+        folder = self.tmp / "points" / name / "points.parquet"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), folder / "part.0.parquet")
+        g.attrs.update({
+            "encoding-type": "ngff:points", "axes": ["x", "y"],
+            "coordinateTransformations": [_transform(["x", "y"], None)],
+            "spatialdata_attrs": {"instance_key": instance_key, "feature_key": feature_key, "version": "0.2"},
         })
 
     def write_table(self, adata: anndata.AnnData, region: str = L.SHAPES_SPOTS, name: str = L.TABLE) -> None:

@@ -67,6 +67,10 @@ def _validate_sample(path: Path, out: list[str]) -> None:
     if meta.id + L.SAMPLE_SUFFIX != path.name:
         bad(f"metadata id {meta.id!r} does not match the folder name")
     missing = set(meta.missing_elements)
+    cellular = meta.technology == "xenium"
+    region = "cells" if cellular else L.SHAPES_SPOTS
+    image_name = "if" if cellular else L.IMAGE_HE
+    obs_required = ("x_um", "y_um", "in_tissue") if cellular else OBS_COLUMNS
     # table
     try:
         if "expression" in missing:
@@ -80,7 +84,7 @@ def _validate_sample(path: Path, out: list[str]) -> None:
         if meta.qc.counts_integer and "int" not in str(dtype):
             bad(f"counts are declared integer but X has dtype {dtype}")
         obs_cols = set(tab["obs"].attrs.get("column-order", []))
-        for c in OBS_COLUMNS:
+        for c in obs_required:
             if c not in obs_cols:
                 bad(f"tables/{L.TABLE}/obs lacks column {c!r}")
         var_cols = set(tab["var"].attrs.get("column-order", []))
@@ -88,14 +92,14 @@ def _validate_sample(path: Path, out: list[str]) -> None:
             if c not in var_cols:
                 bad(f"tables/{L.TABLE}/var lacks column {c!r}")
         tattrs = dict(tab.attrs)
-        if tattrs.get("region") != L.SHAPES_SPOTS or tattrs.get("instance_key") != L.INSTANCE_KEY:
-            bad(f"tables/{L.TABLE} does not annotate shapes/{L.SHAPES_SPOTS} by {L.INSTANCE_KEY!r}")
+        if tattrs.get("region") != region or tattrs.get("instance_key") != L.INSTANCE_KEY:
+            bad(f"tables/{L.TABLE} does not annotate shapes/{region} by {L.INSTANCE_KEY!r}")
     except _Skip:
         pass
     except KeyError as exc:
         bad(f"missing element {exc}")
     # spots
-    spots = path / "shapes" / L.SHAPES_SPOTS / "shapes.parquet"
+    spots = path / "shapes" / region / "shapes.parquet"
     if "shapes" in missing:
         if spots.exists():
             bad("shapes are declared missing but present")
@@ -108,18 +112,19 @@ def _validate_sample(path: Path, out: list[str]) -> None:
     # image
     if meta.image is not None:
         try:
-            img = root[f"images/{L.IMAGE_HE}"]
+            img = root[f"images/{image_name}"]
             ms = img.attrs["ome"]["multiscales"][0]
             if len(ms["datasets"]) != meta.image.n_levels:
-                bad(f"images/{L.IMAGE_HE} has {len(ms['datasets'])} levels, metadata says {meta.image.n_levels}")
+                bad(f"images/{image_name} has {len(ms['datasets'])} levels, metadata says {meta.image.n_levels}")
             s0 = img[ms["datasets"][0]["path"]]
             if tuple(s0.shape[1:]) != (meta.image.height_px, meta.image.width_px):
-                bad(f"images/{L.IMAGE_HE} level 0 shape {s0.shape} != metadata {meta.image.height_px}x{meta.image.width_px}")
-            scale = ms["coordinateTransformations"][0]["scale"]
+                bad(f"images/{image_name} level 0 shape {s0.shape} != metadata {meta.image.height_px}x{meta.image.width_px}")
+            tr = ms["coordinateTransformations"][0]
+            scale = (tr["transformations"][0] if tr["type"] == "sequence" else tr)["scale"]
             if abs(scale[-1] - meta.image.pixel_size_um) > 1e-9 * max(1.0, scale[-1]):
-                bad(f"images/{L.IMAGE_HE} transform scale {scale[-1]} != pixel size {meta.image.pixel_size_um}")
+                bad(f"images/{image_name} transform scale {scale[-1]} != pixel size {meta.image.pixel_size_um}")
         except (KeyError, IndexError) as exc:
-            bad(f"images/{L.IMAGE_HE} missing or malformed ({exc})")
+            bad(f"images/{image_name} missing or malformed ({exc})")
     # patches
     for name, pqc in meta.qc.patches.items():
         try:

@@ -1,0 +1,194 @@
+"""10x Xenium reader: cells, transcripts, boundaries, the DAPI morphology image (and its pixel size).
+
+Coordinates in Xenium outputs are micrometres. The pixel size of the morphology image comes from
+``experiment.xenium`` (``pixel_size``), else the OME-XML ``PhysicalSizeX``, else ``pixel_size_um`` given by the
+user — never a guess: without any of them the read fails with a clear message. ``image_origin_um`` is where the
+image's top-left corner lies (non-zero for cropped images). Feature types (gene expression, negative-control
+probes/codewords, unassigned codewords) are kept apart: the expression table holds genes; control counts are
+kept per cell in ``obsm['control_counts']``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hestdata.errors import InputError
+from hestdata.model import PixelSizeEvidence
+
+XENIUM_FULLRES_PIXEL_UM = 0.2125
+GENE = "Gene Expression"
+
+
+@dataclass
+class XeniumSample:
+    """What the Xenium reader returns (coordinates in µm)."""
+
+    sample_id: str
+    folder: Path
+    cells: Any  # AnnData: X gene counts (CSR), obs x_um/y_um + cells.parquet columns, obsm control_counts
+    transcripts: pd.DataFrame  # x, y, z (µm), gene, qv, cell_id, overlaps_nucleus, feature_type
+    cell_polygons: dict[str, np.ndarray]  # cell_id -> (k, 2) µm
+    nucleus_polygons: dict[str, np.ndarray]
+    image: np.ndarray | None  # (c, y, x) morphology (DAPI), native dtype
+    image_origin_um: tuple[float, float]
+    pixel_size: PixelSizeEvidence
+    experiment: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _first(folder: Path, *names: str) -> Path | None:
+    return next((folder / n for n in names if (folder / n).exists()), None)
+
+
+def _table(folder: Path, stem: str, required: bool = True) -> pd.DataFrame | None:
+    p = _first(folder, f"{stem}.parquet", f"{stem}.csv.gz", f"{stem}.csv")
+    if p is None:
+        if required:
+            raise InputError(folder, f"{stem}.parquet / {stem}.csv.gz not found")
+        return None
+    try:
+        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    except Exception as exc:
+        raise InputError(p, f"cannot read table: {exc}") from exc
+    for c in df.columns:
+        if df[c].dtype == object and len(df) and isinstance(df[c].iloc[0], bytes):
+            df[c] = df[c].str.decode("utf-8")
+    df.attrs["path"] = str(p)
+    return df
+
+
+def _polygons(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    need = {"cell_id", "vertex_x", "vertex_y"}
+    if not need <= set(df.columns):
+        raise InputError(df.attrs.get("path"), f"boundaries lack column(s) {sorted(need - set(df.columns))}")
+    ids = df["cell_id"].astype(str).to_numpy()
+    xy = df[["vertex_x", "vertex_y"]].to_numpy(np.float64)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    return {ids[a]: xy[a:b] for a, b in zip(starts, ends, strict=True)}
+
+
+def read_xenium(folder: str | Path, *, sample_id: str, pixel_size_um: float | None = None,
+                image_origin_um: tuple[float, float] = (0.0, 0.0), image: str = "focus") -> XeniumSample:
+    """Read a Xenium output folder (any version whose files carry these standard names)."""
+    import tifffile
+
+    from hestdata.sources.images import _tiff_pixel_size_um
+    from hestdata.sources.tenx import read_10x_h5
+
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError(d, "Xenium folder not found")
+    exp_path = d / "experiment.xenium"
+    experiment: dict[str, Any] = {}
+    if exp_path.is_file():
+        try:
+            experiment = json.loads(exp_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(exp_path, f"invalid JSON: {exc}") from exc
+    fm = read_10x_h5(d / "cell_feature_matrix.h5")
+    cells_df = _table(d, "cells")
+    if "cell_id" not in cells_df.columns:
+        raise InputError(cells_df.attrs["path"], "cells table has no cell_id column")
+    cells_df["cell_id"] = cells_df["cell_id"].astype(str)
+    cells_df = cells_df.set_index("cell_id")
+    missing = pd.Index(fm.barcodes).difference(cells_df.index)
+    if len(missing):
+        raise InputError(cells_df.attrs["path"], f"{len(missing)} cell(s) of the matrix absent, e.g. {missing[0]!r}")
+    obs = cells_df.loc[fm.barcodes].copy()
+    obs["x_um"] = obs["x_centroid"].astype(np.float64)
+    obs["y_um"] = obs["y_centroid"].astype(np.float64)
+    gene = (fm.features["feature_type"] == GENE).to_numpy()
+    import anndata as ad
+    import scipy.sparse as sp
+
+    var = fm.features[gene].set_index("name")
+    var.index = var.index.astype(str)
+    cells = ad.AnnData(X=sp.csr_matrix(fm.counts[:, np.flatnonzero(gene)]), obs=obs, var=var)
+    ctrl = np.flatnonzero(~gene)
+    cells.obsm["control_counts"] = fm.counts[:, ctrl].toarray().astype(np.int32)
+    cells.uns["control_features"] = {"name": fm.features["name"].to_numpy()[ctrl].tolist(),
+                                     "feature_type": fm.features["feature_type"].to_numpy()[ctrl].tolist()}
+
+    tx = _table(d, "transcripts")
+    need = {"feature_name", "x_location", "y_location"}
+    if not need <= set(tx.columns):
+        raise InputError(tx.attrs["path"], f"transcripts lack column(s) {sorted(need - set(tx.columns))}")
+    ftype = dict(zip(fm.features["name"], fm.features["feature_type"], strict=True))
+    transcripts = pd.DataFrame({
+        "x": tx["x_location"].astype(np.float64), "y": tx["y_location"].astype(np.float64),
+        "z": tx["z_location"].astype(np.float64) if "z_location" in tx else 0.0,
+        "gene": pd.Categorical(tx["feature_name"].astype(str)),
+        "qv": tx["qv"].astype(np.float32) if "qv" in tx else np.float32(np.nan),
+        "cell_id": tx["cell_id"].astype(str) if "cell_id" in tx else "",
+        "overlaps_nucleus": tx["overlaps_nucleus"].astype(np.int8) if "overlaps_nucleus" in tx else np.int8(0),
+    })
+    transcripts["feature_type"] = pd.Categorical(tx["feature_name"].astype(str).map(ftype).fillna("unknown"))
+    if not np.isfinite(transcripts[["x", "y"]].to_numpy()).all():
+        raise InputError(tx.attrs["path"], "transcripts with NaN/inf coordinates")
+
+    cb = _table(d, "cell_boundaries")
+    nb = _table(d, "nucleus_boundaries")
+    cell_polys, nuc_polys = _polygons(cb), _polygons(nb)
+
+    ev = PixelSizeEvidence(user=pixel_size_um)
+    img = None
+    candidates = ["morphology_focus.ome.tif", "morphology_mip.ome.tif", "morphology.ome.tif"]
+    if image == "mip":
+        candidates = candidates[1:2] + candidates[:1] + candidates[2:]
+    ipath = _first(d, *candidates) or _first(d / "morphology_focus", "morphology_focus_0000.ome.tif")
+    warnings: list[str] = []
+    if ipath is not None:
+        with tifffile.TiffFile(ipath) as tif:
+            ps, src = _tiff_pixel_size_um(tif)
+            arr = tif.series[0].levels[0].asarray()
+        if arr.ndim == 2:
+            arr = arr[None]
+        elif arr.ndim > 3:
+            arr = arr.reshape((-1,) + arr.shape[-2:])
+        img = arr
+        if ps:
+            ev.embedded, ev.embedded_from = ps, f"{ipath.name} {src}"
+    else:
+        warnings.append(f"{d}: no morphology image found")
+    if experiment.get("pixel_size"):
+        ev.embedded, ev.embedded_from = float(experiment["pixel_size"]), "experiment.xenium pixel_size"
+    if img is not None and ev.embedded is None and ev.user is None:
+        raise InputError(d, "no experiment.xenium and no physical pixel size in the morphology OME-XML",
+                         f"pass --pixel-size-um (Xenium's full-resolution morphology is {XENIUM_FULLRES_PIXEL_UM} µm/px)")
+    return XeniumSample(sample_id, d, cells, transcripts, cell_polys, nuc_polys, img, tuple(map(float, image_origin_um)),
+                        ev, experiment, warnings)
+
+
+def check_extent(xs: XeniumSample, pixel_size_um: float, tolerance_um: float = 5.0) -> None:
+    """Transcripts and cells must lie on the morphology image; otherwise the pixel size or origin is wrong."""
+    if xs.image is None:
+        return
+    x0, y0 = xs.image_origin_um
+    h, w = xs.image.shape[-2:]
+    x1, y1 = x0 + w * pixel_size_um, y0 + h * pixel_size_um
+    t = xs.transcripts
+    out = ((t["x"] < x0 - tolerance_um) | (t["x"] > x1 + tolerance_um) | (t["y"] < y0 - tolerance_um)
+           | (t["y"] > y1 + tolerance_um))
+    if out.any():
+        raise InputError(xs.folder, f"{int(out.sum())} of {len(t)} transcripts lie outside the morphology image "
+                                    f"([{x0:g}, {x1:g}] x [{y0:g}, {y1:g}] µm at {pixel_size_um:g} µm/px); transcripts "
+                                    f"span [{t['x'].min():.1f}, {t['x'].max():.1f}] x [{t['y'].min():.1f}, "
+                                    f"{t['y'].max():.1f}] µm",
+                         "check --pixel-size-um and --image-origin-um")
+
+
+def parse_origin(text: str | None) -> tuple[float, float]:
+    if not text:
+        return (0.0, 0.0)
+    m = re.match(r"^\s*([-0-9.eE+]+)\s*,\s*([-0-9.eE+]+)\s*$", text)
+    if not m:
+        raise ValueError(f"image origin must be 'X,Y' in µm, got {text!r}")
+    return float(m.group(1)), float(m.group(2))
