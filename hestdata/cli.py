@@ -174,6 +174,34 @@ def convert_xenium_cmd(folder: Annotated[Path, typer.Argument(help="Xenium outpu
                f"pseudo-spots {m.qc.tables}]")
 
 
+@convert_app.command("multiplex")
+@handle_errors
+def convert_multiplex_cmd(image: Annotated[Path, typer.Argument(help="OME-TIFF, QPTIFF or TIFF.")], out: Out,
+                          sample_id: SampleId,
+                          panel: Annotated[Path | None, typer.Option(help="IMC panel CSV (Metal Tag, Target).")] = None,
+                          markers_csv: Annotated[Path | None, typer.Option(help="MCMICRO markers.csv (marker_name).")] = None,
+                          mapping: Annotated[Path | None, typer.Option(help="channel,marker CSV; '-' drops a channel.")] = None,
+                          technology: Annotated[str | None, typer.Option(help="imc or multiplex (default: imc with --panel).")] = None,
+                          pixel_size_um: PixelSize = None, patch: Patch = None, overwrite: Overwrite = False,
+                          meta: Meta = None) -> None:
+    """Convert a multiplex immunofluorescence / IMC image (channels mapped to canonical markers)."""
+    from hestdata.convert_multiplex import convert_multiplex
+    from hestdata.sources.multiplex import read_multiplex
+
+    fields: dict[str, Any] = {}
+    for item in meta or []:
+        k, _, v = item.partition("=")
+        fields[k.strip()] = v.strip()
+    ms = read_multiplex(image, sample_id=sample_id, panel=panel, markers_csv=markers_csv, mapping=mapping,
+                        pixel_size_um=pixel_size_um, technology=technology)
+    path = convert_multiplex(ms, out, patches=patch or [], overwrite=overwrite, metadata=fields)
+    from hestdata.store.sample import read_metadata
+
+    m = read_metadata(path)
+    typer.echo(f"wrote {path}  [{m.technology}, {len(m.markers)} markers: {', '.join(x.name for x in m.markers)}; "
+               f"dropped {m.dropped_channels or 'none'}; patches {', '.join(m.qc.patches) or 'none'}]")
+
+
 @convert_app.command("hest1k")
 @handle_errors
 def convert_hest1k(hest_dir: Annotated[Path, typer.Argument(help="A HEST-1k download (st/, wsis/, metadata/ …).")],

@@ -75,6 +75,21 @@ class PatchQC(_Model):
     jpeg_quality: int = Field(ge=1, le=100)
 
 
+class MarkerInfo(_Model):
+    """One multiplex channel: canonical marker, its source channel, and statistics after scaling to [0, 1]."""
+
+    name: str
+    marker_id: int = Field(ge=1, le=512)
+    nuclear: bool
+    channel: str = Field(description="the channel name in the source file")
+    channel_index: int = Field(ge=0, description="position in images/if")
+    scale: float = Field(gt=0, description="values are divided by this to reach [0, 1] (dtype max, or the max)")
+    mean: float
+    std: float
+    p1: float
+    p99: float
+
+
 class QC(_Model):
     """Quality-control counts and warnings recorded at conversion."""
 
@@ -115,6 +130,8 @@ class SampleMetadata(_Model):
     pixel_size_um: PixelSize
     image: ImageInfo | None = None
     qc: QC
+    markers: list[MarkerInfo] = Field(default_factory=list, description="multiplex channels (images/if)")
+    dropped_channels: list[str] = Field(default_factory=list, description="source channels left out on request")
     missing_elements: list[Literal["image", "shapes", "expression", "patches"]] = Field(
         default_factory=list, description="elements left out by a partial download")
     input_sha256: str | None = Field(default=None, description="hash of the inputs and options (registration)")

@@ -221,6 +221,28 @@ class SampleWriter:
         g.attrs.update({"patch_size_px": p, "n_patches": n, "codec": "hestdata.jpeg", "jpeg_quality": jpeg_quality,
                         "obs_index_table": f"tables/{L.TABLE}", "shard_patches": shard, **attrs})
 
+    def write_lossless_patches(self, name: str, patches: np.ndarray, centers_um: np.ndarray, attrs: dict[str, Any],
+                               shard_patches: int = L.DEFAULT_SHARD_PATCHES) -> None:
+        """Multiplex patches (N, C, P, P) in their native dtype, one zstd chunk per patch, sharded (plain zarr
+        codecs: readable without hestdata). ``obs_index`` is -1: the patches are not tied to table rows."""
+        from zarr.codecs import BytesCodec
+
+        g = self.group.require_group(L.PATCH_GROUP).require_group(name)
+        n = len(patches)
+        shard = max(1, min(shard_patches, n))
+        c, h, w = patches.shape[1:]
+        arr = g.create_array(L.PATCH_IMAGES, shape=patches.shape, dtype=patches.dtype, chunks=(1, c, h, w),
+                             shards=(shard, c, h, w), serializer=BytesCodec(), compressors=[_zstd(3)], fill_value=0,
+                             dimension_names=("patch", "c", "y", "x"))
+        for a in range(0, n, shard):
+            arr[a:a + shard] = patches[a:a + shard]
+        g.create_array(L.PATCH_OBS_INDEX, data=np.full(n, -1, dtype=np.int64), chunks=(max(1, n),),
+                       compressors=[_zstd(3)])
+        g.create_array(L.PATCH_CENTERS, data=np.asarray(centers_um, dtype=np.float64).reshape(n, 2),
+                       chunks=(max(1, n), 2), compressors=[_zstd(3)])
+        g.attrs.update({"patch_size_px": int(h), "n_patches": n, "codec": "zstd", "shard_patches": shard,
+                        "obs_index_table": None, **attrs})
+
     def commit(self, metadata: SampleMetadata) -> Path:
         """Write root attributes, consolidate metadata and rename into place atomically."""
         import zarr

@@ -67,7 +67,9 @@ def _validate_sample(path: Path, out: list[str]) -> None:
     if meta.id + L.SAMPLE_SUFFIX != path.name:
         bad(f"metadata id {meta.id!r} does not match the folder name")
     missing = set(meta.missing_elements)
-    cellular = meta.technology == "xenium"
+    if meta.technology in ("multiplex", "imc"):  # image-only samples: no table, no spots
+        missing |= {"expression", "shapes"}
+    cellular = meta.technology in ("xenium", "multiplex", "imc")
     region = "cells" if cellular else L.SHAPES_SPOTS
     image_name = "if" if cellular else L.IMAGE_HE
     obs_required = ("x_um", "y_um", "in_tissue") if cellular else OBS_COLUMNS
@@ -134,13 +136,14 @@ def _validate_sample(path: Path, out: list[str]) -> None:
             bad(f"patch array {name}: missing {exc}")
             continue
         p = int(g.attrs.get("patch_size_px", -1))
-        if tuple(imgs.shape) != (pqc.n_patches, p, p, 3):
+        expect = (pqc.n_patches, len(meta.markers), p, p) if meta.markers else (pqc.n_patches, p, p, 3)
+        if tuple(imgs.shape) != expect:
             bad(f"patch array {name}: images shape {imgs.shape} != ({pqc.n_patches}, {p}, {p}, 3)")
         if idx.shape != (pqc.n_patches,) or cen.shape != (pqc.n_patches, 2):
             bad(f"patch array {name}: obs_index {idx.shape} / centers_um {cen.shape} do not match {pqc.n_patches} patches")
         else:
             v = idx[:]
-            if len(v) and (v.min() < 0 or v.max() >= meta.qc.n_obs):
+            if len(v) and not meta.markers and (v.min() < 0 or v.max() >= meta.qc.n_obs):
                 bad(f"patch array {name}: obs_index outside [0, {meta.qc.n_obs})")
 
 

@@ -1,0 +1,131 @@
+"""Multiplex images: OME-TIFF (incl. IMC per-ROI OME-TIFFs with a panel), Akoya/PerkinElmer QPTIFF, and plain
+TIFFs with an MCMICRO ``markers.csv``. Channels are mapped to the canonical marker vocabulary; the image keeps its
+native dtype (uint8/uint16/float32)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hestdata.curation.markers import Marker, read_mapping, read_panel, resolve_all
+from hestdata.errors import InputError
+from hestdata.model import PixelSizeEvidence
+
+
+@dataclass
+class MultiplexSample:
+    sample_id: str
+    technology: str  # "multiplex" | "imc"
+    image: np.ndarray  # (c, y, x) kept channels only, native dtype
+    channels: list[str]  # source names of the kept channels
+    markers: list[Marker]
+    pixel_size: PixelSizeEvidence
+    source: Path
+    dropped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _ome_channels(ome: str) -> list[str]:
+    out = []
+    for tag in re.findall(r"<Channel\b[^>]*>", ome):
+        name = re.search(r'\bName="([^"]*)"', tag)
+        fluor = re.search(r'\bFluor="([^"]*)"', tag)
+        out.append((name.group(1) if name and name.group(1) else fluor.group(1) if fluor else ""))
+    return out
+
+
+def _qptiff_channels(tif: object) -> tuple[list[str], list[int]]:
+    """Names and page indices of the full-resolution channel pages of a QPTIFF (vendor XML per page)."""
+    names, pages = [], []
+    for i, page in enumerate(tif.pages):  # type: ignore[attr-defined]
+        desc = page.description or ""
+        if "PerkinElmer-QPI-ImageDescription" not in desc:
+            continue
+        kind = re.search(r"<ImageType>([^<]+)</ImageType>", desc)
+        if kind and kind.group(1).strip() != "FullResolution":
+            continue
+        name = re.search(r"<Name>([^<]*)</Name>", desc) or re.search(r"<Biomarker>([^<]*)</Biomarker>", desc)
+        names.append(name.group(1).strip() if name else f"Channel {len(names) + 1}")
+        pages.append(i)
+    return names, pages
+
+
+def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None = None,
+                   markers_csv: str | Path | None = None, mapping: str | Path | None = None,
+                   pixel_size_um: float | None = None, technology: str | None = None) -> MultiplexSample:
+    """Read a multiplex image and map its channels to canonical markers.
+
+    Channel names come from the QPTIFF vendor XML, the OME-XML, or ``markers_csv`` (``marker_name`` column, in
+    channel order). ``panel`` (IMC) resolves metal tags to targets. ``mapping`` (``channel,marker`` CSV)
+    overrides; ``-`` drops a channel (e.g. a background metal).
+    """
+    import tifffile
+
+    from hestdata.sources.images import _tiff_pixel_size_um
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "image file not found")
+    try:
+        with tifffile.TiffFile(p) as tif:
+            embedded, src = _tiff_pixel_size_um(tif)
+            if tif.is_qpi or p.suffix.lower() == ".qptiff":
+                names, pages = _qptiff_channels(tif)
+                if not pages:
+                    raise InputError(p, "no full-resolution channel pages with PerkinElmer XML found")
+                arr = np.stack([tif.pages[i].asarray() for i in pages])
+                tech = technology or "multiplex"
+            else:
+                arr = tif.series[0].levels[0].asarray()
+                names = _ome_channels(tif.ome_metadata) if tif.ome_metadata else []
+                tech = technology or ("imc" if panel is not None else "multiplex")
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(p, f"cannot read image ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise InputError(p, f"expected (channels, y, x), got shape {arr.shape}")
+    if markers_csv is not None:
+        import pandas as pd
+
+        mc = pd.read_csv(markers_csv)
+        if "marker_name" not in mc.columns:
+            raise InputError(markers_csv, "markers.csv needs a 'marker_name' column")
+        names = mc["marker_name"].astype(str).tolist()
+    if len(names) != arr.shape[0]:
+        raise InputError(markers_csv or p, f"{len(names)} channel name(s) for {arr.shape[0]} image channel(s)")
+    pnl = read_panel(panel) if panel is not None else None
+    mp = read_mapping(mapping) if mapping is not None else None
+    markers = resolve_all(names, panel=pnl, mapping=mp, where=p)
+    keep = [i for i, m in enumerate(markers) if m is not None]
+    ev = PixelSizeEvidence(user=pixel_size_um)
+    if embedded:
+        ev.embedded, ev.embedded_from = embedded, f"{p.name} {src}"
+    if tech == "imc":  # IMC images are the ablation grid: one pixel per 1 µm laser shot
+        ev.estimated, ev.estimated_from = 1.0, "IMC ablation grid (1 µm per pixel)"
+    if ev.embedded is None and ev.user is None and ev.estimated is None:
+        raise InputError(p, "no physical pixel size in the file", "pass --pixel-size-um")
+    return MultiplexSample(sample_id, tech, np.ascontiguousarray(arr[keep]), [names[i] for i in keep],
+                           [markers[i] for i in keep], ev, p,  # type: ignore[misc]
+                           dropped=[names[i] for i, m in enumerate(markers) if m is None])
+
+
+def marker_stats(image: np.ndarray) -> list[dict[str, float]]:
+    """Per channel: the scale to [0, 1] (dtype max for integers, the channel max for floats) and mean, std,
+    p1, p99 of the scaled values."""
+    out = []
+    for ch in image:
+        if np.issubdtype(ch.dtype, np.integer):
+            scale = float(np.iinfo(ch.dtype).max)
+        else:
+            m = float(np.nanmax(ch)) if ch.size else 0.0
+            scale = m if m > 0 else 1.0
+        v = ch.astype(np.float64) / scale
+        out.append({"scale": scale, "mean": float(v.mean()), "std": float(v.std()),
+                    "p1": float(np.percentile(v, 1)), "p99": float(np.percentile(v, 99))})
+    return out
