@@ -49,12 +49,12 @@ def grid_patches(image: np.ndarray, pixel_size_um: float, g: PatchGeometry, wher
 
 def convert_multiplex(ms: MultiplexSample, root: str | Path, *, patches: Sequence[str] = (), overwrite: bool = False,
                       metadata: dict[str, Any] | None = None, publish_root: bool = True) -> Path:
+    import pandas as pd
+
     from hestdata.curation.pixel_size import resolve_pixel_size
     from hestdata.curation.pyramid import iter_pyramid, pyramid_shapes
     from hestdata.store.catalog import publish
     from hestdata.store.sample import SampleWriter
-
-    import pandas as pd
 
     extra = dict(metadata or {})
     no_grid = pd.DataFrame({"pxl_col_in_fullres": [], "pxl_row_in_fullres": []})

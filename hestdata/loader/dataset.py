@@ -37,7 +37,7 @@ DENSE_TARGETS_BYTES = 64 * 1024 * 1024  # per sample; larger target matrices sta
 DECODES = ("auto", "cpu", "gpu", "none")
 
 
-NUMERIC_KEYS = ("expression", "mask", "coords_um", "index")
+NUMERIC_KEYS = ("expression", "mask", "coords_um", "index", "marker_mask", "marker_ids")
 
 
 def as_tensors(batch: dict[str, Any]) -> dict[str, Any]:
@@ -132,12 +132,17 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         storage_options: passed to fsspec (credentials, endpoint_url …).
         on_error: ``"raise"`` (an error naming the sample and patch index) or ``"skip"`` (skip and count).
         block_cache_dir: cache remote byte ranges on local disk (fsspec block cache).
+        markers: multiplex arrays only — canonical marker names in the order wanted (default: the samples'
+            common panel, else the union); a marker a sample lacks is zero and ``False`` in ``marker_mask``.
+            Patches come as float32 (B, M, H, W) normalised per marker with the stored statistics
+            (``(x / scale - mean) / std``).
     """
 
     def __init__(self, source: str | os.PathLike[str], query: Any = None, genes: Sequence[str] | str | None = None,
                  patch: str = "224px_0.5um", targets: str = "log1p", decode: str = "auto",
                  transform: Callable[[Any], Any] | None = None, storage_options: dict[str, Any] | None = None,
-                 on_error: str = "raise", block_cache_dir: str | None = None) -> None:
+                 on_error: str = "raise", block_cache_dir: str | None = None,
+                 markers: Sequence[str] | None = None) -> None:
         from hestdata.loader.sources import resolve_samples
 
         if targets not in TARGETS:
@@ -156,7 +161,24 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         self.fs, paths = resolve_samples(source, query, storage_options, block_cache_dir)
         self.source = str(source)
         metas = [read_root_metadata(self.fs, p) for p in paths]
-        var_names = [self._var_names(p) for p in paths]
+        sample_meta = [m.get("attributes", {}).get(L.META_KEY, {}) for m in metas]
+        panels = [[mk["name"] for mk in sm.get("markers", [])] for sm in sample_meta]
+        self.multiplex = any(panels)
+        if self.multiplex and not all(panels):
+            raise StoreError(f"{source}: mixes multiplex and expression samples; select one kind with a query")
+        if self.multiplex:
+            genes, decode = [], "cpu"
+            self.decode = "cpu"
+            from hestdata.curation.markers import resolve
+
+            self.markers = [resolve(mk).name for mk in markers] if markers is not None else (
+                panels[0] if all(p == panels[0] for p in panels) else list(dict.fromkeys(m for p in panels for m in p)))
+            self._marker_stats = [{mk["name"]: mk for mk in sm["markers"]} for sm in sample_meta]
+        elif markers is not None:
+            raise ValueError("markers= applies to multiplex patch arrays only")
+        else:
+            self.markers = []
+        var_names = [self._var_names(p) if not self.multiplex else [] for p in paths]
         self.genes = self._gene_list(genes, var_names)
         gindex = {g: j for j, g in enumerate(self.genes)}
         self.samples: list[_Sample] = []
@@ -174,7 +196,11 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
                 j = gindex.get(name)
                 if j is not None:
                     pos[j] = c
-            s = _Sample(sid, p, reader, obs_index, centers, self._obs_names(p), pos, first)
+            obs_names = (np.array([f"tile{i}" for i in range(reader.info.n_patches)]) if self.multiplex
+                         else self._obs_names(p))
+            if self.multiplex:
+                obs_index = np.arange(reader.info.n_patches, dtype=np.int64)  # patches are their own rows
+            s = _Sample(sid, p, reader, obs_index, centers, obs_names, pos, first)
             self.samples.append(s)
             n, sp = reader.info.n_patches, reader.info.shard_patches
             self.spans += [ShardSpan(first + a, min(sp, n - a)) for a in range(0, n, sp)]
@@ -230,7 +256,7 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         batch = as_tensors(self.load_block(np.array([item]), decode="cpu" if self.decode == "gpu" else self.decode))
         if not batch["index"].numel():
             raise IntegrityError(f"{self.source}: item {item} could not be read")
-        return {k: (v[0] if not isinstance(v, int) else v) for k, v in batch.items() if k != "n_skipped"}
+        return {k: (v if k == "marker_ids" else v[0]) for k, v in batch.items() if k != "n_skipped"}
 
     # -- the hot path ---------------------------------------------------------------------------------------
     def _expression(self, s: _Sample, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -311,6 +337,8 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         ok = np.zeros(n, dtype=bool)
         jpegs: list[Any] = [None] * n
         buf = image_t = None
+        if self.multiplex:
+            return self._load_multiplex(ids, locs)
         if decode == "cpu":
             h, w, c = self.samples[locs[0][0]].reader.info.patch_shape if n else (1, 1, 3)
             image_t = self._worker_buffer(n, (h, w, 3)) if torch.utils.data.get_worker_info() is not None else None
@@ -375,6 +403,61 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         else:
             batch["jpeg"] = [torch.from_numpy(jpegs[k].copy()) for k in keep]
         return batch
+
+    def _load_multiplex(self, ids: np.ndarray, locs: list[tuple[int, int]]) -> dict[str, Any]:
+        """Lossless multiplex patches → float32 (B, M, H, W) over ``self.markers``, normalised per marker."""
+        import torch
+
+        n, m = len(ids), len(self.markers)
+        shape = self.samples[locs[0][0]].reader.info.patch_shape if n else (m, 1, 1)
+        out = np.zeros((n, m, shape[1], shape[2]), dtype=np.float32)
+        mask = np.zeros((n, m), dtype=bool)
+        ok = np.zeros(n, dtype=bool)
+        n_skipped = 0
+        by_sample: dict[int, list[int]] = {}
+        for k, (s_no, _) in enumerate(locs):
+            by_sample.setdefault(s_no, []).append(k)
+        for s_no, ks in by_sample.items():
+            s = self.samples[s_no]
+            stats = self._marker_stats[s_no]
+            order = list(stats)  # channel order of this sample
+            pidx = np.array([locs[k][1] for k in ks], dtype=np.int64)
+            raw, lost = self._read(s, pidx)
+            n_skipped += lost
+            for k, i, data in zip(ks, pidx, raw, strict=True):
+                if data is None:
+                    continue
+                try:
+                    patch = s.reader.info.decode(data)
+                except Exception as exc:
+                    if self.on_error == "raise":
+                        raise IntegrityError(f"{s.path}: sample {s.sample_id} patch {int(i)} ({self.patch}): "
+                                             f"corrupt chunk ({exc})") from exc
+                    n_skipped += 1
+                    continue
+                for j, name in enumerate(self.markers):
+                    st = stats.get(name)
+                    if st is None:
+                        continue
+                    ch = patch[order.index(name)].astype(np.float32) / st["scale"]
+                    out[k, j] = (ch - st["mean"]) / (st["std"] if st["std"] > 0 else 1.0)
+                    mask[k, j] = True
+                ok[k] = True
+        keep = np.flatnonzero(ok)
+        from hestdata.curation.markers import vocabulary
+
+        vocab = {name: mk.marker_id for name, mk in vocabulary()[0].items()}
+        for st in self._marker_stats:
+            vocab.update({name: v["marker_id"] for name, v in st.items()})
+        t = torch.from_numpy(out[keep])
+        return {"image": self.transform(t) if self.transform is not None else t,
+                "marker_mask": mask[keep], "marker_ids": np.array([vocab.get(x, 0) for x in self.markers]),
+                "expression": np.zeros((len(keep), 0), np.float32), "mask": np.zeros((len(keep), 0), bool),
+                "sample_id": [self.samples[locs[k][0]].sample_id for k in keep],
+                "obs_id": [f"tile{locs[k][1]}" for k in keep],
+                "coords_um": np.stack([self.samples[locs[k][0]].centers_um[locs[k][1]] for k in keep])
+                if len(keep) else np.zeros((0, 2), np.float32),
+                "index": np.asarray(ids, dtype=np.int64)[keep], "n_skipped": n_skipped}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield this worker's blocks as batches.

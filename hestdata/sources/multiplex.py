@@ -33,7 +33,7 @@ def _ome_channels(ome: str) -> list[str]:
     for tag in re.findall(r"<Channel\b[^>]*>", ome):
         name = re.search(r'\bName="([^"]*)"', tag)
         fluor = re.search(r'\bFluor="([^"]*)"', tag)
-        out.append((name.group(1) if name and name.group(1) else fluor.group(1) if fluor else ""))
+        out.append(name.group(1) if name and name.group(1) else fluor.group(1) if fluor else "")
     return out
 
 

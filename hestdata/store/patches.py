@@ -33,9 +33,19 @@ class PatchArrayInfo:
     n_patches: int
     patch_shape: tuple[int, int, int]
     shard_patches: int
-    codec: str
+    codec: str  # "hestdata.jpeg", or "zstd" for lossless (multiplex) arrays
     index_at_end: bool
     index_has_crc: bool
+    dtype: str = "uint8"
+
+    def decode(self, data: bytes) -> Any:
+        """A lossless patch (C, H, W) in its native dtype (JPEG patches are decoded by the loader)."""
+        if self.codec != "zstd":
+            raise ValueError(f"decode() is for lossless arrays, this one is {self.codec}")
+        import numcodecs
+
+        raw = numcodecs.Zstd().decode(data)
+        return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.patch_shape)
 
     @property
     def n_shards(self) -> int:
@@ -55,7 +65,10 @@ def parse_array_meta(meta: dict[str, Any], where: str) -> PatchArrayInfo:
             raise StoreError(f"{where}: patch array is not sharded (codec {codec['name']!r})")
         cfg = codec["configuration"]
         inner = cfg["chunk_shape"]
-        inner_codec = cfg["codecs"][0]["name"]
+        inner_names = [c["name"] for c in cfg["codecs"]]
+        inner_codec = "zstd" if inner_names == ["bytes", "zstd"] else inner_names[0]
+        if inner_codec not in ("hestdata.jpeg", "zstd"):
+            raise StoreError(f"{where}: unsupported inner codecs {inner_names}")
         index_codecs = [c["name"] for c in cfg.get("index_codecs", [])]
         loc = cfg.get("index_location", "end")
     except (KeyError, IndexError, TypeError) as exc:
@@ -63,7 +76,7 @@ def parse_array_meta(meta: dict[str, Any], where: str) -> PatchArrayInfo:
     if inner[0] != 1 or list(inner[1:]) != list(shape[1:]) or list(shard_shape[1:]) != list(shape[1:]):
         raise StoreError(f"{where}: inner chunks must be single patches, got {inner} in shards {shard_shape}")
     return PatchArrayInfo(int(shape[0]), tuple(shape[1:]), int(shard_shape[0]), inner_codec, loc == "end",
-                          "crc32c" in index_codecs)
+                          "crc32c" in index_codecs, str(meta.get("data_type", "uint8")))
 
 
 @dataclass
