@@ -256,7 +256,8 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         batch = as_tensors(self.load_block(np.array([item]), decode="cpu" if self.decode == "gpu" else self.decode))
         if not batch["index"].numel():
             raise IntegrityError(f"{self.source}: item {item} could not be read")
-        return {k: (v if k == "marker_ids" else v[0]) for k, v in batch.items() if k != "n_skipped"}
+        return {k: (v if k == "marker_ids" else v[0]) for k, v in batch.items()
+                if k != "n_skipped" and not k.startswith("_")}
 
     # -- the hot path ---------------------------------------------------------------------------------------
     def _expression(self, s: _Sample, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
