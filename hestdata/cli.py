@@ -155,7 +155,10 @@ def convert_xenium_cmd(folder: Annotated[Path, typer.Argument(help="Xenium outpu
                        pseudospot_um: Annotated[list[float] | None, typer.Option(help="Pseudo-spot diameter in µm, repeatable (default 55).")] = None,
                        grid: Annotated[str, typer.Option(help="Pseudo-spot grid: square (tiling) or hex (Visium-like).")] = "square",
                        min_qv: Annotated[float, typer.Option(help="Minimum transcript quality counted in pseudo-spots.")] = 20.0,
-                       overwrite: Overwrite = False, meta: Meta = None) -> None:
+                       he_image: Annotated[Path | None, typer.Option(help="Registered H&E image.")] = None,
+                       he_alignment: Annotated[Path | None, typer.Option(help="10x alignment CSV (H&E px -> morphology px).")] = None,
+                       he_affine_um: Annotated[str | None, typer.Option(help="H&E px -> µm affine 'a,b,c,d,e,f'.")] = None,
+                       patch: Patch = None, overwrite: Overwrite = False, meta: Meta = None) -> None:
     """Convert a 10x Xenium run: cells, transcripts, boundaries, DAPI image, pseudo-spot tables."""
     from hestdata.convert_xenium import convert_xenium
     from hestdata.sources.xenium import parse_origin, read_xenium
@@ -164,14 +167,18 @@ def convert_xenium_cmd(folder: Annotated[Path, typer.Argument(help="Xenium outpu
     for item in meta or []:
         k, _, v = item.partition("=")
         fields[k.strip()] = v.strip()
-    xs = read_xenium(folder, sample_id=sample_id, pixel_size_um=pixel_size_um, image_origin_um=parse_origin(image_origin_um))
+    from hestdata.sources.xenium import parse_affine
+
+    xs = read_xenium(folder, sample_id=sample_id, pixel_size_um=pixel_size_um, image_origin_um=parse_origin(image_origin_um),
+                     he_image=he_image, he_alignment=he_alignment,
+                     he_affine_um=parse_affine(he_affine_um) if he_affine_um else None)
     path = convert_xenium(xs, out, pseudospot_um=tuple(pseudospot_um or (55.0,)), grid=grid, min_qv=min_qv,
-                          overwrite=overwrite, metadata=fields)
+                          overwrite=overwrite, metadata=fields, patches=patch or ["224px_0.5um"])
     from hestdata.store.sample import read_metadata
 
     m = read_metadata(path)
     typer.echo(f"wrote {path}  [xenium, {m.qc.n_obs} cells x {m.qc.n_genes} genes, {m.qc.n_transcripts} transcripts, "
-               f"pseudo-spots {m.qc.tables}]")
+               f"pseudo-spots {m.qc.tables}, patches {', '.join(m.qc.patches) or 'none (no H&E)'}]")
 
 
 @convert_app.command("multiplex")

@@ -64,3 +64,13 @@ class PatchGeometry:
 
 
 DEFAULT_PATCH = PatchGeometry(224, 0.5)
+_ARRAY_RE = re.compile(r"^(?:(?P<prefix>[A-Za-z0-9_.]+)-)?(?P<geom>\d+px_\d+(?:\.\d+)?um)$")
+
+
+def patch_array_name(spec: str) -> tuple[str, PatchGeometry]:
+    """Validate a patch array name: a geometry (``224px_0.5um``), optionally prefixed by what the patches are
+    centred on (``cells-224px_0.5um``, ``pseudospots_55um-224px_0.5um``); returns (name, geometry)."""
+    m = _ARRAY_RE.match(spec.strip())
+    if not m:
+        raise ValueError(f"patch array {spec!r} is not '<geometry>' or '<prefix>-<geometry>', e.g. 'cells-224px_0.5um'")
+    return spec.strip(), PatchGeometry.parse(m["geom"])

@@ -111,3 +111,50 @@ def test_missing_boundaries_is_an_error(tmp_path):
         p.unlink()
     with pytest.raises(hestdata.InputError, match="nucleus_boundaries"):
         read_xenium(copy, sample_id="x", pixel_size_um=PS, image_origin_um=ORIGIN)
+
+
+def test_registered_he_gives_cell_and_pseudospot_pairs(tmp_path):
+    """A synthetic H&E registered with a rotation: cell patches are centred on the cells, pairs stream."""
+    from PIL import Image, ImageDraw
+
+    d = shared("xenium", "sfe_jurkat_raji")
+    xs0 = read_xenium(d, sample_id="x", pixel_size_um=PS, image_origin_um=ORIGIN)
+    theta = np.deg2rad(5.0)
+    a = np.array([[0.5 * np.cos(theta), -0.5 * np.sin(theta), 990.0],
+                  [0.5 * np.sin(theta), 0.5 * np.cos(theta), 985.0], [0, 0, 1]])  # H&E px -> µm
+    inv = np.linalg.inv(a)
+    rng = np.random.default_rng(0)
+    he = Image.fromarray(rng.integers(150, 230, size=(900, 900, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(he)
+    cells = xs0.cells.obs[["x_um", "y_um"]].to_numpy()[:10]
+    for x, y in cells:
+        px, py, _ = inv @ np.array([x, y, 1.0])
+        draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=(0, 0, 0))
+    he_path = tmp_path / "he.png"
+    he.save(he_path)
+    root = tmp_path / "root"
+    affine = ",".join(f"{v:.10f}" for v in a[:2].ravel())
+    r = CliRunner().invoke(app, ["convert", "xenium", str(d), "--out", str(root), "--id", "xr",
+                                 "--pixel-size-um", str(PS), "--image-origin-um", "1000,1000",
+                                 "--he-image", str(he_path), "--he-affine-um", affine, "--patch", "64px_0.5um"])
+    assert r.exit_code == 0, r.output
+    path = root / "samples" / "xr.zarr"
+    meta = hestdata.read_metadata(path)
+    assert set(meta.qc.patches) == {"cells-64px_0.5um", "pseudospots_55um-64px_0.5um"}
+    assert meta.qc.patches["cells-64px_0.5um"].n_patches == 526
+    g = hestdata.open_sample(path).patches("cells-64px_0.5um")
+    imgs = g["images"][:10].astype(float).mean(axis=3)
+    assert (imgs[:, 30:34, 30:34].mean(axis=(1, 2)) < 60).all()  # the dot sits at the patch centre
+    sd = spatialdata.read_zarr(path)
+    from spatialdata.transformations import get_transformation
+
+    tr = get_transformation(sd.images["he"], "global")
+    m = tr.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    np.testing.assert_allclose(m, a, atol=1e-8)
+    assert hestdata.validate(root).ok, hestdata.validate(root).violations
+    ds = hestdata.PatchDataset(root, patch="pseudospots_55um-64px_0.5um", decode="cpu")
+    batch = next(iter(hestdata.make_loader(ds, batch_size=16, shuffle=False)))
+    tab = sd.tables["expression_pseudospots_55um"]
+    assert ds.genes == list(tab.var_names)
+    np.testing.assert_allclose(batch["expression"].numpy(), np.log1p(tab.X[:16].toarray()), rtol=1e-6)
+    assert batch["obs_id"][:3] == list(tab.obs_names[:3])

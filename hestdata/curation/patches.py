@@ -122,3 +122,28 @@ def render_patches(plan: PatchPlan, level_img: np.ndarray, batch_size: int) -> I
             cx, cy = plan.centres_level_px[i]
             batch[j] = render_patch(level_img, float(cx), float(cy), plan.window_level_px, p)
         yield start, batch
+
+
+def render_affine_patch(level_img: np.ndarray, level_from_um: np.ndarray, centre_um: tuple[float, float],
+                        geometry: PatchGeometry) -> np.ndarray:
+    """A patch whose pixel grid is axis-aligned in µm, sampled from an image related to µm by an affine
+    (``level_from_um``: 3x3, µm (x, y, 1) -> image pixel): bicubic, zero outside the image. Used when the image
+    is registered with rotation/shear (Xenium H&E); choose a level no finer than needed beforehand."""
+    from PIL import Image
+
+    p, t = geometry.patch_size_px, geometry.pixel_size_um
+    cx, cy = centre_um
+    out_to_um = np.array([[t, 0.0, cx - p / 2 * t], [0.0, t, cy - p / 2 * t], [0.0, 0.0, 1.0]])
+    b = level_from_um @ out_to_um  # output pixel -> image pixel
+    corners = b @ np.array([[0, p, 0, p], [0, 0, p, p], [1, 1, 1, 1]], dtype=np.float64)
+    h, w = level_img.shape[:2]
+    x0, y0 = int(np.floor(corners[0].min())) - 3, int(np.floor(corners[1].min())) - 3
+    x1, y1 = int(np.ceil(corners[0].max())) + 3, int(np.ceil(corners[1].max())) + 3
+    crop = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if sx1 > sx0 and sy1 > sy0:
+        crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = level_img[sy0:sy1, sx0:sx1]
+    shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], dtype=np.float64) @ b
+    data = (shift[0, 0], shift[0, 1], shift[0, 2], shift[1, 0], shift[1, 1], shift[1, 2])
+    out = Image.fromarray(crop).transform((p, p), Image.Transform.AFFINE, data, resample=Image.Resampling.BICUBIC)
+    return np.asarray(out)

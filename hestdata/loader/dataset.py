@@ -25,7 +25,6 @@ from hestdata.loader.sampler import ShardSpan
 from hestdata.remote.fs import ProcessLocalFS, join
 from hestdata.store import layout as L
 from hestdata.store.patches import PatchArrayReader, open_patch_reader, read_root_metadata
-from hestdata.units import PatchGeometry
 
 try:
     from torch.utils.data import IterableDataset as _Base
@@ -76,6 +75,7 @@ class _Sample:
     obs_names: np.ndarray
     gene_pos: np.ndarray  # requested gene j -> column in this sample, -1 if absent
     first: int  # global id of this sample's first patch
+    table: str = f"tables/{L.TABLE}"  # the table obs_index points into
     _X: Any = field(default=None, repr=False)
     _pid: int = field(default=-1, repr=False)
     _dense: Any = field(default=None, repr=False)
@@ -105,7 +105,7 @@ class _Sample:
             from anndata.io import read_elem
 
             g = _open_group(fs, self.path)
-            self._X = read_elem(g[f"tables/{L.TABLE}/X"])
+            self._X = read_elem(g[f"{self.table}/X"])
             if not hasattr(self._X, "tocsr"):
                 import scipy.sparse as sp
 
@@ -151,7 +151,9 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.patch = PatchGeometry.parse(patch).name
+        from hestdata.units import patch_array_name
+
+        self.patch = patch_array_name(patch)[0]
         self.targets, self.transform, self.on_error = targets, transform, on_error
         if decode == "auto":
             from hestdata.loader.decode import cuda_available
@@ -178,7 +180,9 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
             raise ValueError("markers= applies to multiplex patch arrays only")
         else:
             self.markers = []
-        var_names = [self._var_names(p) if not self.multiplex else [] for p in paths]
+        self._tables = [self._table_of(m) for m in metas]
+        var_names = [self._var_names(p, t) if not self.multiplex else [] for p, t in zip(paths, self._tables,
+                                                                                           strict=True)]
         self.genes = self._gene_list(genes, var_names)
         gindex = {g: j for j, g in enumerate(self.genes)}
         self.samples: list[_Sample] = []
@@ -196,11 +200,12 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
                 j = gindex.get(name)
                 if j is not None:
                     pos[j] = c
+            table = self._tables[len(self.samples)]
             obs_names = (np.array([f"tile{i}" for i in range(reader.info.n_patches)]) if self.multiplex
-                         else self._obs_names(p))
+                         else self._obs_names(p, table))
             if self.multiplex:
                 obs_index = np.arange(reader.info.n_patches, dtype=np.int64)  # patches are their own rows
-            s = _Sample(sid, p, reader, obs_index, centers, obs_names, pos, first)
+            s = _Sample(sid, p, reader, obs_index, centers, obs_names, pos, first, table)
             self.samples.append(s)
             n, sp = reader.info.n_patches, reader.info.shard_patches
             self.spans += [ShardSpan(first + a, min(sp, n - a)) for a in range(0, n, sp)]
@@ -210,16 +215,22 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         self._plan_state: Any = None  # shared int64 tensor [epoch, consumed]
 
     # -- construction helpers -----------------------------------------------------------------------------
-    def _var_names(self, path: str) -> list[str]:
+    def _table_of(self, meta: dict[str, Any]) -> str:
+        """The table a patch array's ``obs_index`` points into (``tables/expression`` unless stated)."""
+        cons = meta.get("consolidated_metadata", {}).get("metadata", {})
+        attrs = cons.get(f"{L.PATCH_GROUP}/{self.patch}", {}).get("attributes", {})
+        return str(attrs.get("obs_index_table") or f"tables/{L.TABLE}")
+
+    def _var_names(self, path: str, table: str) -> list[str]:
         from anndata.io import read_elem
 
-        g = _open_group(self.fs, join(path, "tables", L.TABLE))
+        g = _open_group(self.fs, join(path, table))
         return [str(v) for v in read_elem(g["var"]).index]
 
-    def _obs_names(self, path: str) -> np.ndarray:
+    def _obs_names(self, path: str, table: str) -> np.ndarray:
         from anndata.io import read_elem
 
-        g = _open_group(self.fs, join(path, "tables", L.TABLE))
+        g = _open_group(self.fs, join(path, table))
         return np.asarray(read_elem(g["obs"]).index.astype(str))
 
     @staticmethod

@@ -41,6 +41,9 @@ class XeniumSample:
     pixel_size: PixelSizeEvidence
     experiment: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    he: Any = None  # RasterImage of a registered H&E, if given
+    he_affine: np.ndarray | None = None  # 3x3: H&E pixel (x, y, 1) -> µm, or 10x alignment (-> morphology px)
+    he_affine_kind: str = "um"  # "um", or "morphology_px" for 10x's alignment CSV
 
 
 def _first(folder: Path, *names: str) -> Path | None:
@@ -75,9 +78,43 @@ def _polygons(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return {ids[a]: xy[a:b] for a, b in zip(starts, ends, strict=True)}
 
 
+def read_alignment(path: str | Path) -> np.ndarray:
+    """10x H&E alignment CSV: a 3x3 matrix (comma-separated, optional header) mapping H&E pixels to
+    full-resolution morphology pixels."""
+    p = Path(path)
+    rows = []
+    for line in p.read_text().splitlines():
+        parts = [x.strip() for x in line.split(",") if x.strip()]
+        try:
+            rows.append([float(x) for x in parts])
+        except ValueError:
+            continue  # a header
+    m = np.asarray(rows, dtype=np.float64)
+    if m.shape != (3, 3) or not np.allclose(m[2], [0, 0, 1], atol=1e-6) or abs(np.linalg.det(m[:2, :2])) < 1e-12:
+        raise InputError(p, f"expected a 3x3 affine matrix with last row 0,0,1; got shape {m.shape}")
+    return m
+
+
+def parse_affine(text: str) -> np.ndarray:
+    """'a,b,c,d,e,f' -> [[a, b, c], [d, e, f], [0, 0, 1]] (H&E pixel -> µm)."""
+    vals = [float(v) for v in text.split(",")]
+    if len(vals) != 6:
+        raise ValueError(f"an affine needs 6 numbers 'a,b,c,d,e,f', got {text!r}")
+    m = np.array([vals[:3], vals[3:], [0.0, 0.0, 1.0]])
+    if abs(np.linalg.det(m[:2, :2])) < 1e-12:
+        raise ValueError(f"affine {text!r} is singular")
+    return m
+
+
 def read_xenium(folder: str | Path, *, sample_id: str, pixel_size_um: float | None = None,
-                image_origin_um: tuple[float, float] = (0.0, 0.0), image: str = "focus") -> XeniumSample:
-    """Read a Xenium output folder (any version whose files carry these standard names)."""
+                image_origin_um: tuple[float, float] = (0.0, 0.0), image: str = "focus",
+                he_image: str | Path | None = None, he_alignment: str | Path | None = None,
+                he_affine_um: np.ndarray | None = None) -> XeniumSample:
+    """Read a Xenium output folder (any version whose files carry these standard names).
+
+    A registered H&E (``he_image``) needs either 10x's alignment CSV (``he_alignment``: H&E pixels →
+    full-resolution morphology pixels) or ``he_affine_um`` (H&E pixels → µm, 3x3).
+    """
     import tifffile
 
     from hestdata.sources.images import _tiff_pixel_size_um
@@ -163,8 +200,22 @@ def read_xenium(folder: str | Path, *, sample_id: str, pixel_size_um: float | No
     if img is not None and ev.embedded is None and ev.user is None:
         raise InputError(d, "no experiment.xenium and no physical pixel size in the morphology OME-XML",
                          f"pass --pixel-size-um (Xenium's full-resolution morphology is {XENIUM_FULLRES_PIXEL_UM} µm/px)")
+    he, affine, kind = None, None, "um"
+    if he_image is not None:
+        from hestdata.sources.images import blank_reason, load_image
+
+        if (he_alignment is None) == (he_affine_um is None):
+            raise InputError(he_image, "an H&E image needs exactly one of --he-alignment or --he-affine-um")
+        he = load_image(he_image)
+        reason = blank_reason(he.array)
+        if reason:
+            raise InputError(he_image, f"image is blank: {reason}")
+        if he_alignment is not None:
+            affine, kind = read_alignment(he_alignment), "morphology_px"
+        else:
+            affine = np.asarray(he_affine_um, dtype=np.float64)
     return XeniumSample(sample_id, d, cells, transcripts, cell_polys, nuc_polys, img, tuple(map(float, image_origin_um)),
-                        ev, experiment, warnings)
+                        ev, experiment, warnings, he, affine, kind)
 
 
 def check_extent(xs: XeniumSample, pixel_size_um: float, tolerance_um: float = 5.0) -> None:

@@ -46,6 +46,17 @@ def _transform(axes: list[str], scale: list[float] | None) -> dict[str, Any]:
     return t
 
 
+def _affine_transform(a: np.ndarray) -> dict[str, Any]:
+    """Image (c, y, x) pixels -> global µm for a 3x3 affine on (x, y, 1), in spatialdata's layout (output c, x, y)."""
+    m = [[1.0, 0.0, 0.0, 0.0],
+         [0.0, float(a[0, 1]), float(a[0, 0]), float(a[0, 2])],
+         [0.0, float(a[1, 1]), float(a[1, 0]), float(a[1, 2])]]
+    out_axes = {"name": L.COORDINATE_SYSTEM, "axes": [{"name": "c", "type": "channel"},
+                                                      {"name": "x", "type": "space", "unit": L.SPACE_UNIT},
+                                                      {"name": "y", "type": "space", "unit": L.SPACE_UNIT}]}
+    return {"type": "affine", "affine": m, "input": _cs("cyx", ["c", "y", "x"], unit=True), "output": out_axes}
+
+
 def _image_transform(pixel_size_um: float, origin_um: tuple[float, float]) -> dict[str, Any]:
     """Image (c, y, x) pixels -> global µm: a scale, followed by a translation when the origin is not 0."""
     axes = ["c", "y", "x"]
@@ -91,7 +102,8 @@ class SampleWriter:
     # -- elements ------------------------------------------------------------------------------------------
     def write_image(self, shapes: list[tuple[int, int]], channels: int, dtype: Any, pixel_size_um: float,
                     strips: Iterable[tuple[int, int, np.ndarray]], name: str = L.IMAGE_HE,
-                    channel_names: list[str] | None = None, origin_um: tuple[float, float] = (0.0, 0.0)) -> None:
+                    channel_names: list[str] | None = None, origin_um: tuple[float, float] = (0.0, 0.0),
+                    affine: np.ndarray | None = None) -> None:
         """Write a pyramid as OME-Zarr ``images/<name>`` (c, y, x) from ``(level, first_row, strip)`` strips.
 
         Strips are (rows, x, c); they are buffered per level up to a whole row of chunks so every chunk is
@@ -133,7 +145,8 @@ class SampleWriter:
                 "multiscales": [{
                     "datasets": datasets, "name": f"/images/{name}",
                     "axes": _cs("cyx", ["c", "y", "x"], unit=False)["axes"],
-                    "coordinateTransformations": [_image_transform(pixel_size_um, origin_um)],
+                    "coordinateTransformations": [_affine_transform(affine) if affine is not None
+                                                  else _image_transform(pixel_size_um, origin_um)],
                 }],
             },
             "spatialdata_attrs": {"version": L.ELEMENT_VERSION},
@@ -187,7 +200,7 @@ class SampleWriter:
 
     def write_patches(self, name: str, n: int, patch_size_px: int, batches: Iterable[tuple[int, np.ndarray]],
                       obs_index: np.ndarray, centers_um: np.ndarray, attrs: dict[str, Any],
-                      jpeg_quality: int, shard_patches: int = L.DEFAULT_SHARD_PATCHES) -> None:
+                      jpeg_quality: int, shard_patches: int = L.DEFAULT_SHARD_PATCHES, table: str = L.TABLE) -> None:
         """Write ``hestdata/patches/<name>``: sharded JPEG images (N, H, W, 3), ``obs_index`` and ``centers_um``."""
         from hestdata.store.codecs import JpegCodec
 
@@ -219,7 +232,7 @@ class SampleWriter:
         g.create_array(L.PATCH_CENTERS, data=np.asarray(centers_um, dtype=np.float64).reshape(n, 2),
                        chunks=(max(1, n), 2), compressors=[_zstd(3)])
         g.attrs.update({"patch_size_px": p, "n_patches": n, "codec": "hestdata.jpeg", "jpeg_quality": jpeg_quality,
-                        "obs_index_table": f"tables/{L.TABLE}", "shard_patches": shard, **attrs})
+                        "obs_index_table": f"tables/{table}", "shard_patches": shard, **attrs})
 
     def write_lossless_patches(self, name: str, patches: np.ndarray, centers_um: np.ndarray, attrs: dict[str, Any],
                                shard_patches: int = L.DEFAULT_SHARD_PATCHES) -> None:

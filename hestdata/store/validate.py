@@ -143,8 +143,12 @@ def _validate_sample(path: Path, out: list[str]) -> None:
             bad(f"patch array {name}: obs_index {idx.shape} / centers_um {cen.shape} do not match {pqc.n_patches} patches")
         else:
             v = idx[:]
-            if len(v) and not meta.markers and (v.min() < 0 or v.max() >= meta.qc.n_obs):
-                bad(f"patch array {name}: obs_index outside [0, {meta.qc.n_obs})")
+            table = g.attrs.get("obs_index_table")
+            prefix = f"tables/{L.TABLE}_"
+            n_rows = (meta.qc.tables.get(table[len(prefix):]) if table and table.startswith(prefix)
+                      else meta.qc.n_obs if table else None)
+            if len(v) and n_rows is not None and (v.min() < 0 or v.max() >= n_rows):
+                bad(f"patch array {name}: obs_index outside [0, {n_rows}) of {table}")
 
 
 def _validate_root(root: Path, out: list[str], checksums: bool) -> int:
