@@ -158,3 +158,21 @@ def test_registered_he_gives_cell_and_pseudospot_pairs(tmp_path):
     assert ds.genes == list(tab.var_names)
     np.testing.assert_allclose(batch["expression"].numpy(), np.log1p(tab.X[:16].toarray()), rtol=1e-6)
     assert batch["obs_id"][:3] == list(tab.obs_names[:3])
+
+
+def test_10x_alignment_csv_composes_with_pixel_size_and_origin(tmp_path):
+    from hestdata.convert_xenium import he_to_um
+    from hestdata.sources.xenium import read_alignment
+
+    csv = tmp_path / "align.csv"
+    csv.write_text("2.0,0,10\n0,2.0,20\n0,0,1\n")
+    m = read_alignment(csv)
+    d = shared("xenium", "sfe_jurkat_raji")
+    xs = read_xenium(d, sample_id="x", pixel_size_um=PS, image_origin_um=ORIGIN)
+    xs.he_affine, xs.he_affine_kind = m, "morphology_px"
+    a = he_to_um(xs, PS)
+    np.testing.assert_allclose(a @ [0, 0, 1], [1000 + 10 * PS, 1000 + 20 * PS, 1])
+    np.testing.assert_allclose(a @ [1, 0, 1] - a @ [0, 0, 1], [2 * PS, 0, 0])
+    (tmp_path / "bad.csv").write_text("1,2\n3,4\n")
+    with pytest.raises(hestdata.InputError, match="3x3"):
+        read_alignment(tmp_path / "bad.csv")
