@@ -209,6 +209,35 @@ def convert_multiplex_cmd(image: Annotated[Path, typer.Argument(help="OME-TIFF, 
                f"dropped {m.dropped_channels or 'none'}; patches {', '.join(m.qc.patches) or 'none'}]")
 
 
+@convert_app.command("wsi")
+@handle_errors
+def convert_wsi_cmd(slide: Annotated[Path, typer.Argument(help="SVS, NDPI, MRXS, SCN, tiled TIFF, DICOM, OME-TIFF.")],
+                    out: Out, sample_id: SampleId, pixel_size_um: PixelSize = None,
+                    tile_px: Annotated[int, typer.Option(help="Tile size in pixels.")] = 224,
+                    tile_um: Annotated[float, typer.Option(help="Tile size in µm (STAMP: 256; TITAN: 512 px at 20x).")] = 256.0,
+                    min_tissue_fraction: Annotated[float, typer.Option(help="Keep tiles with at least this tissue.")] = 0.5,
+                    overwrite: Overwrite = False, meta: Meta = None) -> None:
+    """Convert a whole-slide image: pyramid (read strip by strip), tissue polygons, tissue tiles."""
+    from hestdata.convert_wsi import convert_wsi
+    from hestdata.sources.wsi import open_wsi
+    from hestdata.units import PatchGeometry
+
+    fields: dict[str, Any] = {}
+    for item in meta or []:
+        k, _, v = item.partition("=")
+        fields[k.strip()] = v.strip()
+    geom = PatchGeometry(tile_px, tile_um / tile_px)
+    path = convert_wsi(open_wsi(slide, pixel_size_um=pixel_size_um), out, sample_id, patches=[geom],
+                       min_tissue_fraction=min_tissue_fraction, overwrite=overwrite, metadata=fields)
+    from hestdata.store.sample import read_metadata
+
+    m = read_metadata(path)
+    q = m.qc.patches[geom.name]
+    typer.echo(f"wrote {path}  [wsi, {m.image.width_px}x{m.image.height_px} px at {m.pixel_size_um.value:g} µm/px, "
+               f"{q.n_patches} tiles {geom.name} ({q.n_skipped_low_tissue} low tissue, {q.n_skipped_background} "
+               f"background skipped)]")
+
+
 @convert_app.command("hest1k")
 @handle_errors
 def convert_hest1k(hest_dir: Annotated[Path, typer.Argument(help="A HEST-1k download (st/, wsis/, metadata/ …).")],
@@ -362,6 +391,27 @@ def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
                            + ", ".join(f"{f}={v:.4f}" for f, v in zip(r["folds"], r["fold_values"], strict=True)))
 
 
+@bench_app.command("embed")
+@handle_errors
+def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
+                encoder: Annotated[str, typer.Option(help="Encoder name.")],
+                patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_1.14286um",
+                checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None,
+                batch_size: Annotated[int, typer.Option(help="Patches per batch.")] = 64,
+                workers: Annotated[int, typer.Option(help="Loader workers.")] = 0) -> None:
+    """Compute (and cache) per-patch features of every sample with the patch array."""
+    from hestdata.bench.embed import embed_samples
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.store.catalog import open_catalog
+
+    cat = open_catalog(root)
+    ids = [i for i, a in zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), strict=True) if patch in a]
+    enc = load_encoder(encoder, checkpoint=checkpoint)
+    out = embed_samples(root, enc, ids, patch=patch, batch_size=batch_size, num_workers=workers,
+                        on_sample=lambda s, hit: typer.echo(f"  {s}: {'cached' if hit else 'embedded'}"))
+    typer.echo(f"{len(out)} sample(s), {sum(len(v) for v in out.values())} patches, encoder {enc.name}")
+
+
 @bench_app.command("list")
 def bench_list() -> None:
     """Encoders and tasks this installation knows."""
@@ -390,6 +440,22 @@ def bench_leaderboard(root: Annotated[Path, typer.Argument(help="Root with a lea
     target = html_out or (root / "leaderboard.html")
     atomic_write_bytes(target, render_html(df).encode())
     typer.echo(f"html: {target}")
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(layout: Annotated[str, typer.Argument(help="stamp or trident.")],
+               root: Annotated[Path, typer.Argument(help="Root.")],
+               dest: Annotated[Path, typer.Argument(help="Output folder.")],
+               encoder: Annotated[str, typer.Option(help="Encoder name.")],
+               patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_1.14286um",
+               checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None) -> None:
+    """Write per-slide patch features in the STAMP or TRIDENT HDF5 layout."""
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.bench.export import export_features
+
+    files = export_features(root, load_encoder(encoder, checkpoint=checkpoint), dest, layout=layout, patch=patch)
+    typer.echo(f"wrote {len(files)} file(s) under {dest}")
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ class PatchQC(_Model):
     n_skipped_off_image: int = Field(ge=0)
     n_skipped_low_tissue: int = Field(ge=0)
     n_partial_outside_image: int = Field(ge=0, description="kept, zero-filled outside the image")
+    n_skipped_background: int = Field(default=0, ge=0, description="tiles rejected as background or blur")
     min_tissue_fraction: float = Field(ge=0, le=1)
     source_pixel_size_um: float = Field(gt=0, description="µm/px of the pyramid level patches were cut from")
     jpeg_quality: int = Field(ge=1, le=100)

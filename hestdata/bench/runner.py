@@ -21,9 +21,9 @@ import numpy as np
 from hestdata.errors import InputError
 from hestdata.store import layout as L
 
-TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification")
+TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil")
 PRIMARY = {"expression": "pearson_mean", "retrieval": "img2expr_recall@5", "batch_effect": "batch_balanced_accuracy",
-           "classification": "linear_balanced_accuracy"}
+           "classification": "linear_balanced_accuracy", "slide_mil": "abmil_auroc"}
 
 
 @dataclass
@@ -35,6 +35,9 @@ class Task:
     patch: str = "224px_0.5um"
     label: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    labels: str | None = None  # slide_mil: table (CSV/XLSX/Parquet) with PATIENT, a slide column and the label
+    patient_column: str = "PATIENT"
+    slide_column: str = "FILENAME"
 
     @property
     def config_hash(self) -> str:
@@ -54,14 +57,37 @@ def load_task(spec: str | Path) -> Task:
     if not path.is_file():
         raise InputError(path, f"task not found; built-in tasks: {', '.join(sorted(builtin_tasks()))}")
     doc = yaml.safe_load(path.read_text())
-    allowed = {"name", "type", "samples", "group_by", "patch", "label", "options"}
+    allowed = {"name", "type", "samples", "group_by", "patch", "label", "options", "labels", "patient_column",
+               "slide_column"}
     if not isinstance(doc, dict) or set(doc) - allowed or not {"name", "type", "samples", "group_by"} <= set(doc):
         raise InputError(path, f"a task needs name, type, samples, group_by (optional patch, label, options); got {doc}")
     if doc["type"] not in TASK_TYPES:
         raise InputError(path, f"unknown task type {doc['type']!r}; one of {TASK_TYPES}")
     if doc["type"] == "classification" and not doc.get("label"):
         raise InputError(path, "a classification task needs 'label' (an obs column)")
+    if doc["type"] == "slide_mil":
+        if not doc.get("labels") or not doc.get("label"):
+            raise InputError(path, "a slide_mil task needs 'labels' (a table) and 'label' (its label column)")
+        lp = Path(doc["labels"])
+        doc["labels"] = str(lp if lp.is_absolute() else (path.parent / lp).resolve())
     return Task(**doc)
+
+
+def read_labels(t: Task) -> dict[str, tuple[str, Any]]:
+    """slide id (file stem or id) -> (patient, label), from the task's labels table."""
+    import pandas as pd
+
+    p = Path(t.labels or "")
+    if not p.is_file():
+        raise InputError(p, "labels table not found")
+    df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_excel(p) if p.suffix in (".xlsx", ".xls") \
+        else pd.read_csv(p)
+    need = {t.patient_column, t.slide_column, str(t.label)}
+    if not need <= set(df.columns):
+        raise InputError(p, f"labels table lacks column(s) {sorted(need - set(df.columns))}")
+    df = df.dropna(subset=[t.label])
+    return {Path(str(s)).name.split(".")[0]: (str(pt), lab)
+            for s, pt, lab in zip(df[t.slide_column], df[t.patient_column], df[t.label], strict=True)}
 
 
 def _table(root_url: str, sid: str, storage_options: dict[str, Any], columns: list[str]) -> tuple[Any, list[str], Any]:
@@ -129,7 +155,7 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
     batch = np.concatenate([[s] * len(embs[s]) for s in ids])
     counts, genes, labels = None, None, None
-    if t.type in ("expression", "retrieval") or t.label:
+    if t.type in ("expression", "retrieval") or (t.label and t.type == "classification"):
         tables = {s: _table(r.url, s, r.storage_options, [t.label] if t.label else []) for s in ids}
         common = [g for g in tables[ids[0]][1] if all(g in set(tables[s][1]) for s in ids[1:])]
         blocks, labs = [], []
@@ -144,6 +170,27 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
                 labs.append(np.asarray(obs[t.label])[rows])
         counts, genes = sp.vstack(blocks).tocsr(), common
         labels = np.concatenate(labs) if labs else None
+    if t.type == "slide_mil":
+        from hestdata.bench.tasks.slide_mil import slide_mil_protocol
+
+        lab = read_labels(t)
+        missing = [s for s in ids if s not in lab]
+        bags: dict[str, list[np.ndarray]] = {}
+        y: dict[str, Any] = {}
+        for s in ids:
+            if s in lab:
+                pt, label = lab[s]
+                bags.setdefault(pt, []).append(embs[s])
+                y[pt] = label
+        res = slide_mil_protocol({p: np.concatenate(b) for p, b in bags.items()}, y, **t.options)
+        results = {k: [(str(f["fold"]), f[k]) for f in res.folds]
+                   for k in ("abmil_auroc", "abmil_balanced_accuracy", "meanpool_auroc", "meanpool_balanced_accuracy")}
+        if echo and missing:
+            echo(f"  {len(missing)} slide(s) without a label were left out: {missing[:5]}")
+        rows = make_rows(t, enc, results, n_items=len(emb), samples=ids)
+        if leaderboard and "://" not in r.url:
+            append_rows(Path(r.url), rows)
+        return rows
     results = _run(t, emb, counts, genes, groups, batch, labels)
     rows = make_rows(t, enc, results, n_items=len(emb), samples=ids)
     if leaderboard and "://" not in r.url:

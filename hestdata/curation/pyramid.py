@@ -7,7 +7,7 @@ last cascaded level held in memory. Memory beyond level 0 is a few strips plus w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -41,11 +41,18 @@ def downsample2x(img: np.ndarray) -> np.ndarray:
 
 def iter_pyramid(level0: np.ndarray, n_levels: int, strip_rows: int = STRIP_ROWS) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(level, first_row, strip)`` covering every row of levels ``0 .. n_levels-1`` exactly once."""
+    return iter_pyramid_from(lambda a, b: level0[a:b], level0.shape[0], n_levels, strip_rows)
+
+
+def iter_pyramid_from(read_rows: Callable[[int, int], np.ndarray], height: int, n_levels: int,
+                      strip_rows: int = STRIP_ROWS) -> Iterator[tuple[int, int, np.ndarray]]:
+    """As :func:`iter_pyramid`, with level 0 read strip by strip by ``read_rows(first, stop)`` — a slide never
+    needs to be decoded whole."""
     depth = min(n_levels, int(np.log2(strip_rows)) + 1)  # levels reachable by cascading strips
     last_rows: list[np.ndarray] = []
-    h0 = level0.shape[0]
+    h0 = height
     for r0 in range(0, h0, strip_rows):
-        strip, row = level0[r0:r0 + strip_rows], r0
+        strip, row = read_rows(r0, min(h0, r0 + strip_rows)), r0
         for k in range(depth):
             yield k, row, strip
             if k == depth - 1:

@@ -62,10 +62,10 @@ def segment_tissue(thumb: np.ndarray, pixel_size_um: float) -> TissueMask:
     from scipy import ndimage
     from skimage import filters, morphology
 
-    rgb = thumb.astype(np.float32)
-    mx, mn = rgb.max(axis=2), rgb.min(axis=2)
-    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1), 0.0)
-    sat = filters.gaussian(sat, sigma=max(1.0, 8.0 / pixel_size_um / 4))
+    mx, mn = thumb.max(axis=2), thumb.min(axis=2)  # uint8: no float copy of the RGB thumbnail
+    sat = (mx - mn).astype(np.float32)
+    sat /= np.maximum(mx, 1).astype(np.float32)
+    sat = ndimage.gaussian_filter(sat, sigma=max(1.0, 8.0 / pixel_size_um / 4), output=np.float32)
     if float(sat.max() - sat.min()) < 1e-3:
         return TissueMask(np.zeros(sat.shape, dtype=bool), pixel_size_um, float("nan"))
     t = float(filters.threshold_otsu(sat))

@@ -181,8 +181,8 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         else:
             self.markers = []
         self._tables = [self._table_of(m) for m in metas]
-        var_names = [self._var_names(p, t) if not self.multiplex else [] for p, t in zip(paths, self._tables,
-                                                                                           strict=True)]
+        var_names = [self._var_names(p, t) if not self.multiplex and t else [] for p, t in zip(paths, self._tables,
+                                                                                                 strict=True)]
         self.genes = self._gene_list(genes, var_names)
         gindex = {g: j for j, g in enumerate(self.genes)}
         self.samples: list[_Sample] = []
@@ -201,9 +201,9 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
                 if j is not None:
                     pos[j] = c
             table = self._tables[len(self.samples)]
-            obs_names = (np.array([f"tile{i}" for i in range(reader.info.n_patches)]) if self.multiplex
+            obs_names = (np.array([f"tile{i}" for i in range(reader.info.n_patches)]) if self.multiplex or not table
                          else self._obs_names(p, table))
-            if self.multiplex:
+            if self.multiplex or not table:
                 obs_index = np.arange(reader.info.n_patches, dtype=np.int64)  # patches are their own rows
             s = _Sample(sid, p, reader, obs_index, centers, obs_names, pos, first, table)
             self.samples.append(s)
@@ -219,6 +219,8 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         """The table a patch array's ``obs_index`` points into (``tables/expression`` unless stated)."""
         cons = meta.get("consolidated_metadata", {}).get("metadata", {})
         attrs = cons.get(f"{L.PATCH_GROUP}/{self.patch}", {}).get("attributes", {})
+        if "obs_index_table" in attrs and not attrs["obs_index_table"]:
+            return ""  # patches tied to no table (slide tiles)
         return str(attrs.get("obs_index_table") or f"tables/{L.TABLE}")
 
     def _var_names(self, path: str, table: str) -> list[str]:

@@ -232,7 +232,7 @@ class SampleWriter:
         g.create_array(L.PATCH_CENTERS, data=np.asarray(centers_um, dtype=np.float64).reshape(n, 2),
                        chunks=(max(1, n), 2), compressors=[_zstd(3)])
         g.attrs.update({"patch_size_px": p, "n_patches": n, "codec": "hestdata.jpeg", "jpeg_quality": jpeg_quality,
-                        "obs_index_table": f"tables/{table}", "shard_patches": shard, **attrs})
+                        "obs_index_table": f"tables/{table}" if table else None, "shard_patches": shard, **attrs})
 
     def write_lossless_patches(self, name: str, patches: np.ndarray, centers_um: np.ndarray, attrs: dict[str, Any],
                                shard_patches: int = L.DEFAULT_SHARD_PATCHES) -> None:

@@ -67,11 +67,12 @@ def _validate_sample(path: Path, out: list[str]) -> None:
     if meta.id + L.SAMPLE_SUFFIX != path.name:
         bad(f"metadata id {meta.id!r} does not match the folder name")
     missing = set(meta.missing_elements)
-    if meta.technology in ("multiplex", "imc"):  # image-only samples: no table, no spots
+    if meta.technology in ("multiplex", "imc", "wsi"):  # image-only samples: no table, no spots
         missing |= {"expression", "shapes"}
     cellular = meta.technology in ("xenium", "multiplex", "imc")
+    image_only = meta.technology == "wsi"
     region = "cells" if cellular else L.SHAPES_SPOTS
-    image_name = "if" if cellular else L.IMAGE_HE
+    image_name = "if" if cellular and not image_only else L.IMAGE_HE
     obs_required = ("x_um", "y_um", "in_tissue") if cellular else OBS_COLUMNS
     # table
     try:
