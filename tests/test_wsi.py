@@ -158,6 +158,9 @@ def test_slide_mil_task_and_heatmap(tmp_path):
     assert {r["metric"] for r in rows} == {"abmil_auroc", "abmil_balanced_accuracy", "meanpool_auroc",
                                            "meanpool_balanced_accuracy"}
     assert all(len(r["fold_values"]) == 2 for r in rows)
+    maps = sorted((root / "heatmaps" / "toy_mil").glob("*/s*.png"))
+    assert [m.name for m in maps] == ["s0.png", "s1.png", "s2.png", "s3.png"]  # held-out attention, every slide
     n = hestdata.read_metadata(root / "samples" / "s0.zarr").qc.patches[GEOM].n_patches
     png = render_heatmap(root / "samples" / "s0.zarr", GEOM, np.arange(n), tmp_path / "h.png")
     assert Image.open(png).size[0] > 100
+    assert hestdata.validate(root).ok  # heatmaps are derived artefacts

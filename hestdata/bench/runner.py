@@ -182,7 +182,11 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
                 pt, label = lab[s]
                 bags.setdefault(pt, []).append(embs[s])
                 y[pt] = label
-        res = slide_mil_protocol({p: np.concatenate(b) for p, b in bags.items()}, y, **t.options)
+        opts = dict(t.options)
+        want_maps = bool(opts.pop("heatmaps", True))
+        res = slide_mil_protocol({p: np.concatenate(b) for p, b in bags.items()}, y, **opts)
+        if want_maps and "://" not in r.url:
+            _attention_maps(Path(r.url), t, enc, ids, lab, embs, res.attention, echo)
         results = {k: [(str(f["fold"]), f[k]) for f in res.folds]
                    for k in ("abmil_auroc", "abmil_balanced_accuracy", "meanpool_auroc", "meanpool_balanced_accuracy")}
         if echo and missing:
@@ -196,6 +200,28 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     if leaderboard and "://" not in r.url:
         append_rows(Path(r.url), rows)
     return rows
+
+
+def _attention_maps(root: Path, t: Task, enc: Any, ids: list[str], lab: dict[str, tuple[str, Any]],
+                    embs: dict[str, np.ndarray], attention: dict[str, np.ndarray], echo: Any) -> None:
+    """Held-out attention of each slide as a heatmap: ROOT/heatmaps/<task>/<encoder>-<fp8>/<slide>.png."""
+    from hestdata.bench.heatmap import render_heatmap
+
+    out = root / "heatmaps" / t.name / f"{enc.name}-{enc.fingerprint[:8]}"
+    offsets: dict[str, int] = {}
+    for s in ids:  # bags were concatenated in this order per patient
+        if s not in lab:
+            continue
+        patient = lab[s][0]
+        if patient not in attention:
+            continue
+        a = offsets.get(patient, 0)
+        w = attention[patient][a:a + len(embs[s])]
+        offsets[patient] = a + len(embs[s])
+        if len(w):
+            render_heatmap(L.sample_path(root, s), t.patch, w, out / f"{s}.png")
+    if echo:
+        echo(f"  attention heatmaps: {out}")
 
 
 def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, batch: np.ndarray,
