@@ -56,12 +56,8 @@ MinTissue = Annotated[float, typer.Option("--min-tissue-fraction", help="Skip (a
 Meta = Annotated[list[str] | None, typer.Option("--meta", help="Metadata field=value, repeatable (organ=brain).")]
 
 
-def _common(sample: Any, out: Path, patch: list[str] | None, no_patches: bool, overwrite: bool,
-            min_tissue: float, meta: list[str] | None) -> None:
-    from hestdata.convert import convert
-    from hestdata.curation.patches import DEFAULT_MIN_TISSUE_FRACTION  # noqa: F401
-    from hestdata.units import DEFAULT_PATCH
-
+def _meta_fields(meta: list[str] | None) -> dict[str, Any]:
+    """``--meta field=value`` options as a dict (``synthetic`` as a boolean)."""
     fields: dict[str, Any] = {}
     for item in meta or []:
         if "=" not in item:
@@ -70,6 +66,16 @@ def _common(sample: Any, out: Path, patch: list[str] | None, no_patches: bool, o
         fields[k.strip()] = v.strip()
     if "synthetic" in fields:
         fields["synthetic"] = fields["synthetic"].lower() in ("1", "true", "yes")
+    return fields
+
+
+def _common(sample: Any, out: Path, patch: list[str] | None, no_patches: bool, overwrite: bool,
+            min_tissue: float, meta: list[str] | None) -> None:
+    from hestdata.convert import convert
+    from hestdata.curation.patches import DEFAULT_MIN_TISSUE_FRACTION  # noqa: F401
+    from hestdata.units import DEFAULT_PATCH
+
+    fields = _meta_fields(meta)
     geometries = [] if no_patches else (patch or [DEFAULT_PATCH.name])
     path = convert(sample, out, patches=geometries, overwrite=overwrite, min_tissue_fraction=min_tissue,
                    metadata=fields, progress=sys.stderr.isatty())
@@ -163,10 +169,7 @@ def convert_xenium_cmd(folder: Annotated[Path, typer.Argument(help="Xenium outpu
     from hestdata.convert_xenium import convert_xenium
     from hestdata.sources.xenium import parse_origin, read_xenium
 
-    fields: dict[str, Any] = {}
-    for item in meta or []:
-        k, _, v = item.partition("=")
-        fields[k.strip()] = v.strip()
+    fields = _meta_fields(meta)
     from hestdata.sources.xenium import parse_affine
 
     xs = read_xenium(folder, sample_id=sample_id, pixel_size_um=pixel_size_um, image_origin_um=parse_origin(image_origin_um),
@@ -195,10 +198,7 @@ def convert_multiplex_cmd(image: Annotated[Path, typer.Argument(help="OME-TIFF, 
     from hestdata.convert_multiplex import convert_multiplex
     from hestdata.sources.multiplex import read_multiplex
 
-    fields: dict[str, Any] = {}
-    for item in meta or []:
-        k, _, v = item.partition("=")
-        fields[k.strip()] = v.strip()
+    fields = _meta_fields(meta)
     ms = read_multiplex(image, sample_id=sample_id, panel=panel, markers_csv=markers_csv, mapping=mapping,
                         pixel_size_um=pixel_size_um, technology=technology)
     path = convert_multiplex(ms, out, patches=patch or [], overwrite=overwrite, metadata=fields)
@@ -222,10 +222,7 @@ def convert_wsi_cmd(slide: Annotated[Path, typer.Argument(help="SVS, NDPI, MRXS,
     from hestdata.sources.wsi import open_wsi
     from hestdata.units import PatchGeometry
 
-    fields: dict[str, Any] = {}
-    for item in meta or []:
-        k, _, v = item.partition("=")
-        fields[k.strip()] = v.strip()
+    fields = _meta_fields(meta)
     geom = PatchGeometry(tile_px, tile_um / tile_px)
     path = convert_wsi(open_wsi(slide, pixel_size_um=pixel_size_um), out, sample_id, patches=[geom],
                        min_tissue_fraction=min_tissue_fraction, overwrite=overwrite, metadata=fields)

@@ -333,6 +333,17 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
                 lost += len(pos)
         return out, lost
 
+    def _read_by_sample(self, locs: list[tuple[int, int]]) -> Iterator[tuple[int, list[int], np.ndarray, list, int]]:
+        """Group item positions by sample and read their encoded patches: yields
+        ``(sample number, positions, patch indices, bytes or None per patch, patches lost)``."""
+        by_sample: dict[int, list[int]] = {}
+        for k, (s_no, _) in enumerate(locs):
+            by_sample.setdefault(s_no, []).append(k)
+        for s_no, ks in by_sample.items():
+            pidx = np.array([locs[k][1] for k in ks], dtype=np.int64)
+            raw, lost = self._read(self.samples[s_no], pidx)
+            yield s_no, ks, pidx, raw, lost
+
     def load_block(self, ids: np.ndarray, decode: str | None = None) -> dict[str, Any]:
         """Read, decode and collate the items ``ids`` (global ids) into one batch dict.
 
@@ -360,13 +371,8 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
                 image_t = torch.empty((n, h, w, 3), dtype=torch.uint8)
             buf = image_t.numpy()
         n_skipped = 0
-        by_sample: dict[int, list[int]] = {}
-        for k, (s_no, _) in enumerate(locs):
-            by_sample.setdefault(s_no, []).append(k)
-        for s_no, ks in by_sample.items():
+        for s_no, ks, pidx, raw, lost in self._read_by_sample(locs):
             s = self.samples[s_no]
-            pidx = np.array([locs[k][1] for k in ks], dtype=np.int64)
-            raw, lost = self._read(s, pidx)
             n_skipped += lost
             for k, i, data in zip(ks, pidx, raw, strict=True):
                 if data is None:
@@ -428,15 +434,10 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         mask = np.zeros((n, m), dtype=bool)
         ok = np.zeros(n, dtype=bool)
         n_skipped = 0
-        by_sample: dict[int, list[int]] = {}
-        for k, (s_no, _) in enumerate(locs):
-            by_sample.setdefault(s_no, []).append(k)
-        for s_no, ks in by_sample.items():
+        for s_no, ks, pidx, raw, lost in self._read_by_sample(locs):
             s = self.samples[s_no]
             stats = self._marker_stats[s_no]
             order = list(stats)  # channel order of this sample
-            pidx = np.array([locs[k][1] for k in ks], dtype=np.int64)
-            raw, lost = self._read(s, pidx)
             n_skipped += lost
             for k, i, data in zip(ks, pidx, raw, strict=True):
                 if data is None:
