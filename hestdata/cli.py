@@ -72,7 +72,6 @@ def _meta_fields(meta: list[str] | None) -> dict[str, Any]:
 def _common(sample: Any, out: Path, patch: list[str] | None, no_patches: bool, overwrite: bool,
             min_tissue: float, meta: list[str] | None) -> None:
     from hestdata.convert import convert
-    from hestdata.curation.patches import DEFAULT_MIN_TISSUE_FRACTION  # noqa: F401
     from hestdata.units import DEFAULT_PATCH
 
     fields = _meta_fields(meta)
