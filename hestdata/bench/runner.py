@@ -80,8 +80,11 @@ def read_labels(t: Task) -> dict[str, tuple[str, Any]]:
     p = Path(t.labels or "")
     if not p.is_file():
         raise InputError(p, "labels table not found")
-    df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_excel(p) if p.suffix in (".xlsx", ".xls") \
-        else pd.read_csv(p)
+    try:
+        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_excel(p) if p.suffix in (".xlsx", ".xls") \
+            else pd.read_csv(p)
+    except ImportError as exc:  # pandas needs openpyxl for .xlsx
+        raise InputError(p, f"cannot read this table type: {exc}", "pip install openpyxl, or save it as CSV") from exc
     need = {t.patient_column, t.slide_column, str(t.label)}
     if not need <= set(df.columns):
         raise InputError(p, f"labels table lacks column(s) {sorted(need - set(df.columns))}")
