@@ -300,7 +300,7 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, or conf
              dest: Annotated[Path, typer.Argument(help="Local root to create or update.")],
              sample_id: Annotated[list[str] | None, typer.Option("--id", help="Sample id, repeatable.")] = None,
              where: Annotated[str | None, typer.Option(help="SQL filter on the catalog, e.g. \"organ = 'breast'\".")] = None,
-             only: Annotated[str | None, typer.Option(help="Elements: image,shapes,expression,patches.")] = None,
+             only: Annotated[str | None, typer.Option(help="Elements: image,shapes,expression,patches,points.")] = None,
              patch: Annotated[list[str] | None, typer.Option(help="Patch array name, repeatable.")] = None,
              workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 8) -> None:
     """Download a subset of a root (by id / catalog filter / element), resumable and checksum-verified."""

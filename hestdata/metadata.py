@@ -133,7 +133,7 @@ class SampleMetadata(_Model):
     qc: QC
     markers: list[MarkerInfo] = Field(default_factory=list, description="multiplex channels (images/if)")
     dropped_channels: list[str] = Field(default_factory=list, description="source channels left out on request")
-    missing_elements: list[Literal["image", "shapes", "expression", "patches"]] = Field(
+    missing_elements: list[Literal["image", "shapes", "expression", "patches", "points"]] = Field(
         default_factory=list, description="elements left out by a partial download")
     input_sha256: str | None = Field(default=None, description="hash of the inputs and options (registration)")
     hestdata_version: str

@@ -59,7 +59,10 @@ def test_push_then_download_subset_from_s3(local_root, s3_server, tmp_path):
     assert gets and not any("/images/he/" in g or "/shapes/" in g or "64px_0.5um" in g or "r2.zarr" in g for g in gets)
     assert hestdata.validate(out).ok, hestdata.validate(out).violations
     meta = hestdata.read_metadata(out / "samples" / "r0.zarr")
-    assert meta.image is None and meta.missing_elements == ["image", "shapes"]
+    assert meta.image is None and meta.missing_elements == ["image", "points", "shapes"]
+    from hestdata.remote.download import element_of
+
+    assert element_of("points/transcripts/points.parquet/part.0.parquet") == ("points", None)
     ds = hestdata.PatchDataset(out, patch="32px_2um", decode="cpu")
     assert len(ds) == 12 + 16
     import spatialdata

@@ -44,6 +44,8 @@ def element_of(rel_in_sample: str) -> tuple[str, str | None]:
         return "shapes", None
     if head == "tables":
         return "expression", None
+    if head == "points":
+        return "points", None
     if head == "hestdata":
         if len(parts) >= 3 and parts[1] == "patches":
             return "patches", parts[2]
@@ -163,7 +165,8 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
         source: root URL (``file://``, ``s3://``, ``gs://``, ``https://``, ``hf://`` — anything fsspec opens), a
             local path, or a remote name from the config (``$HESTDATA_REMOTE`` when None).
         ids: sample ids; ``where``: a polars expression over the remote catalog (both: intersection).
-        elements: any of ``image``, ``shapes``, ``expression``, ``patches`` (default: all).
+        elements: any of ``image``, ``shapes``, ``expression``, ``patches``, ``points`` (Xenium transcripts);
+            default: all.
         patches: patch array names to fetch (default: all of each sample's arrays).
         workers: parallel file transfers.
         progress: callback ``(relative_path, n_bytes)`` called as bytes arrive (a rich bar is shown otherwise
@@ -213,7 +216,7 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
             raise StoreError(f"sample {sid}: none of the patch arrays {sorted(want_patches)} (has {sorted(names)})")
         for rel, (size, sha) in files.items():
             el, name = element_of(rel[len(prefix):])
-            if el in ("image", "shapes", "expression", "patches") and el not in wanted:
+            if el in ELEMENTS and el not in wanted:
                 continue
             if el == "patches" and want_patches is not None and name is not None and name not in want_patches:
                 continue

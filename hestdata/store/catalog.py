@@ -25,7 +25,7 @@ CATALOG_SCHEMA: dict[str, str] = {
 }
 
 
-ELEMENTS = ("image", "shapes", "expression", "patches")
+ELEMENTS = ("image", "shapes", "expression", "patches", "points")  # what a partial download can leave out
 
 
 def _arrow_schema() -> Any:
