@@ -48,7 +48,8 @@ def grid_patches(image: np.ndarray, pixel_size_um: float, g: PatchGeometry, wher
 
 
 def convert_multiplex(ms: MultiplexSample, root: str | Path, *, patches: Sequence[str] = (), overwrite: bool = False,
-                      metadata: dict[str, Any] | None = None, publish_root: bool = True) -> Path:
+                      metadata: dict[str, Any] | None = None, publish_root: bool = True,
+                   input_sha256: str | None = None) -> Path:
     import pandas as pd
 
     from hestdata.curation.pixel_size import resolve_pixel_size
@@ -82,7 +83,7 @@ def convert_multiplex(ms: MultiplexSample, root: str | Path, *, patches: Sequenc
             dropped_channels=ms.dropped, panel=extra.pop("panel", None) or f"{len(infos)}-plex",
             image=ImageInfo(source_path=str(ms.source), kind="fullres", pixel_size_um=ps.value,
                             width_px=int(hwc.shape[1]), height_px=int(hwc.shape[0]), n_levels=len(shapes)),
-            hestdata_version=__version__, created_at=now_iso(), **extra)
+            hestdata_version=__version__, created_at=now_iso(), input_sha256=input_sha256, **extra)
         path = w.commit(meta)
     if publish_root:
         publish(root, [ms.sample_id])

@@ -19,7 +19,8 @@ THUMBNAIL_MAX_PX = 1024
 
 def convert_wsi(slide: WSI, root: str | Path, sample_id: str, *, patches: Sequence[str | PatchGeometry] = (
         PatchGeometry(224, 256 / 224),), min_tissue_fraction: float = 0.5, overwrite: bool = False,
-                metadata: dict[str, Any] | None = None, publish_root: bool = True, jpeg_quality: int = 90) -> Path:
+                metadata: dict[str, Any] | None = None, publish_root: bool = True,
+                   input_sha256: str | None = None, jpeg_quality: int = 90) -> Path:
     """Convert without ever holding level 0 whole: level 0 is read in 256-row strips and cascaded down the
     pyramid; the tissue mask comes from the written thumbnail level; tiles are read region by region."""
     import geopandas as gpd
@@ -85,7 +86,7 @@ def convert_wsi(slide: WSI, root: str | Path, sample_id: str, *, patches: Sequen
                               magnification=extra.pop("magnification", None) or slide.magnification,
                               image=ImageInfo(source_path=str(slide.path), kind="fullres", pixel_size_um=ps.value,
                                               width_px=w0, height_px=h0, n_levels=len(shapes)),
-                              hestdata_version=__version__, created_at=now_iso(), **extra)
+                              hestdata_version=__version__, created_at=now_iso(), input_sha256=input_sha256, **extra)
         path = w.commit(meta)
     if publish_root:
         publish(root, [sample_id])

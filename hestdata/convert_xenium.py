@@ -38,6 +38,7 @@ def he_to_um(xs: XeniumSample, pixel_size_um: float) -> np.ndarray:
 def convert_xenium(xs: XeniumSample, root: str | Path, *, pseudospot_um: Sequence[float] = (55.0,),
                    grid: str = "square", min_qv: float = 20.0, overwrite: bool = False,
                    metadata: dict[str, Any] | None = None, publish_root: bool = True,
+                   input_sha256: str | None = None,
                    patches: Sequence[str] = ("224px_0.5um",), jpeg_quality: int = 90) -> Path:
     """Store ``xs`` in ``root/samples/<id>.zarr`` (cell table annotating ``shapes/cells``; one
     ``expression_pseudospots_<d>um`` table annotating ``shapes/pseudospots_<d>um`` per diameter) and publish it.
@@ -115,7 +116,7 @@ def convert_xenium(xs: XeniumSample, root: str | Path, *, pseudospot_um: Sequenc
         panel = xs.experiment.get("panel_name") or extra.pop("panel", None)
         meta = SampleMetadata(id=xs.sample_id, technology="xenium", species=species, pixel_size_um=ps,
                               image=image_info, qc=qc, panel=panel, spot_diameter_um=None,
-                              hestdata_version=__version__, created_at=now_iso(), **extra)
+                              hestdata_version=__version__, created_at=now_iso(), input_sha256=input_sha256, **extra)
         path = w.commit(meta)
     if publish_root:
         publish(root, [xs.sample_id])

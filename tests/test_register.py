@@ -128,3 +128,26 @@ def test_two_concurrent_registrations_leave_a_consistent_catalog(tmp_path):
     cat = hestdata.open_catalog(root)
     assert cat["id"].to_list() == ["x0", "x1", "y0", "y1"]
     assert hestdata.validate(root).ok, hestdata.validate(root).violations
+
+
+def test_register_xenium_multiplex_and_wsi(tmp_path):
+    x = shared("xenium", "sfe_jurkat_raji")
+    imc = shared("multiplex", "imc_bodenmiller", "analysis")
+    svs = shared("wsi", "CMU-1-Small-Region.svs")
+    (tmp_path / "map.csv").write_text("channel,marker\n107Ag,-\n")
+    doc = {"name": "other_sources", "license": "see sources", "defaults": {"patches": []}, "samples": [
+        {"id": "xen", "technology": "xenium", "inputs": {"dir": str(x)}, "pixel_size_um": 1.7,
+         "options": {"image_origin_um": "1000,1000", "pseudospot_um": 100}},
+        {"id": "imc", "technology": "multiplex", "patches": ["16px_1um"],
+         "inputs": {"image": str(imc / "ometiff" / "20210305_NE_mockData2" / "20210305_NE_mockData2_s0_a1_ac.ome.tiff"),
+                    "panel": str(imc / "cpout" / "panel.csv"), "mapping": "map.csv"}},
+        {"id": "slide", "technology": "wsi", "inputs": {"slide": str(svs)}, "options": {"tile_um": 256}},
+    ]}
+    cohort = _write(tmp_path / "other.yaml", doc)
+    root = tmp_path / "root"
+    rep = register_cohort(cohort, root, n_workers=2)
+    assert rep.ok, [o.reason for o in rep.outcomes]
+    cat = hestdata.open_catalog(root)
+    assert dict(zip(cat["id"], cat["technology"], strict=True)) == {"imc": "imc", "slide": "wsi", "xen": "xenium"}
+    assert hestdata.validate(root).ok, hestdata.validate(root).violations
+    assert register_cohort(cohort, root, n_workers=1).ids("unchanged") == ["imc", "slide", "xen"]

@@ -26,13 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hestdata.errors import InputError, SchemaError
 
-CohortTechnology = Literal["visium", "visium_hd", "st", "anndata", "hest1k"]
+CohortTechnology = Literal["visium", "visium_hd", "st", "anndata", "hest1k", "xenium", "multiplex", "wsi"]
 REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
     "visium": ("outs",), "visium_hd": ("path",), "st": ("counts", "spots", "image"), "anndata": ("h5ad", "image"),
-    "hest1k": ("dir",),
+    "hest1k": ("dir",), "xenium": ("dir",), "multiplex": ("image",), "wsi": ("slide",),
 }
 OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {
     "visium": ("image",), "visium_hd": ("image",), "st": (), "anndata": (), "hest1k": (),
+    "xenium": ("he_image", "he_alignment"), "multiplex": ("panel", "markers_csv", "mapping"), "wsi": (),
 }
 
 

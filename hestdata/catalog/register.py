@@ -117,6 +117,38 @@ def read_sample(spec: dict[str, Any], base: str) -> Any:
     raise ValueError(f"unknown technology {tech!r}")
 
 
+def _convert_other(spec: dict[str, Any], base: str, root: str, meta: dict[str, Any], digest: str) -> None:
+    """Xenium, multiplex and whole-slide samples (their own converters; options from the sample spec)."""
+    b = Path(base)
+    inp = {k: b / v for k, v in spec["inputs"].items()}
+    opts, sid, ps = spec["options"], spec["id"], spec["pixel_size_um"]
+    common = {"overwrite": True, "metadata": meta, "publish_root": False, "input_sha256": digest}
+    if spec["technology"] == "xenium":
+        from hestdata.convert_xenium import convert_xenium
+        from hestdata.sources.xenium import parse_origin, read_xenium
+
+        xs = read_xenium(inp["dir"], sample_id=sid, pixel_size_um=ps,
+                         image_origin_um=parse_origin(str(opts["image_origin_um"])) if "image_origin_um" in opts
+                         else (0.0, 0.0), he_image=inp.get("he_image"), he_alignment=inp.get("he_alignment"))
+        diam = float(opts.get("pseudospot_um", 55.0))
+        convert_xenium(xs, root, pseudospot_um=(diam,), patches=spec["patches"], **common)
+    elif spec["technology"] == "multiplex":
+        from hestdata.convert_multiplex import convert_multiplex
+        from hestdata.sources.multiplex import read_multiplex
+
+        ms = read_multiplex(inp["image"], sample_id=sid, panel=inp.get("panel"), markers_csv=inp.get("markers_csv"),
+                            mapping=inp.get("mapping"), pixel_size_um=ps)
+        convert_multiplex(ms, root, patches=spec["patches"], **common)
+    else:
+        from hestdata.convert_wsi import convert_wsi
+        from hestdata.sources.wsi import open_wsi
+        from hestdata.units import PatchGeometry
+
+        px, um = int(opts.get("tile_px", 224)), float(opts.get("tile_um", 256.0))
+        convert_wsi(open_wsi(inp["slide"], pixel_size_um=ps), root, sid, patches=[PatchGeometry(px, um / px)],
+                    min_tissue_fraction=float(opts.get("min_tissue_fraction", 0.5)), **common)
+
+
 def convert_task(spec: dict[str, Any], base: str, root: str) -> SampleOutcome:
     """One Dask task: skip if unchanged, else read + convert atomically (no catalog update)."""
     from hestdata.convert import convert
@@ -133,8 +165,11 @@ def convert_task(spec: dict[str, Any], base: str, root: str) -> SampleOutcome:
                     return SampleOutcome(sid, "unchanged", seconds=time.perf_counter() - t0)
             except Exception:  # unreadable old sample: convert again
                 pass
-        sample = read_sample(spec, base)
         meta = dict(spec["metadata"])
+        if spec["technology"] in ("xenium", "multiplex", "wsi"):
+            _convert_other(spec, base, root, meta, digest)
+            return SampleOutcome(sid, "converted", seconds=time.perf_counter() - t0)
+        sample = read_sample(spec, base)
         convert(sample, root, patches=spec["patches"], overwrite=True, min_tissue_fraction=spec["min_tissue_fraction"],
                 metadata=meta, publish_root=False, input_sha256=digest)
         return SampleOutcome(sid, "converted", seconds=time.perf_counter() - t0)
