@@ -50,7 +50,6 @@ def grid_patches(image: np.ndarray, pixel_size_um: float, g: PatchGeometry, wher
 def convert_multiplex(ms: MultiplexSample, root: str | Path, *, patches: Sequence[str] = (), overwrite: bool = False,
                       metadata: dict[str, Any] | None = None, publish_root: bool = True,
                    input_sha256: str | None = None) -> Path:
-    import pandas as pd
 
     from hestdata.curation.pixel_size import resolve_pixel_size
     from hestdata.curation.pyramid import iter_pyramid, pyramid_shapes
@@ -58,8 +57,7 @@ def convert_multiplex(ms: MultiplexSample, root: str | Path, *, patches: Sequenc
     from hestdata.store.sample import SampleWriter
 
     extra = dict(metadata or {})
-    no_grid = pd.DataFrame({"pxl_col_in_fullres": [], "pxl_row_in_fullres": []})
-    ps, warns = resolve_pixel_size(ms.pixel_size, ms.technology, no_grid, str(ms.source))
+    ps, warns = resolve_pixel_size(ms.pixel_size, ms.technology, None, str(ms.source))
     stats = marker_stats(ms.image)
     infos = [MarkerInfo(name=m.name, marker_id=m.marker_id, nuclear=m.nuclear, channel=ch, channel_index=i, **st)
              for i, (m, ch, st) in enumerate(zip(ms.markers, ms.channels, stats, strict=True))]

@@ -24,7 +24,6 @@ def convert_wsi(slide: WSI, root: str | Path, sample_id: str, *, patches: Sequen
     """Convert without ever holding level 0 whole: level 0 is read in 256-row strips and cascaded down the
     pyramid; the tissue mask comes from the written thumbnail level; tiles are read region by region."""
     import geopandas as gpd
-    import pandas as pd
 
     from hestdata.curation.pixel_size import resolve_pixel_size
     from hestdata.curation.pyramid import iter_pyramid_from, pyramid_shapes
@@ -35,8 +34,7 @@ def convert_wsi(slide: WSI, root: str | Path, sample_id: str, *, patches: Sequen
     from hestdata.store.sample import SampleWriter
 
     extra = dict(metadata or {})
-    no_grid = pd.DataFrame({"pxl_col_in_fullres": [], "pxl_row_in_fullres": []})
-    ps, warns = resolve_pixel_size(slide.pixel_size, "wsi", no_grid, str(slide.path))
+    ps, warns = resolve_pixel_size(slide.pixel_size, "wsi", None, str(slide.path))
     geoms = [PatchGeometry.parse(g) for g in patches]
     w0, h0 = slide.width, slide.height
     shapes = pyramid_shapes(h0, w0)

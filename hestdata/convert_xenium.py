@@ -59,8 +59,7 @@ def convert_xenium(xs: XeniumSample, root: str | Path, *, pseudospot_um: Sequenc
     from hestdata.store.sample import SampleWriter
 
     extra = dict(metadata or {})
-    no_grid = pd.DataFrame({"pxl_col_in_fullres": [], "pxl_row_in_fullres": []})  # Xenium has no spot grid
-    ps, warns = resolve_pixel_size(xs.pixel_size, "xenium", no_grid, str(xs.folder))
+    ps, warns = resolve_pixel_size(xs.pixel_size, "xenium", None, str(xs.folder))
     check_extent(xs, ps.value)
     cells = xs.cells
     var, gqc, species = unify_genes(cells.var.assign(feature_type="Gene Expression"), extra.pop("species", None),

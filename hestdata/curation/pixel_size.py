@@ -72,20 +72,25 @@ def estimate_from_neighbours(pixels: np.ndarray, spacing_um: float) -> float | N
     return spacing_um / nn if nn > 0 else None
 
 
-def resolve_pixel_size(evidence: PixelSizeEvidence, technology: str, obs: pd.DataFrame,
+def resolve_pixel_size(evidence: PixelSizeEvidence, technology: str, obs: pd.DataFrame | None,
                        where: str, spacing_um: float | None = None) -> tuple[PixelSize, list[str]]:
-    """Combine the evidence into the trusted pixel size; return it and any warnings."""
+    """Combine the evidence into the trusted pixel size; return it and any warnings.
+
+    ``obs`` holds spot centres (``pxl_col_in_fullres``/``pxl_row_in_fullres``, array coordinates) for a grid
+    estimate; ``None`` for sources without a spot grid (Xenium, multiplex, whole slides)."""
     from hestdata.units import check_pixel_size_um
 
     if evidence.user is not None:
         check_pixel_size_um(evidence.user, where)
     estimated, estimated_from = evidence.estimated, evidence.estimated_from
     warnings: list[str] = []
-    pix = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
-    phys = grid_positions_um(technology, obs, spacing_um)
-    g = estimate_from_grid(phys, pix) if phys is not None else None
-    how = f"{technology} spot grid (affine fit of {len(pix)} spots on array coordinates)"
-    if g is None and spacing_um:
+    g = None
+    if obs is not None:
+        pix = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
+        phys = grid_positions_um(technology, obs, spacing_um)
+        g = estimate_from_grid(phys, pix) if phys is not None else None
+        how = f"{technology} spot grid (affine fit of {len(pix)} spots on array coordinates)"
+    if g is None and spacing_um and obs is not None:
         g = estimate_from_neighbours(pix, spacing_um)
         how = f"median nearest-neighbour spacing of {len(pix)} spots = {spacing_um:g} µm"
     if g is not None:
