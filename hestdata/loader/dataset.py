@@ -180,15 +180,17 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
             raise ValueError("markers= applies to multiplex patch arrays only")
         else:
             self.markers = []
-        self._tables = [self._table_of(m) for m in metas]
-        var_names = [self._var_names(p, t) if not self.multiplex and t else [] for p, t in zip(paths, self._tables,
-                                                                                                 strict=True)]
+        tables = [self._table_of(m) for m in metas]
+        # one read of each sample's table index: (var names, obs names); none for image-only arrays
+        names = [self._table_names(p, t) if not self.multiplex and t else ([], None)
+                 for p, t in zip(paths, tables, strict=True)]
+        var_names = [v for v, _ in names]
         self.genes = self._gene_list(genes, var_names)
         gindex = {g: j for j, g in enumerate(self.genes)}
         self.samples: list[_Sample] = []
         self.spans: list[ShardSpan] = []
         first = 0
-        for p, meta, var in zip(paths, metas, var_names, strict=True):
+        for p, meta, table, (var, obs_names) in zip(paths, metas, tables, names, strict=True):
             consolidated = meta.get("consolidated_metadata", {}).get("metadata", {})
             sid = meta.get("attributes", {}).get(L.META_KEY, {}).get("id", p.rsplit("/", 1)[-1])
             reader = open_patch_reader(self.fs, p, self.patch, consolidated)
@@ -200,11 +202,9 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
                 j = gindex.get(name)
                 if j is not None:
                     pos[j] = c
-            table = self._tables[len(self.samples)]
-            obs_names = (np.array([f"tile{i}" for i in range(reader.info.n_patches)]) if self.multiplex or not table
-                         else self._obs_names(p, table))
-            if self.multiplex or not table:
-                obs_index = np.arange(reader.info.n_patches, dtype=np.int64)  # patches are their own rows
+            if obs_names is None:  # patches are their own rows
+                obs_names = np.array([f"tile{i}" for i in range(reader.info.n_patches)])
+                obs_index = np.arange(reader.info.n_patches, dtype=np.int64)
             s = _Sample(sid, p, reader, obs_index, centers, obs_names, pos, first, table)
             self.samples.append(s)
             n, sp = reader.info.n_patches, reader.info.shard_patches
@@ -223,17 +223,12 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
             return ""  # patches tied to no table (slide tiles)
         return str(attrs.get("obs_index_table") or f"tables/{L.TABLE}")
 
-    def _var_names(self, path: str, table: str) -> list[str]:
+    def _table_names(self, path: str, table: str) -> tuple[list[str], np.ndarray]:
+        """(var names, obs names) of a sample's table, from one opening of its group."""
         from anndata.io import read_elem
 
         g = _open_group(self.fs, join(path, table))
-        return [str(v) for v in read_elem(g["var"]).index]
-
-    def _obs_names(self, path: str, table: str) -> np.ndarray:
-        from anndata.io import read_elem
-
-        g = _open_group(self.fs, join(path, table))
-        return np.asarray(read_elem(g["obs"]).index.astype(str))
+        return [str(v) for v in read_elem(g["var"]).index], np.asarray(read_elem(g["obs"]).index.astype(str))
 
     @staticmethod
     def _gene_list(genes: Sequence[str] | str | None, var_names: list[list[str]]) -> list[str]:

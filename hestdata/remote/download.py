@@ -87,8 +87,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fetch(remote: _Remote, rel: str, size: int, sha: str, target: Path, progress: Progress | None,
-           lock: threading.Lock) -> None:
+def _fetch(remote: _Remote, rel: str, size: int, sha: str, target: Path, progress: Progress | None) -> None:
     """Download one file to ``target`` (resuming ``target.part``), verify size and sha256, rename into place."""
     if target.exists() and target.stat().st_size == size and _sha256(target) == sha:
         return
@@ -224,12 +223,11 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
                 continue
             plan.append((sid, rel, size, sha, inside(staged.parent, staged.name + "/" + rel[len(prefix):])))
         missing_by_sample[sid] = set(ELEMENTS) - wanted
-    lock = threading.Lock()
     bar_cb, bar = _bar(progress, sum(p[2] for p in plan))
     failures: dict[str, str] = {}
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(_fetch, remote, rel, size, sha, target, bar_cb, lock): (sid, rel)
+            futures = {pool.submit(_fetch, remote, rel, size, sha, target, bar_cb): (sid, rel)
                        for sid, rel, size, sha, target in plan}
             for fut, (sid, rel) in futures.items():
                 try:
