@@ -39,7 +39,7 @@ def build_root(root: Path) -> Path:
     import pandas as pd
 
     import hestdata
-    from hestdata.model import PixelSizeEvidence, Sample
+    from hestdata.model import PixelSizeEvidence, SpotSample
     from hestdata.sources.images import load_image
 
     if (root / "catalog.parquet").exists():
@@ -60,9 +60,9 @@ def build_root(root: Path) -> Path:
         genes = s.expression.var_names[:200]
         var = pd.DataFrame({"gene_id": "", "feature_type": "Gene Expression"}, index=genes)
         X = rng.poisson(1.0, size=(n, len(genes))).astype(np.int32)
-        grid = Sample(f"grid_{sec}", "st", ad.AnnData(X=X, obs=obs, var=var), image,
-                      PixelSizeEvidence(user=ps), spot_diameter_um=100, inter_spot_distance_um=200,
-                      source_files=[DATA / "ST-imgs" / img])
+        grid = SpotSample(sample_id=f"grid_{sec}", technology="st", expression=ad.AnnData(X=X, obs=obs, var=var),
+                          image=image, pixel_size=PixelSizeEvidence(user=ps), spot_diameter_um=100,
+                          inter_spot_distance_um=200, source_files=[DATA / "ST-imgs" / img])
         hestdata.convert(grid, root, metadata={"organ": "breast", "synthetic": True,
                                                "provenance": "dense 112 µm grid over a real her2st H&E"})
     return root

@@ -4,7 +4,9 @@ expression–morphology pairs.
 The public API is re-exported lazily so that ``import hestdata`` stays fast (no torch, no spatialdata):
 
 - readers: :func:`read_visium`, :func:`read_visium_hd`, :func:`read_st`, :func:`read_anndata`
-- conversion: :func:`convert` (curate + write one sample atomically, update catalog and manifest)
+- sources: :func:`list_sources`, :func:`get_source` (``get_source("visium").read(inputs, sample_id=…)``),
+  :func:`register_source` for new technologies
+- conversion: :func:`convert` (any sample variant: curate + write atomically, update catalog and manifest)
 - access: :func:`open_sample`, :func:`open_catalog`, :func:`validate`
 - loading: :class:`PatchDataset`, :func:`make_loader` (these import torch)
 - remote: :func:`download`, :func:`push`, :func:`open_root`
@@ -23,8 +25,15 @@ _EXPORTS = {
     "read_st": "hestdata.sources.st_legacy",
     "read_anndata": "hestdata.sources.anndata_image",
     "read_hest1k": "hestdata.sources.hest1k",
-    "register_cohort": "hestdata.catalog.register",
+    "register_cohort": "hestdata.cohort.register",
     "convert": "hestdata.convert",
+    "list_sources": "hestdata.sources.registry",
+    "get_source": "hestdata.sources.registry",
+    "register_source": "hestdata.sources.registry",
+    "Source": "hestdata.sources.registry",
+    "read_xenium": "hestdata.sources.xenium",
+    "read_multiplex": "hestdata.sources.multiplex",
+    "read_wsi": "hestdata.sources.wsi",
     "open_sample": "hestdata.store.sample",
     "read_metadata": "hestdata.store.sample",
     "open_catalog": "hestdata.store.catalog",

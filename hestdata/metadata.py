@@ -8,14 +8,18 @@ hestdata (any JSON-schema validator). A test keeps the two identical.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Technology = Literal["visium", "visium_hd", "st", "xenium", "multiplex", "imc", "wsi"]
+# built-in: visium, visium_hd, st, xenium, multiplex, imc, wsi; sources registered by other packages add theirs
+Technology = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Variant = Literal["spots", "cells", "channels", "slide"]
+SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # no path separators: an id is a folder name
 Species = Literal["Homo sapiens", "Mus musculus", "other", "unknown"]
 Preservation = Literal["FFPE", "fresh frozen", "unknown"]
 ImageKind = Literal["fullres", "hires", "lowres"]
@@ -110,8 +114,11 @@ class QC(_Model):
 class SampleMetadata(_Model):
     """Everything recorded about one sample (root attrs ``hestdata`` of ``samples/<id>.zarr``)."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    id: str = Field(pattern=SAMPLE_ID_PATTERN)
     technology: Technology
+    variant: Variant | None = Field(
+        default=None, description="what the store holds: spots, cells (+ transcripts), channels (multiplex) or slide "
+                                  "(image only); absent in samples written before hestdata 0.2")
     species: Species = "unknown"
     cohort: str | None = None
     patient: str | None = None
@@ -138,6 +145,16 @@ class SampleMetadata(_Model):
     input_sha256: str | None = Field(default=None, description="hash of the inputs and options (registration)")
     hestdata_version: str
     created_at: str = Field(description="ISO-8601 UTC time of conversion")
+
+
+def check_sample_id(sample_id: str) -> str:
+    """``sample_id`` if it is a valid id (letters, digits, '.', '_', '-'; at most 128; no path separators)."""
+    from hestdata.errors import InputError
+
+    if not isinstance(sample_id, str) or not re.fullmatch(SAMPLE_ID_PATTERN, sample_id):
+        raise InputError(None, f"sample id {sample_id!r} is invalid",
+                         "use letters, digits, '.', '_' and '-', starting with a letter or digit (max 128)")
+    return sample_id
 
 
 def now_iso() -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
     import anndata
@@ -53,28 +53,107 @@ class PixelSizeEvidence:
     user: float | None = None
 
 
-@dataclass
+class SlideReader(Protocol):
+    """A whole-slide image read region by region (``sources.wsi.WSI`` implements it)."""
+
+    path: Path
+    level_downsamples: list[float]
+    magnification: str | None
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    def read_region(self, level: int, x0: int, y0: int, w: int, h: int) -> np.ndarray: ...
+
+
+Variant = Literal["spots", "cells", "channels", "slide"]
+
+
+@dataclass(kw_only=True)
 class Sample:
-    """A sample as read from its source, before curation and storage.
+    """A sample as read from its source, before curation and storage: what every variant shares.
+
+    Readers return one of the variants below; :func:`hestdata.convert` dispatches on ``variant``:
+
+    - :class:`SpotSample` — a spot/bin table with an H&E (Visium, Visium HD, legacy ST, AnnData, HEST-1k);
+    - :class:`CellSample` — a cell table with transcripts and boundaries (Xenium), optionally a registered H&E;
+    - :class:`ChannelSample` — a multiplex image with canonical markers (IF, IMC, QPTIFF);
+    - :class:`SlideSample` — an image-only whole slide.
+    """
+
+    variant: ClassVar[Variant]
+    sample_id: str
+    technology: str
+    pixel_size: PixelSizeEvidence
+    source_files: list[Path] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        """The file errors about this sample should name (its first source file, else its id)."""
+        return str(self.source_files[0]) if self.source_files else self.sample_id
+
+
+@dataclass(kw_only=True)
+class SpotSample(Sample):
+    """Spots or bins with counts and (usually) an H&E.
 
     ``expression``: AnnData with X = counts as given (CSR), obs indexed by barcode / spot id with columns
     ``pxl_col_in_fullres``, ``pxl_row_in_fullres`` (centre, full-res px), ``in_tissue``, ``array_row``,
     ``array_col``; var indexed by the source's feature name with ``gene_id`` and ``feature_type`` if known.
     """
 
-    sample_id: str
-    technology: str
+    variant: ClassVar[Variant] = "spots"
     expression: anndata.AnnData
     image: RasterImage | None
-    pixel_size: PixelSizeEvidence
     spot_shape: SpotShape = "circle"
     spot_diameter_um: float | None = None
     inter_spot_distance_um: float | None = None
     species_hint: str | None = None
-    source_files: list[Path] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
     n_positions_without_counts: int = 0
     # patches made elsewhere (e.g. HEST-1k's patches/<id>.h5): geometry name -> (images (N, H, W, 3) uint8,
     # expression-table rows (N,)); the converter stores them instead of cutting its own
     precomputed_patches: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class CellSample(Sample):
+    """Cells with counts, transcripts and boundaries (coordinates in µm), e.g. Xenium."""
+
+    variant: ClassVar[Variant] = "cells"
+    folder: Path
+    cells: Any  # AnnData: X gene counts (CSR), obs x_um/y_um + per-cell columns, obsm control_counts
+    transcripts: Any  # DataFrame: x, y, z (µm), gene, qv, cell_id, overlaps_nucleus, feature_type
+    cell_polygons: dict[str, np.ndarray]  # cell_id -> (k, 2) µm
+    nucleus_polygons: dict[str, np.ndarray]
+    image: np.ndarray | None  # (c, y, x) morphology (DAPI), native dtype
+    image_origin_um: tuple[float, float] = (0.0, 0.0)
+    experiment: dict[str, Any] = field(default_factory=dict)
+    he: RasterImage | None = None  # a registered H&E, if given
+    he_affine: np.ndarray | None = None  # 3x3: H&E pixel (x, y, 1) -> µm, or 10x alignment (-> morphology px)
+    he_affine_kind: Literal["um", "morphology_px"] = "um"
+
+
+@dataclass(kw_only=True)
+class ChannelSample(Sample):
+    """A multiplex image whose channels are mapped to canonical markers."""
+
+    variant: ClassVar[Variant] = "channels"
+    image: np.ndarray  # (c, y, x) kept channels only, native dtype
+    channels: list[str]  # source names of the kept channels
+    markers: list[Any]  # curation.markers.Marker, one per kept channel
+    source: Path
+    dropped: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class SlideSample(Sample):
+    """An image-only whole slide, read region by region (never decoded whole)."""
+
+    variant: ClassVar[Variant] = "slide"
+    slide: SlideReader
+    magnification: str | None = None

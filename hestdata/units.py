@@ -54,6 +54,8 @@ class PatchGeometry:
         """Parse ``"224px_0.5um"``; raise ``ValueError`` with the expected form otherwise."""
         if isinstance(spec, PatchGeometry):
             return spec
+        if spec.strip() in _EXACT:  # names whose µm/px is rounded (STAMP's 256 µm tile)
+            return _EXACT[spec.strip()]
         m = _PATCH_RE.match(spec.strip())
         if not m:
             raise ValueError(f"patch geometry {spec!r} is not of the form '<int>px_<float>um', e.g. '224px_0.5um'")
@@ -64,6 +66,10 @@ class PatchGeometry:
 
 
 DEFAULT_PATCH = PatchGeometry(224, 0.5)
+"""HEST's patch geometry (224 px at 0.5 µm/px = 112 µm): the default for spot and cell samples."""
+DEFAULT_SLIDE_TILE = PatchGeometry(224, 256 / 224)
+"""STAMP's tile (224 px over 256 µm, ~1.14 µm/px): the default for whole slides."""
+_EXACT = {DEFAULT_SLIDE_TILE.name: DEFAULT_SLIDE_TILE}
 _ARRAY_RE = re.compile(r"^(?:(?P<prefix>[A-Za-z0-9_.]+)-)?(?P<geom>\d+px_\d+(?:\.\d+)?um)$")
 
 

@@ -8,11 +8,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from hestdata.model import PixelSizeEvidence, RasterImage, Sample
+from hestdata.model import PixelSizeEvidence, RasterImage, SpotSample
 
 
 def synthetic_sample(sample_id: str = "synth", n: int = 12, pixel_size_um: float = 0.5, seed: int = 0,
-                     genes: tuple[str, ...] = ("TP53", "MKI67", "FAM132A")) -> Sample:
+                     genes: tuple[str, ...] = ("TP53", "MKI67", "FAM132A")) -> SpotSample:
     """A textured image with a black cross centred on each spot, on a square 100 µm grid (4 spots a row)."""
     rng = np.random.default_rng(seed)
     h = w = 400 + 200 * (n // 4 + 2)
@@ -33,7 +33,7 @@ def synthetic_sample(sample_id: str = "synth", n: int = 12, pixel_size_um: float
                        index=list(genes))
     X = rng.poisson(3, size=(n, len(genes))).astype(np.int64)
     adata = ad.AnnData(X=X, obs=obs, var=var)
-    return Sample(sample_id=sample_id, technology="visium_hd", expression=adata,
+    return SpotSample(sample_id=sample_id, technology="visium_hd", expression=adata,
                   image=RasterImage(img, Path("synthetic.png"), "fullres"),
                   pixel_size=PixelSizeEvidence(embedded=pixel_size_um, embedded_from="test"),
                   spot_shape="square", spot_diameter_um=100.0, inter_spot_distance_um=100.0,

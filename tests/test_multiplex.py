@@ -92,9 +92,8 @@ def test_qptiff_vendor_xml_channels(tmp_path):
     ms = read_multiplex(path, sample_id="qp")
     assert [m.name for m in ms.markers] == ["DAPI", "PD-L1", "CD8"] and ms.image.shape == (3, 64, 80)
     assert ms.image.dtype == np.uint16 and ms.pixel_size.embedded == pytest.approx(0.5)
-    from hestdata.convert_multiplex import convert_multiplex
 
-    p = convert_multiplex(ms, tmp_path / "root", patches=["32px_0.5um"])
+    p = hestdata.convert(ms, tmp_path / "root", patches=["32px_0.5um"])
     meta = hestdata.read_metadata(p)
     assert meta.markers[0].scale == 65535.0 and meta.qc.patches["32px_0.5um"].n_patches == 4  # 2 x 2 whole tiles
 

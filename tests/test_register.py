@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import hestdata
-from hestdata.catalog.register import register_cohort
+from hestdata.cohort.register import register_cohort
 from tests.conftest import SHARED, her2st_inputs, shared
 
 

@@ -89,7 +89,7 @@ def test_validate_sample_reports_every_violation(tmp_path):
     path = hestdata.convert(synthetic_sample(), tmp_path / "root", patches=["64px_0.5um"], min_tissue_fraction=0)
     zj = path / "zarr.json"
     doc = json.loads(zj.read_text())
-    doc["attributes"]["hestdata"]["technology"] = "magic"
+    doc["attributes"]["hestdata"]["technology"] = "Magic Tech!"  # not an identifier
     doc["attributes"]["hestdata"]["pixel_size_um"]["value"] = -1
     zj.write_text(json.dumps(doc))
     rep = hestdata.validate(path)

@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 import hestdata
-from hestdata.convert_wsi import convert_wsi
-from hestdata.sources.wsi import open_wsi
+from hestdata.sources.wsi import open_wsi, read_wsi
 from tests.conftest import shared
 
 GEOM = "224px_1.14286um"
@@ -23,7 +22,7 @@ GEOM = "224px_1.14286um"
 def cmu(tmp_path_factory):
     svs = shared("wsi", "CMU-1-Small-Region.svs")
     root = tmp_path_factory.mktemp("wsi") / "root"
-    path = convert_wsi(open_wsi(svs), root, "cmu1", metadata={"patient": "P1"})
+    path = hestdata.convert(read_wsi(svs, sample_id="cmu1"), root, metadata={"patient": "P1"})
     return svs, root, path
 
 
@@ -33,9 +32,9 @@ def test_pixel_size_and_refusals(tmp_path):
     boxes = shared("wsi", "boxes_pyramid_synthetic.tiff")
     with pytest.raises(hestdata.InputError, match="never guessed"):  # its 72-dpi tag is not a scan resolution
         open_wsi(boxes)
-    b = open_wsi(boxes, pixel_size_um=2.0)
-    assert len(b.level_dimensions) == 4
-    path = convert_wsi(b, tmp_path / "root", "boxes", patches=["16px_4um"], min_tissue_fraction=0.0)
+    b = read_wsi(boxes, sample_id="boxes", pixel_size_um=2.0)
+    assert len(b.slide.level_dimensions) == 4
+    path = hestdata.convert(b, tmp_path / "root", patches=["16px_4um"], min_tissue_fraction=0.0)
     meta = hestdata.read_metadata(path)
     assert meta.pixel_size_um.trusted == "user" and meta.image.width_px == 300
 
@@ -84,7 +83,7 @@ def test_memory_stays_bounded(tmp_path, cmu):
     assert slide.backend == "openslide" and slide.pixel_size.embedded == pytest.approx(0.5)
     level0 = h * w * 3
     tracemalloc.start()
-    path = convert_wsi(slide, tmp_path / "root", "big", min_tissue_fraction=0.0)
+    path = hestdata.convert(read_wsi(big, sample_id="big"), tmp_path / "root", min_tissue_fraction=0.0)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 0.5 * level0, f"peak {peak / 1e6:.0f} MB vs level 0 {level0 / 1e6:.0f} MB"
@@ -145,9 +144,8 @@ def test_slide_mil_task_and_heatmap(tmp_path):
 
     svs = shared("wsi", "CMU-1-Small-Region.svs")
     root = tmp_path / "root"
-    slide = open_wsi(svs)
     for i in range(4):
-        convert_wsi(slide, root, f"s{i}", min_tissue_fraction=0.2, metadata={"patient": f"P{i}"})
+        hestdata.convert(read_wsi(svs, sample_id=f"s{i}"), root, min_tissue_fraction=0.2, metadata={"patient": f"P{i}"})
     (tmp_path / "labels.csv").write_text("PATIENT,FILENAME,MSI\nP0,s0.svs,high\nP1,s1.svs,low\nP2,s2.svs,high\n"
                                          "P3,s3.svs,low\n")
     task = tmp_path / "mil.yaml"

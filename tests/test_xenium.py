@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 import hestdata
 from hestdata.cli import app
-from hestdata.convert_xenium import convert_xenium
 from hestdata.sources.xenium import read_xenium
 from tests.conftest import shared
 
@@ -99,7 +98,7 @@ def test_pixel_size_and_extent_are_explicit(tmp_path):
         read_xenium(d, sample_id="x")
     xs = read_xenium(d, sample_id="x", pixel_size_um=0.2125)
     with pytest.raises(hestdata.InputError, match="5260 of 5260 transcripts lie outside the morphology image"):
-        convert_xenium(xs, tmp_path / "root")
+        hestdata.convert(xs, tmp_path / "root")
     assert not (tmp_path / "root" / "samples" / "x.zarr").exists()
 
 
@@ -161,7 +160,7 @@ def test_registered_he_gives_cell_and_pseudospot_pairs(tmp_path):
 
 
 def test_10x_alignment_csv_composes_with_pixel_size_and_origin(tmp_path):
-    from hestdata.convert_xenium import he_to_um
+    from hestdata.convert.cells import he_to_um
     from hestdata.sources.xenium import read_alignment
 
     csv = tmp_path / "align.csv"

@@ -19,6 +19,7 @@ import numpy as np
 
 from hestdata.bench.encoders import Encoder
 from hestdata.store import layout as L
+from hestdata.units import DEFAULT_PATCH
 
 
 def default_cache_dir(root: str | os.PathLike[str]) -> Path:
@@ -53,7 +54,7 @@ def _write(base: Path, key: Path, emb: np.ndarray, encoder: Encoder, sid: str, p
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: list[str], *, patch: str = "224px_0.5um",
+def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: list[str], *, patch: str = DEFAULT_PATCH.name,
                   batch_size: int = 64, num_workers: int = 0, device: Any = None, cache_dir: str | Path | None = None,
                   storage_options: dict[str, Any] | None = None,
                   on_sample: Callable[[str, bool], None] | None = None) -> dict[str, np.ndarray]:

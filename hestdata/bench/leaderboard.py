@@ -13,6 +13,10 @@ from typing import Any
 
 LEADERBOARD = "leaderboard.parquet"
 
+# the metric each task type is ranked by
+PRIMARY = {"expression": "pearson_mean", "retrieval": "img2expr_recall@5", "batch_effect": "batch_balanced_accuracy",
+           "classification": "linear_balanced_accuracy", "slide_mil": "abmil_auroc"}
+
 
 def _versions() -> str:
     out = {}
@@ -106,8 +110,6 @@ def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
 
 def render_html(df: Any, title: str = "hestdata leaderboard") -> str:
     """A self-contained page: the tables and, per task and metric, an SVG bar chart with ±std error bars."""
-    from hestdata.bench.runner import PRIMARY
-
     df = latest(df)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from hestdata.bench.leaderboard import PRIMARY  # noqa: F401  (re-exported: primary metric per task type)
 from hestdata.errors import InputError
 from hestdata.store import layout as L
+from hestdata.units import DEFAULT_PATCH
 
 TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil")
-PRIMARY = {"expression": "pearson_mean", "retrieval": "img2expr_recall@5", "batch_effect": "batch_balanced_accuracy",
-           "classification": "linear_balanced_accuracy", "slide_mil": "abmil_auroc"}
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Task:
     type: str
     samples: str
     group_by: str
-    patch: str = "224px_0.5um"
+    patch: str = DEFAULT_PATCH.name
     label: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     labels: str | None = None  # slide_mil: table (CSV/XLSX/Parquet) with PATIENT, a slide column and the label
@@ -97,11 +97,11 @@ def _table(root_url: str, sid: str, storage_options: dict[str, Any], columns: li
     """(X, var names, obs columns) of a sample's expression table."""
     from anndata.io import read_elem
 
-    from hestdata.loader.dataset import _open_group
-    from hestdata.remote.fs import ProcessLocalFS, join, split_url
+    from hestdata.io.fs import ProcessLocalFS, join, split_url
+    from hestdata.store.access import open_group
 
     protocol, base = split_url(root_url)
-    g = _open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), "tables", L.TABLE))
+    g = open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), "tables", L.TABLE))
     X = read_elem(g["X"])
     var = read_elem(g["var"])
     obs = read_elem(g["obs"])[columns] if columns else None
@@ -109,11 +109,11 @@ def _table(root_url: str, sid: str, storage_options: dict[str, Any], columns: li
 
 
 def _patch_rows(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> np.ndarray:
-    from hestdata.loader.dataset import _open_group
-    from hestdata.remote.fs import ProcessLocalFS, join, split_url
+    from hestdata.io.fs import ProcessLocalFS, join, split_url
+    from hestdata.store.access import open_group
 
     protocol, base = split_url(root_url)
-    g = _open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), L.PATCH_GROUP, patch))
+    g = open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), L.PATCH_GROUP, patch))
     return np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64)
 
 
@@ -124,8 +124,6 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     """Embed the task's samples (cached), run its protocol, append rows to ``ROOT/leaderboard.parquet``.
 
     ``patch`` overrides the task's patch array (e.g. to run a built-in task on another geometry)."""
-    import polars as pl
-    import scipy.sparse as sp
 
     from hestdata.bench.embed import embed_samples
     from hestdata.bench.encoders import load_encoder
@@ -137,6 +135,31 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
         t = Task(**{**t.__dict__, "patch": patch})
     enc = load_encoder(encoder)
     r = open_root(root, storage_options)
+    ids, groups_of = _task_samples(t, r)
+    embs = embed_samples(r.url, enc, ids, patch=t.patch, batch_size=batch_size, num_workers=num_workers, device=device,
+                         cache_dir=cache_dir or (None if "://" in r.url else Path(r.url) / "embeddings"),
+                         storage_options=r.storage_options,
+                         on_sample=(lambda s, hit: echo(f"  {s}: {'cached' if hit else 'embedded'}")) if echo else None)
+    emb = np.concatenate([embs[s] for s in ids])
+    if t.type == "slide_mil":
+        results = _run_slide_mil(t, r, enc, ids, embs, echo)
+    else:
+        groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
+        batch = np.concatenate([[s] * len(embs[s]) for s in ids])
+        counts, genes, labels = None, None, None
+        if t.type in ("expression", "retrieval") or (t.label and t.type == "classification"):
+            counts, genes, labels = _task_targets(t, r, ids)
+        results = _run(t, emb, counts, genes, groups, batch, labels)
+    rows = make_rows(t, enc, results, n_items=len(emb), samples=ids)
+    if leaderboard and "://" not in r.url:
+        append_rows(Path(r.url), rows)
+    return rows
+
+
+def _task_samples(t: Task, r: Any) -> tuple[list[str], dict[str, str]]:
+    """The task's sample ids (catalog filter, with the patch array) and each one's fold group."""
+    import polars as pl
+
     try:
         cat = r.catalog.filter(pl.sql_expr(t.samples))
     except Exception as exc:
@@ -149,60 +172,51 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     if cat[t.group_by].null_count():
         raise InputError(None, f"task {t.name}: some samples have no {t.group_by}")
     ids = cat["id"].to_list()
-    groups_of = dict(zip(ids, cat[t.group_by].cast(pl.String).to_list(), strict=True))
-    embs = embed_samples(r.url, enc, ids, patch=t.patch, batch_size=batch_size, num_workers=num_workers, device=device,
-                         cache_dir=cache_dir or (None if "://" in r.url else Path(r.url) / "embeddings"),
-                         storage_options=r.storage_options,
-                         on_sample=(lambda s, hit: echo(f"  {s}: {'cached' if hit else 'embedded'}")) if echo else None)
-    emb = np.concatenate([embs[s] for s in ids])
-    groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
-    batch = np.concatenate([[s] * len(embs[s]) for s in ids])
-    counts, genes, labels = None, None, None
-    if t.type in ("expression", "retrieval") or (t.label and t.type == "classification"):
-        tables = {s: _table(r.url, s, r.storage_options, [t.label] if t.label else []) for s in ids}
-        common = [g for g in tables[ids[0]][1] if all(g in set(tables[s][1]) for s in ids[1:])]
-        blocks, labs = [], []
-        for s in ids:
-            X, var, obs = tables[s]
-            rows = _patch_rows(r.url, s, t.patch, r.storage_options)
-            pos = {g: i for i, g in enumerate(var)}
-            cols = [pos[g] for g in common]
-            Xs = X if sp.issparse(X) else sp.csr_matrix(X)
-            blocks.append(Xs.tocsr()[rows][:, cols])
-            if t.label:
-                labs.append(np.asarray(obs[t.label])[rows])
-        counts, genes = sp.vstack(blocks).tocsr(), common
-        labels = np.concatenate(labs) if labs else None
-    if t.type == "slide_mil":
-        from hestdata.bench.tasks.slide_mil import slide_mil_protocol
+    return ids, dict(zip(ids, cat[t.group_by].cast(pl.String).to_list(), strict=True))
 
-        lab = read_labels(t)
-        missing = [s for s in ids if s not in lab]
-        bags: dict[str, list[np.ndarray]] = {}
-        y: dict[str, Any] = {}
-        for s in ids:
-            if s in lab:
-                pt, label = lab[s]
-                bags.setdefault(pt, []).append(embs[s])
-                y[pt] = label
-        opts = dict(t.options)
-        want_maps = bool(opts.pop("heatmaps", True))
-        res = slide_mil_protocol({p: np.concatenate(b) for p, b in bags.items()}, y, **opts)
-        if want_maps and "://" not in r.url:
-            _attention_maps(Path(r.url), t, enc, ids, lab, embs, res.attention, echo)
-        results = {k: [(str(f["fold"]), f[k]) for f in res.folds]
-                   for k in ("abmil_auroc", "abmil_balanced_accuracy", "meanpool_auroc", "meanpool_balanced_accuracy")}
-        if echo and missing:
-            echo(f"  {len(missing)} slide(s) without a label were left out: {missing[:5]}")
-        rows = make_rows(t, enc, results, n_items=len(emb), samples=ids)
-        if leaderboard and "://" not in r.url:
-            append_rows(Path(r.url), rows)
-        return rows
-    results = _run(t, emb, counts, genes, groups, batch, labels)
-    rows = make_rows(t, enc, results, n_items=len(emb), samples=ids)
-    if leaderboard and "://" not in r.url:
-        append_rows(Path(r.url), rows)
-    return rows
+
+def _task_targets(t: Task, r: Any, ids: list[str]) -> tuple[Any, list[str], np.ndarray | None]:
+    """Counts of the genes every sample has (rows in patch order), and the labels if the task has any."""
+    import scipy.sparse as sp
+
+    tables = {s: _table(r.url, s, r.storage_options, [t.label] if t.label else []) for s in ids}
+    shared = set(tables[ids[0]][1]).intersection(*(tables[s][1] for s in ids[1:]))
+    common = [g for g in tables[ids[0]][1] if g in shared]  # linear in the number of genes
+    blocks, labs = [], []
+    for s in ids:
+        X, var, obs = tables[s]
+        rows = _patch_rows(r.url, s, t.patch, r.storage_options)
+        pos = {g: i for i, g in enumerate(var)}
+        Xs = X if sp.issparse(X) else sp.csr_matrix(X)
+        blocks.append(Xs.tocsr()[rows][:, [pos[g] for g in common]])
+        if t.label:
+            labs.append(np.asarray(obs[t.label])[rows])
+    return sp.vstack(blocks).tocsr(), common, np.concatenate(labs) if labs else None
+
+
+def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np.ndarray],
+                   echo: Any) -> dict[str, list[tuple[str, float]]]:
+    """Patient bags of slide embeddings -> ABMIL and mean-pool folds (and held-out attention maps)."""
+    from hestdata.bench.tasks.slide_mil import slide_mil_protocol
+
+    lab = read_labels(t)
+    missing = [s for s in ids if s not in lab]
+    bags: dict[str, list[np.ndarray]] = {}
+    y: dict[str, Any] = {}
+    for s in ids:
+        if s in lab:
+            pt, label = lab[s]
+            bags.setdefault(pt, []).append(embs[s])
+            y[pt] = label
+    opts = dict(t.options)
+    want_maps = bool(opts.pop("heatmaps", True))
+    res = slide_mil_protocol({p: np.concatenate(b) for p, b in bags.items()}, y, **opts)
+    if want_maps and "://" not in r.url:
+        _attention_maps(Path(r.url), t, enc, ids, lab, embs, res.attention, echo)
+    if echo and missing:
+        echo(f"  {len(missing)} slide(s) without a label were left out: {missing[:5]}")
+    return {k: [(str(f["fold"]), f[k]) for f in res.folds]
+            for k in ("abmil_auroc", "abmil_balanced_accuracy", "meanpool_auroc", "meanpool_balanced_accuracy")}
 
 
 def _attention_maps(root: Path, t: Task, enc: Any, ids: list[str], lab: dict[str, tuple[str, Any]],

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hestdata.curation.levels import DEFAULT_MAX_UPSAMPLING, choose_level  # noqa: F401  (re-exported)
 from hestdata.curation.tissue import TissueMask
-from hestdata.errors import InputError
 from hestdata.metadata import PatchQC
 from hestdata.units import PatchGeometry
 
-DEFAULT_MAX_UPSAMPLING = 1.5
 DEFAULT_MIN_TISSUE_FRACTION = 0.15
 DEFAULT_JPEG_QUALITY = 90
 
@@ -38,23 +37,6 @@ class PatchPlan:
     window_level_px: float
     qc: PatchQC
     n_in_tissue_below_threshold: int = 0
-
-
-def choose_level(geometry: PatchGeometry, image_pixel_size_um: float, n_levels: int, *, where: str,
-                 max_upsampling: float = DEFAULT_MAX_UPSAMPLING) -> int:
-    """The coarsest pyramid level still at least as fine as the target; error if even level 0 is too coarse."""
-    target = geometry.pixel_size_um
-    if image_pixel_size_um > target * max_upsampling:
-        finest = image_pixel_size_um
-        raise InputError(where, f"cannot make {geometry.name} patches: the best available image is "
-                                f"{finest:.4g} µm/px, coarser than {target:g} µm/px by {finest / target:.1f}x "
-                                f"(limit {max_upsampling:g}x)",
-                         f"provide the full-resolution image or ask for patches at >= {finest / max_upsampling:.3g} µm/px")
-    level = 0
-    for i in range(n_levels):
-        if image_pixel_size_um * (2 ** i) <= target * 1.0001:
-            level = i
-    return level
 
 
 def plan_patches(geometry: PatchGeometry, centres_um: np.ndarray, level: int, level_shape: tuple[int, int],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hestdata.curation.levels import finest_level_for
 from hestdata.curation.tissue import TissueMask
 from hestdata.units import PatchGeometry
 
@@ -55,8 +56,7 @@ def render_tiles(read_region, level0_um_per_px: float, level_downsamples: list[f
 
     g = plan.geometry
     p = g.patch_size_px
-    down = g.pixel_size_um / level0_um_per_px
-    level = max([i for i, d in enumerate(level_downsamples) if d <= down * 1.0001] or [0])
+    level = finest_level_for(level0_um_per_px, g.pixel_size_um, level_downsamples)
     ds = level_downsamples[level]
     side0 = g.field_of_view_um / level0_um_per_px  # tile side in level-0 px
     side_l = side0 / ds

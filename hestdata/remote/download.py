@@ -11,7 +11,6 @@ catalog and manifest are rebuilt for what is present locally. When elements are 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.errors import IntegrityError, StoreError
+from hestdata.io.fs import ProcessLocalFS, join, split_url
 from hestdata.remote.config import resolve_remote
-from hestdata.remote.fs import ProcessLocalFS, join, split_url
 from hestdata.remote.safety import check_entry, check_relpath, check_sample_id, inside
 from hestdata.store import layout as L
 from hestdata.store.catalog import ELEMENTS
@@ -171,23 +170,44 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
         progress: callback ``(relative_path, n_bytes)`` called as bytes arrive (a rich bar is shown otherwise
             when stderr is a terminal).
     """
-    import polars as pl
-
-    from hestdata.store.atomic import commit_dir
     from hestdata.store.catalog import publish
 
     url, opts = resolve_remote(source, storage_options)
     protocol, base = split_url(url)
     remote = _Remote(ProcessLocalFS(protocol, opts), base)
     manifest = _load_manifest(remote)
-    cat_bytes = remote.read(L.CATALOG)
-    if L.CATALOG not in manifest or hashlib.sha256(cat_bytes).hexdigest() != manifest[L.CATALOG][1]:
-        raise IntegrityError(f"{join(base, L.CATALOG)}: does not match the remote manifest")
-    catalog = pl.read_parquet(io.BytesIO(cat_bytes))
     wanted = set(elements or ELEMENTS)
     unknown = wanted - set(ELEMENTS)
     if unknown:
         raise ValueError(f"unknown element(s) {sorted(unknown)}; choose from {list(ELEMENTS)}")
+    selected = _select(remote, manifest, url, ids, where)
+    dest_p = Path(dest)
+    (dest_p / L.SAMPLES).mkdir(parents=True, exist_ok=True)
+    want_patches = set(patches) if patches is not None else None
+    plan = [item for sid in selected for item in _plan_sample(sid, manifest, base, dest_p, wanted, want_patches)]
+    failures = _fetch_all(remote, plan, progress, workers)
+    done = [sid for sid in selected if sid not in failures]
+    _commit_staged(dest_p, done, set(ELEMENTS) - wanted, want_patches if "patches" in wanted else None,
+                   partial=wanted != set(ELEMENTS) or want_patches is not None)
+    if done:
+        publish(dest_p, done)
+    if failures:
+        first = next(iter(failures.items()))
+        raise IntegrityError(f"{len(failures)} sample(s) failed to download ({', '.join(failures)}); "
+                             f"first: {first[0]}: {first[1]}; completed files are kept, rerun to resume")
+    return dest_p
+
+
+def _select(remote: _Remote, manifest: dict[str, Any], url: str, ids: list[str] | None, where: Any) -> list[str]:
+    """Sample ids chosen by ``ids`` and ``where`` from the remote catalog (verified against the manifest)."""
+    import polars as pl
+
+    from hestdata.store.catalog import parse_catalog
+
+    cat_bytes = remote.read(L.CATALOG)
+    if L.CATALOG not in manifest or hashlib.sha256(cat_bytes).hexdigest() != manifest[L.CATALOG][1]:
+        raise IntegrityError(f"{join(remote.base, L.CATALOG)}: does not match the remote manifest")
+    catalog = parse_catalog(cat_bytes, join(remote.base, L.CATALOG))
     if ids is not None:
         missing_ids = sorted(set(ids) - set(catalog["id"].to_list()))
         if missing_ids:
@@ -195,34 +215,39 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
         catalog = catalog.filter(pl.col("id").is_in(list(ids)))
     if where is not None:
         catalog = catalog.filter(where)
-    selected = [check_sample_id(s, join(base, L.CATALOG)) for s in catalog["id"].to_list()]
+    selected = [check_sample_id(s, join(remote.base, L.CATALOG)) for s in catalog["id"].to_list()]
     if not selected:
         raise StoreError(f"{url}: no sample matches the selection")
-    dest_p = Path(dest)
-    (dest_p / L.SAMPLES).mkdir(parents=True, exist_ok=True)
-    want_patches = set(patches) if patches is not None else None
+    return selected
 
-    plan: list[tuple[str, str, int, str, Path]] = []  # sample id, remote rel, size, sha, local target
-    missing_by_sample: dict[str, set[str]] = {}
-    for sid in selected:
-        prefix = L.sample_relpath(sid) + "/"
-        files = {rel: e for rel, e in manifest.items() if rel.startswith(prefix)}
-        if prefix + "zarr.json" not in files:
-            raise IntegrityError(f"{join(base, L.MANIFEST)}: sample {sid} has no zarr.json entry")
-        staged = dest_p / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
-        names = {element_of(r[len(prefix):])[1] for r in files} - {None}
-        if want_patches is not None and "patches" in wanted and not (want_patches & names):
-            raise StoreError(f"sample {sid}: none of the patch arrays {sorted(want_patches)} (has {sorted(names)})")
-        for rel, (size, sha) in files.items():
-            el, name = element_of(rel[len(prefix):])
-            if el in ELEMENTS and el not in wanted:
-                continue
-            if el == "patches" and want_patches is not None and name is not None and name not in want_patches:
-                continue
-            if el == "other" and wanted != set(ELEMENTS):
-                continue
-            plan.append((sid, rel, size, sha, inside(staged.parent, staged.name + "/" + rel[len(prefix):])))
-        missing_by_sample[sid] = set(ELEMENTS) - wanted
+
+def _plan_sample(sid: str, manifest: dict[str, Any], base: str, dest: Path, wanted: set[str],
+                 want_patches: set[str] | None) -> list[tuple[str, str, int, str, Path]]:
+    """(sample id, remote rel, size, sha, local target) of each file of ``sid`` to fetch into its staging folder."""
+    prefix = L.sample_relpath(sid) + "/"
+    files = {rel: e for rel, e in manifest.items() if rel.startswith(prefix)}
+    if prefix + "zarr.json" not in files:
+        raise IntegrityError(f"{join(base, L.MANIFEST)}: sample {sid} has no zarr.json entry")
+    staged = dest / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
+    names = {element_of(r[len(prefix):])[1] for r in files} - {None}
+    if want_patches is not None and "patches" in wanted and not (want_patches & names):
+        raise StoreError(f"sample {sid}: none of the patch arrays {sorted(want_patches)} (has {sorted(names)})")
+    plan = []
+    for rel, (size, sha) in files.items():
+        el, name = element_of(rel[len(prefix):])
+        if el in ELEMENTS and el not in wanted:
+            continue
+        if el == "patches" and want_patches is not None and name is not None and name not in want_patches:
+            continue
+        if el == "other" and wanted != set(ELEMENTS):
+            continue
+        plan.append((sid, rel, size, sha, inside(staged.parent, staged.name + "/" + rel[len(prefix):])))
+    return plan
+
+
+def _fetch_all(remote: _Remote, plan: list[tuple[str, str, int, str, Path]], progress: Progress | None,
+               workers: int) -> dict[str, str]:
+    """Fetch every planned file in parallel; returns the first failure of each sample that had one."""
     bar_cb, bar = _bar(progress, sum(p[2] for p in plan))
     failures: dict[str, str] = {}
     try:
@@ -237,20 +262,19 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
     finally:
         if bar is not None:
             bar.stop()
-    done = [sid for sid in selected if sid not in failures]
+    return failures
+
+
+def _commit_staged(dest: Path, done: list[str], missing: set[str], want_patches: set[str] | None,
+                   partial: bool) -> None:
+    """Rename each completed staging folder into place (partial samples get a consistent zarr.json first)."""
+    from hestdata.store.atomic import commit_dir
+
     for sid in done:
-        staged = dest_p / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
-        missing = missing_by_sample[sid]
-        if missing or want_patches is not None:
-            _rewrite_partial(staged, missing, want_patches if "patches" in wanted else None)
-        commit_dir(staged, L.sample_path(dest_p, sid), overwrite=True)
-    if done:
-        publish(dest_p, done)
-    if failures:
-        first = next(iter(failures.items()))
-        raise IntegrityError(f"{len(failures)} sample(s) failed to download ({', '.join(failures)}); "
-                             f"first: {first[0]}: {first[1]}; completed files are kept, rerun to resume")
-    return dest_p
+        staged = dest / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
+        if partial:
+            _rewrite_partial(staged, missing, want_patches)
+        commit_dir(staged, L.sample_path(dest, sid), overwrite=True)
 
 
 def _bar(progress: Progress | None, total: int) -> tuple[Progress | None, Any]:

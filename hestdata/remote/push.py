@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.errors import IntegrityError, StoreError
+from hestdata.io.fs import ProcessLocalFS, join, split_url
 from hestdata.remote.config import resolve_remote
-from hestdata.remote.fs import ProcessLocalFS, join, split_url
 from hestdata.remote.safety import check_relpath
 from hestdata.store import layout as L
 from hestdata.store.manifest import file_sha256, load_manifest

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from hestdata.io.fs import ProcessLocalFS, join, split_url
 from hestdata.remote.config import resolve_remote
-from hestdata.remote.fs import ProcessLocalFS, join, split_url
 from hestdata.store import layout as L
 
 
@@ -44,7 +43,7 @@ class Root:
 
 def open_root(source: str | os.PathLike[str] | None, storage_options: dict[str, Any] | None = None) -> Root:
     """Open a root by URL, path or configured remote name; reads only ``catalog.parquet`` and ``manifest.json``."""
-    import polars as pl
+    from hestdata.store.catalog import parse_catalog
 
     url, opts = resolve_remote(source, storage_options)
     protocol, base = split_url(url)
@@ -57,6 +56,6 @@ def open_root(source: str | os.PathLike[str] | None, storage_options: dict[str, 
                 return fh.read()
         return fs.get().cat_file(path)
 
-    catalog = pl.read_parquet(io.BytesIO(read(L.CATALOG)))
+    catalog = parse_catalog(read(L.CATALOG), join(base, L.CATALOG))
     manifest = json.loads(read(L.MANIFEST))
     return Root(url, opts, catalog, manifest)

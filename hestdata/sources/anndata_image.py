@@ -8,14 +8,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from pydantic import Field
 
 from hestdata.errors import InputError
-from hestdata.model import PixelSizeEvidence, Sample
+from hestdata.model import PixelSizeEvidence, SpotSample
+from hestdata.options import SpotOptions, UserPixelSize
 from hestdata.sources.common import make_anndata, pick_image
+from hestdata.sources.registry import Source, register_source
 from hestdata.sources.visium import (
     SPACERANGER_SPOT_REFERENCE_UM,
     VISIUM_SPOT_DIAMETER_UM,
@@ -28,7 +32,7 @@ SPOT_GEOMETRY = {"visium": (VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_SPACING_UM, SPA
 
 
 def read_anndata(h5ad: str | Path, *, image: str | Path, sample_id: str, technology: str = "visium",
-                 library_id: str | None = None, pixel_size_um: float | None = None) -> Sample:
+                 library_id: str | None = None, pixel_size_um: float | None = None) -> SpotSample:
     """Read an ``.h5ad`` with spot centres in ``obsm['spatial']`` and the image they refer to."""
     import anndata as ad
 
@@ -81,9 +85,28 @@ def read_anndata(h5ad: str | Path, *, image: str | Path, sample_id: str, technol
     if sf.get("spot_diameter_fullres"):
         evidence.estimated = reference_um / float(sf["spot_diameter_fullres"])
         evidence.estimated_from = f"spot_diameter_fullres ({reference_um:g} µm reference spot)"
-    return Sample(
+    return SpotSample(
         sample_id=sample_id, technology=technology, expression=adata, image=img, pixel_size=evidence,
         spot_shape="circle", spot_diameter_um=diameter_um, inter_spot_distance_um=spacing_um,
         source_files=[path, Path(image)], metadata={"counts_from": origin, "scalefactors": sf},
         warnings=warnings_out,
     )
+
+
+class AnnDataOptions(SpotOptions, UserPixelSize):
+    """Options of the ``anndata`` source."""
+
+    technology: Literal["visium", "st"] = Field(default="visium", description="spot geometry: visium or st")
+    library_id: str | None = Field(default=None, description="key in uns['spatial']")
+
+
+def _read(inputs: dict[str, Path], sample_id: str, o: AnnDataOptions) -> SpotSample:
+    return read_anndata(inputs["h5ad"], image=inputs["image"], sample_id=sample_id, technology=o.technology,
+                        library_id=o.library_id, pixel_size_um=o.pixel_size_um)
+
+
+SOURCE = register_source(Source(
+    name="anndata", summary="AnnData + image (scanpy/squidpy convention, HEST-1k st/<id>.h5ad)",
+    variant="spots", technologies=(),
+    inputs={"h5ad": "AnnData with obsm['spatial'] in image pixels", "image": "the image obsm['spatial'] refers to"},
+    options=AnnDataOptions, elements=("images/he", "shapes/spots", "shapes/tissue", "tables/expression", "patches"), reader=_read))

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from hestdata.errors import InputError
-from hestdata.model import PixelSizeEvidence, Sample
+from hestdata.model import PixelSizeEvidence, SpotSample
+from hestdata.options import SpotOptions, UserPixelSize
+from hestdata.sources.registry import Source, register_source
 
 TECHNOLOGY = {"visium": "visium", "visium hd": "visium_hd", "spatial transcriptomics": "st", "st": "st",
               "xenium": "xenium"}
@@ -61,7 +64,7 @@ def _num(v: Any) -> float | None:
 
 
 def read_hest1k(hest_dir: str | Path, hest_id: str, *, sample_id: str | None = None,
-                pixel_size_um: float | None = None, patch_source: str = "recut") -> Sample:
+                pixel_size_um: float | None = None, patch_source: str = "recut") -> SpotSample:
     """Read one HEST-1k sample; ``patch_source`` is ``"recut"`` (ours) or ``"hest"`` (import patches/<id>.h5)."""
     from hestdata.sources.anndata_image import read_anndata
 
@@ -105,7 +108,7 @@ def read_hest1k(hest_dir: str | Path, hest_id: str, *, sample_id: str | None = N
     return sample
 
 
-def _hest_patches(path: Path, sample: Sample) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _hest_patches(path: Path, sample: SpotSample) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     import h5py
 
     from hestdata.units import PatchGeometry
@@ -128,3 +131,30 @@ def _hest_patches(path: Path, sample: Sample) -> dict[str, tuple[np.ndarray, np.
         raise InputError(path, f"{len(missing)} patch barcode(s) absent from the expression table, e.g. {missing[0]!r}")
     rows = np.array([index[b] for b in barcodes], dtype=np.int64)
     return {PatchGeometry(target, mpp).name: (img.astype(np.uint8, copy=False), rows)}
+
+
+class Hest1kOptions(SpotOptions, UserPixelSize):
+    """Options of the ``hest1k`` source."""
+
+    hest_id: str | None = Field(default=None, description="HEST sample id (default: the sample id)")
+    patches_from: Literal["recut", "hest"] = Field(
+        default="recut", description="'recut' (cut from the WSI) or 'hest' (import patches/<id>.h5)")
+
+
+def _read(inputs: dict[str, Path], sample_id: str, o: Hest1kOptions) -> SpotSample:
+    return read_hest1k(inputs["dir"], o.hest_id or sample_id, sample_id=sample_id, pixel_size_um=o.pixel_size_um,
+                       patch_source=o.patches_from)
+
+
+def _discover(inputs: dict[str, Path]) -> list[str]:
+    ids = sorted(p.stem for p in (inputs["dir"] / "st").glob("*.h5ad"))
+    if not ids:
+        raise InputError(inputs["dir"], "no st/<id>.h5ad found (not a HEST-1k download?)")
+    return ids
+
+
+SOURCE = register_source(Source(
+    name="hest1k", summary="HEST-1k download (st/, wsis/, metadata/, patches/): Visium and legacy ST samples",
+    variant="spots", technologies=(), inputs={"dir": "a HEST-1k download folder"}, options=Hest1kOptions,
+    elements=("images/he", "shapes/spots", "shapes/tissue", "tables/expression", "patches"), reader=_read,
+    discover=_discover))

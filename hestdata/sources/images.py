@@ -43,7 +43,7 @@ def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
     raise InputError(path, f"unsupported pixel type {arr.dtype}")
 
 
-def _tiff_pixel_size_um(tif: object) -> tuple[float | None, str | None]:
+def tiff_pixel_size_um(tif: object) -> tuple[float | None, str | None]:
     """Pixel size from OME-XML PhysicalSizeX or the TIFF X resolution tag (µm/px), if present."""
     import re
 
@@ -98,7 +98,7 @@ def load_image(path: str | Path, kind: str = "fullres", scale_to_fullres: float 
             import tifffile
 
             with tifffile.TiffFile(p) as tif:
-                embedded, _src = _tiff_pixel_size_um(tif)
+                embedded, _src = tiff_pixel_size_um(tif)
                 arr = tif.series[0].levels[0].asarray()
             if arr.ndim == 4 and arr.shape[0] == 1:
                 arr = arr[0]

@@ -5,27 +5,17 @@ native dtype (uint8/uint16/float32)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from hestdata.curation.markers import Marker, read_mapping, read_panel, resolve_all
+from hestdata.curation.markers import read_mapping, read_panel, resolve_all
 from hestdata.errors import InputError
-from hestdata.model import PixelSizeEvidence
-
-
-@dataclass
-class MultiplexSample:
-    sample_id: str
-    technology: str  # "multiplex" | "imc"
-    image: np.ndarray  # (c, y, x) kept channels only, native dtype
-    channels: list[str]  # source names of the kept channels
-    markers: list[Marker]
-    pixel_size: PixelSizeEvidence
-    source: Path
-    dropped: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+from hestdata.model import ChannelSample, PixelSizeEvidence
+from hestdata.options import ChannelOptions, UserPixelSize
+from hestdata.sources.registry import Source, register_source
 
 
 def _ome_channels(ome: str) -> list[str]:
@@ -55,7 +45,7 @@ def _qptiff_channels(tif: object) -> tuple[list[str], list[int]]:
 
 def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None = None,
                    markers_csv: str | Path | None = None, mapping: str | Path | None = None,
-                   pixel_size_um: float | None = None, technology: str | None = None) -> MultiplexSample:
+                   pixel_size_um: float | None = None, technology: str | None = None) -> ChannelSample:
     """Read a multiplex image and map its channels to canonical markers.
 
     Channel names come from the QPTIFF vendor XML, the OME-XML, or ``markers_csv`` (``marker_name`` column, in
@@ -64,14 +54,14 @@ def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None
     """
     import tifffile
 
-    from hestdata.sources.images import _tiff_pixel_size_um
+    from hestdata.sources.images import tiff_pixel_size_um
 
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "image file not found")
     try:
         with tifffile.TiffFile(p) as tif:
-            embedded, src = _tiff_pixel_size_um(tif)
+            embedded, src = tiff_pixel_size_um(tif)
             if tif.is_qpi or p.suffix.lower() == ".qptiff":
                 names, pages = _qptiff_channels(tif)
                 if not pages:
@@ -110,9 +100,10 @@ def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None
         ev.estimated, ev.estimated_from = 1.0, "IMC ablation grid (1 µm per pixel)"
     if ev.embedded is None and ev.user is None and ev.estimated is None:
         raise InputError(p, "no physical pixel size in the file", "pass --pixel-size-um")
-    return MultiplexSample(sample_id, tech, np.ascontiguousarray(arr[keep]), [names[i] for i in keep],
-                           [markers[i] for i in keep], ev, p,  # type: ignore[misc]
-                           dropped=[names[i] for i, m in enumerate(markers) if m is None])
+    return ChannelSample(sample_id=sample_id, technology=tech, pixel_size=ev, source_files=[p], source=p,
+                         image=np.ascontiguousarray(arr[keep]), channels=[names[i] for i in keep],
+                         markers=[markers[i] for i in keep],
+                         dropped=[names[i] for i, m in enumerate(markers) if m is None])
 
 
 def marker_stats(image: np.ndarray) -> list[dict[str, float]]:
@@ -129,3 +120,24 @@ def marker_stats(image: np.ndarray) -> list[dict[str, float]]:
         out.append({"scale": scale, "mean": float(v.mean()), "std": float(v.std()),
                     "p1": float(np.percentile(v, 1)), "p99": float(np.percentile(v, 99))})
     return out
+
+
+class MultiplexOptions(ChannelOptions, UserPixelSize):
+    """Options of the ``multiplex`` source."""
+
+    technology: Literal["multiplex", "imc"] | None = Field(
+        default=None, description="imc or multiplex (default: imc with a panel)")
+
+
+def _read(inputs: dict[str, Path], sample_id: str, o: MultiplexOptions) -> ChannelSample:
+    return read_multiplex(inputs["image"], sample_id=sample_id, panel=inputs.get("panel"),
+                          markers_csv=inputs.get("markers_csv"), mapping=inputs.get("mapping"),
+                          pixel_size_um=o.pixel_size_um, technology=o.technology)
+
+
+SOURCE = register_source(Source(
+    name="multiplex", summary="multiplex IF / IMC image (OME-TIFF, QPTIFF, TIFF + markers.csv), canonical markers",
+    variant="channels", technologies=("multiplex", "imc"), inputs={"image": "OME-TIFF, QPTIFF or TIFF"},
+    optional_inputs={"panel": "IMC panel CSV (Metal Tag, Target)", "markers_csv": "MCMICRO markers.csv",
+                     "mapping": "channel,marker CSV; '-' drops a channel"},
+    options=MultiplexOptions, elements=("images/if", "patches"), reader=_read))

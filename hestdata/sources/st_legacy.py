@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from hestdata.errors import InputError
-from hestdata.model import PixelSizeEvidence, Sample
+from hestdata.model import PixelSizeEvidence, SpotSample
+from hestdata.options import SpotOptions, UserPixelSize
 from hestdata.sources.common import make_anndata, pick_image
+from hestdata.sources.registry import Source, register_source
 
 ST_SPOT_DIAMETER_UM = 100.0
 ST_SPOT_SPACING_UM = 200.0
@@ -66,7 +68,7 @@ def _read_spots(path: Path) -> pd.DataFrame:
 
 
 def read_st(counts: str | Path, *, spots: str | Path, image: str | Path, sample_id: str,
-            pixel_size_um: float | None = None) -> Sample:
+            pixel_size_um: float | None = None) -> SpotSample:
     """Read one legacy-ST section; every counts row must have a spot-file row with pixel coordinates."""
     cpath, spath = Path(counts), Path(spots)
     df = _read_counts(cpath)
@@ -93,9 +95,26 @@ def read_st(counts: str | Path, *, spots: str | Path, image: str | Path, sample_
     evidence = PixelSizeEvidence(user=pixel_size_um)
     if img is not None and img.embedded_pixel_size_um:
         evidence.embedded, evidence.embedded_from = img.embedded_pixel_size_um, f"{Path(image).name} tags"
-    return Sample(
+    return SpotSample(
         sample_id=sample_id, technology="st", expression=adata, image=img, pixel_size=evidence,
         spot_shape="circle", spot_diameter_um=ST_SPOT_DIAMETER_UM, inter_spot_distance_um=ST_SPOT_SPACING_UM,
         source_files=[cpath, spath, Path(image)], warnings=warnings_out,
         n_positions_without_counts=int(len(sp_df) - len(df)),
     )
+
+
+class STOptions(SpotOptions, UserPixelSize):
+    """Options of the ``st`` source."""
+
+
+def _read(inputs: dict[str, Path], sample_id: str, o: STOptions) -> SpotSample:
+    return read_st(inputs["counts"], spots=inputs["spots"], image=inputs["image"], sample_id=sample_id,
+                   pixel_size_um=o.pixel_size_um)
+
+
+SOURCE = register_source(Source(
+    name="st", summary="legacy Spatial Transcriptomics: counts TSV, spot file and H&E of one section",
+    variant="spots", technologies=("st",),
+    inputs={"counts": "counts TSV (spots x genes, rows '{x}x{y}')", "spots": "spot file with pixel_x/pixel_y",
+            "image": "full-resolution H&E"},
+    options=STOptions, elements=("images/he", "shapes/spots", "shapes/tissue", "tables/expression", "patches"), reader=_read))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from hestdata.errors import InputError
-from hestdata.model import PixelSizeEvidence, Sample
+from hestdata.model import PixelSizeEvidence, SpotSample
+from hestdata.options import SpotOptions, UserPixelSize
 from hestdata.sources.common import make_anndata, pick_image
+from hestdata.sources.registry import Source, register_source
 from hestdata.sources.tenx import find_matrix, join_positions, read_positions, read_scalefactors
 
 VISIUM_SPOT_DIAMETER_UM = 55.0
@@ -18,7 +20,7 @@ SPACERANGER_SPOT_REFERENCE_UM = 65.0
 
 
 def read_visium(outs: str | Path, *, sample_id: str, image: str | Path | None = None,
-                pixel_size_um: float | None = None) -> Sample:
+                pixel_size_um: float | None = None) -> SpotSample:
     """Read a Visium ``outs`` folder (matrix, ``spatial/`` positions + scalefactors, image).
 
     Image preference: the full-resolution ``image`` if given (TIFF incl. pyramidal/BigTIFF, JPEG, PNG), else
@@ -58,9 +60,24 @@ def read_visium(outs: str | Path, *, sample_id: str, image: str | Path | None = 
         evidence.estimated = SPACERANGER_SPOT_REFERENCE_UM / float(d)
         evidence.estimated_from = "spot_diameter_fullres (Space Ranger's 65 µm reference spot)"
     files = [fm.path, Path(positions.attrs["path"])] + ([img.source_path] if img else [])
-    return Sample(
+    return SpotSample(
         sample_id=sample_id, technology="visium", expression=adata, image=img, pixel_size=evidence,
         spot_shape="circle", spot_diameter_um=VISIUM_SPOT_DIAMETER_UM,
         inter_spot_distance_um=VISIUM_SPOT_SPACING_UM, source_files=files,
         metadata={"scalefactors": sf}, warnings=warnings_out, n_positions_without_counts=n_unmatched,
     )
+
+
+class VisiumOptions(SpotOptions, UserPixelSize):
+    """Options of the ``visium`` source."""
+
+
+def _read(inputs: dict[str, Path], sample_id: str, o: VisiumOptions) -> SpotSample:
+    return read_visium(inputs["outs"], sample_id=sample_id, image=inputs.get("image"), pixel_size_um=o.pixel_size_um)
+
+
+SOURCE = register_source(Source(
+    name="visium", summary="10x Visium: a Space Ranger outs/ folder (HDF5 or MTX, any positions version)",
+    variant="spots", technologies=("visium",), inputs={"outs": "Space Ranger outs/ folder"},
+    optional_inputs={"image": "full-resolution H&E (TIFF/JPEG/PNG); default: the hires/lowres PNG"},
+    options=VisiumOptions, elements=("images/he", "shapes/spots", "shapes/tissue", "tables/expression", "patches"), reader=_read))

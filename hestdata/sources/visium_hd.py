@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pydantic import Field
+
 from hestdata.errors import InputError
-from hestdata.model import PixelSizeEvidence, Sample
+from hestdata.model import PixelSizeEvidence, SpotSample
+from hestdata.options import SpotOptions, UserPixelSize
 from hestdata.sources.common import make_anndata, pick_image
+from hestdata.sources.registry import Source, register_source
 from hestdata.sources.tenx import find_matrix, join_positions, read_positions, read_scalefactors
 
 _BIN_RE = re.compile(r"square_(\d+)um$")
@@ -32,7 +36,7 @@ def resolve_bin_folder(path: Path, bin_size_um: int | None) -> Path:
 
 
 def read_visium_hd(path: str | Path, *, sample_id: str, bin_size_um: int | None = None,
-                   image: str | Path | None = None, pixel_size_um: float | None = None) -> Sample:
+                   image: str | Path | None = None, pixel_size_um: float | None = None) -> SpotSample:
     """Read Visium HD bins; the pixel size is embedded (``microns_per_pixel`` in scalefactors)."""
     folder = resolve_bin_folder(Path(path), bin_size_um)
     spatial = folder / "spatial"
@@ -62,9 +66,27 @@ def read_visium_hd(path: str | Path, *, sample_id: str, bin_size_um: int | None 
         evidence.estimated = bin_um / float(sf["spot_diameter_fullres"])
         evidence.estimated_from = f"spot_diameter_fullres ({bin_um:g} µm bins)"
     files = [fm.path, Path(positions.attrs["path"])] + ([img.source_path] if img else [])
-    return Sample(
+    return SpotSample(
         sample_id=sample_id, technology="visium_hd", expression=adata, image=img, pixel_size=evidence,
         spot_shape="square", spot_diameter_um=bin_um, inter_spot_distance_um=bin_um, source_files=files,
         metadata={"scalefactors": sf, "bin_size_um": bin_um}, warnings=warnings_out,
         n_positions_without_counts=n_unmatched,
     )
+
+
+class VisiumHDOptions(SpotOptions, UserPixelSize):
+    """Options of the ``visium_hd`` source."""
+
+    bin_size_um: int | None = Field(default=None, gt=0, description="bin size in µm when several exist")
+
+
+def _read(inputs: dict[str, Path], sample_id: str, o: VisiumHDOptions) -> SpotSample:
+    return read_visium_hd(inputs["path"], sample_id=sample_id, bin_size_um=o.bin_size_um, image=inputs.get("image"),
+                          pixel_size_um=o.pixel_size_um)
+
+
+SOURCE = register_source(Source(
+    name="visium_hd", summary="10x Visium HD bins at one bin size (outs/, binned_outputs/ or square_XXXum/)",
+    variant="spots", technologies=("visium_hd",), inputs={"path": "outs/, binned_outputs/ or square_XXXum/ folder"},
+    optional_inputs={"image": "full-resolution H&E"}, options=VisiumHDOptions, elements=("images/he", "shapes/spots", "shapes/tissue", "tables/expression", "patches"),
+    reader=_read))

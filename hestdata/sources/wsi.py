@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
+from hestdata.curation.levels import finest_level_for
 from hestdata.errors import InputError
-from hestdata.model import PixelSizeEvidence
+from hestdata.model import PixelSizeEvidence, SlideSample
+from hestdata.options import SlideOptions, UserPixelSize
+from hestdata.sources.registry import Source, register_source
+from hestdata.units import DEFAULT_SLIDE_TILE, PatchGeometry
 
 PLAUSIBLE_MAX_UM = 50.0
 
@@ -60,11 +65,11 @@ class WSI:
 
     def best_level(self, downsample: float) -> int:
         """The coarsest level whose downsample does not exceed ``downsample``."""
-        ok = [i for i, d in enumerate(self.level_downsamples) if d <= downsample * 1.0001]
-        return max(ok) if ok else 0
+        return finest_level_for(1.0, downsample, self.level_downsamples)
 
 
 def open_wsi(path: str | Path, *, pixel_size_um: float | None = None) -> WSI:
+    """Open a slide with OpenSlide (tifffile for OME-TIFF); its µm/px from the file or ``pixel_size_um``."""
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "slide file not found")
@@ -89,7 +94,7 @@ def open_wsi(path: str | Path, *, pixel_size_um: float | None = None) -> WSI:
     import tifffile
     import zarr
 
-    from hestdata.sources.images import _tiff_pixel_size_um
+    from hestdata.sources.images import tiff_pixel_size_um
 
     try:
         tif = tifffile.TiffFile(p)
@@ -99,7 +104,7 @@ def open_wsi(path: str | Path, *, pixel_size_um: float | None = None) -> WSI:
         arrays = [z[str(i)] for i in range(len(series.levels))] if hasattr(z, "keys") else [z]
     except Exception as exc:
         raise InputError(p, f"cannot read slide ({type(exc).__name__}: {exc})") from exc
-    emb, src = _tiff_pixel_size_um(tif)
+    emb, src = tiff_pixel_size_um(tif)
     if emb:
         ev.embedded, ev.embedded_from = emb, src
     dims = [(int(a.shape[1]), int(a.shape[0])) for a in arrays]
@@ -115,3 +120,41 @@ def _checked(w: WSI) -> WSI:
         raise InputError(w.path, "no microns-per-pixel in the slide (OpenSlide, TIFF tags, OME-XML)",
                          "pass --pixel-size-um; a pixel size is never guessed")
     return w
+
+
+def read_wsi(path: str | Path, *, sample_id: str, pixel_size_um: float | None = None) -> SlideSample:
+    """Open a whole slide as an image-only sample (regions are read on demand by the conversion)."""
+    w = open_wsi(path, pixel_size_um=pixel_size_um)
+    return SlideSample(sample_id=sample_id, technology="wsi", pixel_size=w.pixel_size, source_files=[w.path],
+                       slide=w, magnification=w.magnification)
+
+
+class WSIOptions(SlideOptions, UserPixelSize):
+    """Options of the ``wsi`` source; ``tile_px``/``tile_um`` are a shorthand for one tile geometry."""
+
+    aliases: ClassVar[dict[str, str]] = {"tile_px": "patches", "tile_um": "patches"}
+
+    tile_px: int | None = Field(default=None, ge=8, le=4096, description="tile size in pixels (with tile_um)")
+    tile_um: float | None = Field(default=None, gt=0, description="tile size in µm (STAMP: 256; TITAN: 512 px at 20x)")
+
+    @model_validator(mode="after")
+    def _tile(self) -> WSIOptions:
+        if self.tile_px is None and self.tile_um is None:
+            return self
+        if "patches" in self.model_fields_set:
+            raise ValueError("give either patches or tile_px/tile_um, not both")
+        px = self.tile_px or DEFAULT_SLIDE_TILE.patch_size_px
+        um = self.tile_um or DEFAULT_SLIDE_TILE.field_of_view_um
+        g = DEFAULT_SLIDE_TILE if (px, um) == (224, 256.0) else PatchGeometry(px, um / px)
+        object.__setattr__(self, "patches", [g.name])
+        return self
+
+
+def _read(inputs: dict[str, Path], sample_id: str, o: WSIOptions) -> SlideSample:
+    return read_wsi(inputs["slide"], sample_id=sample_id, pixel_size_um=o.pixel_size_um)
+
+
+SOURCE = register_source(Source(
+    name="wsi", summary="whole-slide image (SVS, NDPI, MRXS, SCN, tiled TIFF, DICOM, OME-TIFF), read by region",
+    variant="slide", technologies=("wsi",), inputs={"slide": "the slide file"}, options=WSIOptions,
+    elements=("images/he", "shapes/tissue", "patches"), reader=_read))

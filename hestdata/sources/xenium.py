@@ -12,38 +12,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
 
 from hestdata.errors import InputError
-from hestdata.model import PixelSizeEvidence
+from hestdata.model import CellSample, PixelSizeEvidence
+from hestdata.options import CellOptions, UserPixelSize
+from hestdata.sources.registry import Source, register_source
 
 XENIUM_FULLRES_PIXEL_UM = 0.2125
 GENE = "Gene Expression"
-
-
-@dataclass
-class XeniumSample:
-    """What the Xenium reader returns (coordinates in µm)."""
-
-    sample_id: str
-    folder: Path
-    cells: Any  # AnnData: X gene counts (CSR), obs x_um/y_um + cells.parquet columns, obsm control_counts
-    transcripts: pd.DataFrame  # x, y, z (µm), gene, qv, cell_id, overlaps_nucleus, feature_type
-    cell_polygons: dict[str, np.ndarray]  # cell_id -> (k, 2) µm
-    nucleus_polygons: dict[str, np.ndarray]
-    image: np.ndarray | None  # (c, y, x) morphology (DAPI), native dtype
-    image_origin_um: tuple[float, float]
-    pixel_size: PixelSizeEvidence
-    experiment: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    he: Any = None  # RasterImage of a registered H&E, if given
-    he_affine: np.ndarray | None = None  # 3x3: H&E pixel (x, y, 1) -> µm, or 10x alignment (-> morphology px)
-    he_affine_kind: str = "um"  # "um", or "morphology_px" for 10x's alignment CSV
 
 
 def _first(folder: Path, *names: str) -> Path | None:
@@ -109,27 +91,51 @@ def parse_affine(text: str) -> np.ndarray:
 def read_xenium(folder: str | Path, *, sample_id: str, pixel_size_um: float | None = None,
                 image_origin_um: tuple[float, float] = (0.0, 0.0), image: str = "focus",
                 he_image: str | Path | None = None, he_alignment: str | Path | None = None,
-                he_affine_um: np.ndarray | None = None) -> XeniumSample:
+                he_affine_um: np.ndarray | None = None) -> CellSample:
     """Read a Xenium output folder (any version whose files carry these standard names).
 
     A registered H&E (``he_image``) needs either 10x's alignment CSV (``he_alignment``: H&E pixels →
     full-resolution morphology pixels) or ``he_affine_um`` (H&E pixels → µm, 3x3).
     """
-    import tifffile
-
-    from hestdata.sources.images import _tiff_pixel_size_um
-    from hestdata.sources.tenx import read_10x_h5
-
     d = Path(folder)
     if not d.is_dir():
         raise InputError(d, "Xenium folder not found")
+    experiment = _read_experiment(d)
+    cells, fm = _read_cells(d)
+    transcripts = _read_transcripts(d, fm)
+    cell_polys, nuc_polys = _polygons(_table(d, "cell_boundaries")), _polygons(_table(d, "nucleus_boundaries"))
+    ev = PixelSizeEvidence(user=pixel_size_um)
+    warnings: list[str] = []
+    img = _read_morphology(d, image, ev, warnings)
+    if experiment.get("pixel_size"):
+        ev.embedded, ev.embedded_from = float(experiment["pixel_size"]), "experiment.xenium pixel_size"
+    if img is not None and ev.embedded is None and ev.user is None:
+        raise InputError(d, "no experiment.xenium and no physical pixel size in the morphology OME-XML",
+                         f"pass --pixel-size-um (Xenium's full-resolution morphology is {XENIUM_FULLRES_PIXEL_UM} µm/px)")
+    he, affine, kind = _read_he(he_image, he_alignment, he_affine_um)
+    return CellSample(sample_id=sample_id, technology="xenium", pixel_size=ev, source_files=[d], warnings=warnings,
+                      folder=d, cells=cells, transcripts=transcripts, cell_polygons=cell_polys,
+                      nucleus_polygons=nuc_polys, image=img, image_origin_um=tuple(map(float, image_origin_um)),
+                      experiment=experiment, he=he, he_affine=affine, he_affine_kind=kind)
+
+
+def _read_experiment(d: Path) -> dict[str, Any]:
     exp_path = d / "experiment.xenium"
-    experiment: dict[str, Any] = {}
-    if exp_path.is_file():
-        try:
-            experiment = json.loads(exp_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(exp_path, f"invalid JSON: {exc}") from exc
+    if not exp_path.is_file():
+        return {}
+    try:
+        return json.loads(exp_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(exp_path, f"invalid JSON: {exc}") from exc
+
+
+def _read_cells(d: Path) -> tuple[Any, Any]:
+    """The cell table (genes only; control probes/codewords per cell in ``obsm``) and the feature matrix."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from hestdata.sources.tenx import read_10x_h5
+
     fm = read_10x_h5(d / "cell_feature_matrix.h5")
     cells_df = _table(d, "cells")
     if "cell_id" not in cells_df.columns:
@@ -143,9 +149,6 @@ def read_xenium(folder: str | Path, *, sample_id: str, pixel_size_um: float | No
     obs["x_um"] = obs["x_centroid"].astype(np.float64)
     obs["y_um"] = obs["y_centroid"].astype(np.float64)
     gene = (fm.features["feature_type"] == GENE).to_numpy()
-    import anndata as ad
-    import scipy.sparse as sp
-
     var = fm.features[gene].set_index("name")
     var.index = var.index.astype(str)
     cells = ad.AnnData(X=sp.csr_matrix(fm.counts[:, np.flatnonzero(gene)]), obs=obs, var=var)
@@ -153,7 +156,10 @@ def read_xenium(folder: str | Path, *, sample_id: str, pixel_size_um: float | No
     cells.obsm["control_counts"] = fm.counts[:, ctrl].toarray().astype(np.int32)
     cells.uns["control_features"] = {"name": fm.features["name"].to_numpy()[ctrl].tolist(),
                                      "feature_type": fm.features["feature_type"].to_numpy()[ctrl].tolist()}
+    return cells, fm
 
+
+def _read_transcripts(d: Path, fm: Any) -> pd.DataFrame:
     tx = _table(d, "transcripts")
     need = {"feature_name", "x_location", "y_location"}
     if not need <= set(tx.columns):
@@ -170,55 +176,52 @@ def read_xenium(folder: str | Path, *, sample_id: str, pixel_size_um: float | No
     transcripts["feature_type"] = pd.Categorical(tx["feature_name"].astype(str).map(ftype).fillna("unknown"))
     if not np.isfinite(transcripts[["x", "y"]].to_numpy()).all():
         raise InputError(tx.attrs["path"], "transcripts with NaN/inf coordinates")
+    return transcripts
 
-    cb = _table(d, "cell_boundaries")
-    nb = _table(d, "nucleus_boundaries")
-    cell_polys, nuc_polys = _polygons(cb), _polygons(nb)
 
-    ev = PixelSizeEvidence(user=pixel_size_um)
-    img = None
+def _read_morphology(d: Path, image: str, ev: PixelSizeEvidence, warnings: list[str]) -> np.ndarray | None:
+    """The DAPI morphology image (c, y, x); its OME pixel size goes into ``ev``."""
+    import tifffile
+
+    from hestdata.sources.images import tiff_pixel_size_um
+
     candidates = ["morphology_focus.ome.tif", "morphology_mip.ome.tif", "morphology.ome.tif"]
     if image == "mip":
         candidates = candidates[1:2] + candidates[:1] + candidates[2:]
     ipath = _first(d, *candidates) or _first(d / "morphology_focus", "morphology_focus_0000.ome.tif")
-    warnings: list[str] = []
-    if ipath is not None:
-        with tifffile.TiffFile(ipath) as tif:
-            ps, src = _tiff_pixel_size_um(tif)
-            arr = tif.series[0].levels[0].asarray()
-        if arr.ndim == 2:
-            arr = arr[None]
-        elif arr.ndim > 3:
-            arr = arr.reshape((-1,) + arr.shape[-2:])
-        img = arr
-        if ps:
-            ev.embedded, ev.embedded_from = ps, f"{ipath.name} {src}"
-    else:
+    if ipath is None:
         warnings.append(f"{d}: no morphology image found")
-    if experiment.get("pixel_size"):
-        ev.embedded, ev.embedded_from = float(experiment["pixel_size"]), "experiment.xenium pixel_size"
-    if img is not None and ev.embedded is None and ev.user is None:
-        raise InputError(d, "no experiment.xenium and no physical pixel size in the morphology OME-XML",
-                         f"pass --pixel-size-um (Xenium's full-resolution morphology is {XENIUM_FULLRES_PIXEL_UM} µm/px)")
-    he, affine, kind = None, None, "um"
-    if he_image is not None:
-        from hestdata.sources.images import blank_reason, load_image
-
-        if (he_alignment is None) == (he_affine_um is None):
-            raise InputError(he_image, "an H&E image needs exactly one of --he-alignment or --he-affine-um")
-        he = load_image(he_image)
-        reason = blank_reason(he.array)
-        if reason:
-            raise InputError(he_image, f"image is blank: {reason}")
-        if he_alignment is not None:
-            affine, kind = read_alignment(he_alignment), "morphology_px"
-        else:
-            affine = np.asarray(he_affine_um, dtype=np.float64)
-    return XeniumSample(sample_id, d, cells, transcripts, cell_polys, nuc_polys, img, tuple(map(float, image_origin_um)),
-                        ev, experiment, warnings, he, affine, kind)
+        return None
+    with tifffile.TiffFile(ipath) as tif:
+        ps, src = tiff_pixel_size_um(tif)
+        arr = tif.series[0].levels[0].asarray()
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim > 3:
+        arr = arr.reshape((-1,) + arr.shape[-2:])
+    if ps:
+        ev.embedded, ev.embedded_from = ps, f"{ipath.name} {src}"
+    return arr
 
 
-def check_extent(xs: XeniumSample, pixel_size_um: float, tolerance_um: float = 5.0) -> None:
+def _read_he(he_image: str | Path | None, he_alignment: str | Path | None,
+             he_affine_um: np.ndarray | None) -> tuple[Any, np.ndarray | None, str]:
+    if he_image is None:
+        return None, None, "um"
+    from hestdata.sources.images import blank_reason, load_image
+
+    if (he_alignment is None) == (he_affine_um is None):
+        raise InputError(he_image, "an H&E image needs exactly one of --he-alignment or --he-affine-um")
+    he = load_image(he_image)
+    reason = blank_reason(he.array)
+    if reason:
+        raise InputError(he_image, f"image is blank: {reason}")
+    if he_alignment is not None:
+        return he, read_alignment(he_alignment), "morphology_px"
+    return he, np.asarray(he_affine_um, dtype=np.float64), "um"
+
+
+def check_extent(xs: CellSample, pixel_size_um: float, tolerance_um: float = 5.0) -> None:
     """Transcripts and cells must lie on the morphology image; otherwise the pixel size or origin is wrong."""
     if xs.image is None:
         return
@@ -243,3 +246,34 @@ def parse_origin(text: str | None) -> tuple[float, float]:
     if not m:
         raise ValueError(f"image origin must be 'X,Y' in µm, got {text!r}")
     return float(m.group(1)), float(m.group(2))
+
+
+class XeniumOptions(CellOptions, UserPixelSize):
+    """Options of the ``xenium`` source."""
+
+    image_origin_um: tuple[float, float] = Field(default=(0.0, 0.0),
+                                                 description="image top-left in µm, 'X,Y' (cropped images)")
+    he_affine_um: tuple[float, float, float, float, float, float] | None = Field(
+        default=None, description="H&E px -> µm affine 'a,b,c,d,e,f' (instead of he_alignment)")
+    image: Literal["focus", "mip"] = Field(default="focus", description="morphology image: focus or mip")
+
+    @field_validator("image_origin_um", "he_affine_um", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        return [float(x) for x in v.split(",")] if isinstance(v, str) else v
+
+
+def _read(inputs: dict[str, Path], sample_id: str, o: XeniumOptions) -> CellSample:
+    affine = parse_affine(",".join(map(str, o.he_affine_um))) if o.he_affine_um is not None else None
+    return read_xenium(inputs["dir"], sample_id=sample_id, pixel_size_um=o.pixel_size_um,
+                       image_origin_um=o.image_origin_um, image=o.image, he_image=inputs.get("he_image"),
+                       he_alignment=inputs.get("he_alignment"), he_affine_um=affine)
+
+
+SOURCE = register_source(Source(
+    name="xenium", summary="10x Xenium output folder: cells, transcripts, boundaries, DAPI, optional H&E",
+    variant="cells", technologies=("xenium",), inputs={"dir": "Xenium output folder"},
+    optional_inputs={"he_image": "registered H&E image", "he_alignment": "10x alignment CSV (H&E px -> morphology px)"},
+    options=XeniumOptions, reader=_read,
+    elements=("images/if", "images/he", "points/transcripts", "shapes/cells", "shapes/nuclei", "tables/expression",
+              "tables/expression_pseudospots_<d>um", "patches")))

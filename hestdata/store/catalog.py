@@ -61,7 +61,6 @@ def empty_catalog() -> Any:
 
 def open_catalog(root: str | Path) -> Any:
     """The catalog of a root as a polars DataFrame (empty, with the full schema, if nothing is published)."""
-    import polars as pl
 
     r = Path(root)
     if not r.is_dir():
@@ -69,10 +68,34 @@ def open_catalog(root: str | Path) -> Any:
     p = r / L.CATALOG
     if not p.is_file():
         return empty_catalog()
+    return parse_catalog(p.read_bytes(), str(p))
+
+
+def parse_catalog(data: bytes, where: str) -> Any:
+    """The one catalog reader: ``catalog.parquet`` bytes (local or fetched) as a polars DataFrame, checked —
+    readable, with ``id`` and ``path`` columns, unique valid ids, and relative sample paths inside the root."""
+    import polars as pl
+
+    from hestdata.errors import InputError
+
     try:
-        return pl.read_parquet(p)
+        cat = pl.read_parquet(io.BytesIO(data))
     except Exception as exc:
-        raise StoreError(f"{p}: cannot read catalog ({type(exc).__name__}: {exc})") from exc
+        raise StoreError(f"{where}: cannot read catalog ({type(exc).__name__}: {exc})") from exc
+    missing = [c for c in ("id", "path") if c not in cat.columns]
+    if missing:
+        raise StoreError(f"{where}: catalog lacks column(s) {missing}")
+    ids = cat["id"].to_list()
+    if len(set(ids)) != len(ids):
+        raise StoreError(f"{where}: catalog has duplicate ids")
+    for sid, rel in zip(ids, cat["path"].to_list(), strict=True):
+        try:
+            L.check_sample_id(sid)
+        except InputError as exc:
+            raise StoreError(f"{where}: {exc.reason}") from None
+        if rel != L.sample_relpath(sid):
+            raise StoreError(f"{where}: sample {sid!r} has path {rel!r}, expected {L.sample_relpath(sid)!r}")
+    return cat
 
 
 def _read_rows(root: Path) -> list[dict[str, Any]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hestdata.metadata import SAMPLE_ID_PATTERN, check_sample_id  # noqa: F401  (re-exported)
+
 CATALOG = "catalog.parquet"
 MANIFEST = "manifest.json"
 SAMPLES = "samples"
@@ -33,6 +35,18 @@ COORDINATE_SYSTEM = "global"
 SPACE_UNIT = "micrometer"
 DEFAULT_SHARD_PATCHES = 1000
 IMAGE_CHUNK_PX = 512
+
+
+# the store layout of each sample variant: the table's region (shapes it annotates) and the main image
+VARIANT_REGION = {"spots": SHAPES_SPOTS, "cells": "cells", "channels": None, "slide": None}
+VARIANT_IMAGE = {"spots": IMAGE_HE, "cells": "if", "channels": "if", "slide": IMAGE_HE}
+_LEGACY_VARIANT = {"xenium": "cells", "multiplex": "channels", "imc": "channels", "wsi": "slide"}
+
+
+def variant_of(metadata: dict | object) -> str:
+    """A stored sample's variant: recorded in its metadata, or (samples written before 0.2) from its technology."""
+    get = metadata.get if isinstance(metadata, dict) else lambda k: getattr(metadata, k, None)
+    return get("variant") or _LEGACY_VARIANT.get(str(get("technology")), "spots")
 
 
 def sample_path(root: str | Path, sample_id: str) -> Path:

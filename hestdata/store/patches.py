@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.errors import IntegrityError, StoreError
-from hestdata.remote.fs import ProcessLocalFS, join
+from hestdata.io.fs import ProcessLocalFS, join
 from hestdata.store import layout as L
 
 EMPTY = 2**64 - 1

@@ -82,7 +82,7 @@ class SampleWriter:
         import zarr
 
         self.root = Path(root)
-        self.final = L.sample_path(self.root, sample_id)
+        self.final = L.sample_path(self.root, L.check_sample_id(sample_id))
         if self.final.exists() and not overwrite:
             raise StoreError(f"{self.final}: sample already exists (pass overwrite=True / --overwrite)")
         self.overwrite = overwrite

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hestdata.store import layout as L
 
 OBS_COLUMNS = ("x_um", "y_um", "in_tissue", "array_row", "array_col", "pxl_col_in_fullres", "pxl_row_in_fullres")
 VAR_COLUMNS = ("original_name", "gene_id", "feature_type")
-
-
-class _Skip(Exception):
-    """An element left out by a partial download: nothing to check."""
 
 
 @dataclass
@@ -36,48 +34,40 @@ class ValidationReport:
             raise SchemaError(self.path, self.violations)
 
 
-def _validate_sample(path: Path, out: list[str]) -> None:
-    import pyarrow.parquet as pq
+def _open_metadata(path: Path, bad: Callable[[str], None]) -> tuple[Any, Any] | None:
+    """The sample's Zarr group and typed metadata, or None after reporting why they cannot be read."""
     import zarr
 
-    import hestdata.store.codecs  # noqa: F401
+    import hestdata.store.codecs  # noqa: F401  (registers the JPEG codec)
     from hestdata.metadata import SampleMetadata, schema_violations
-
-    def bad(msg: str) -> None:
-        out.append(f"{path.name}: {msg}")
 
     try:
         root = zarr.open_group(str(path), mode="r")
     except Exception as exc:
         bad(f"not a readable Zarr v3 group ({type(exc).__name__})")
-        return
+        return None
     attrs = dict(root.attrs)
     if "spatialdata_attrs" not in attrs:
         bad("root attrs lack 'spatialdata_attrs' (not a SpatialData store)")
     raw = attrs.get(L.META_KEY)
     if raw is None:
         bad(f"root attrs lack '{L.META_KEY}' metadata")
-        return
+        return None
     problems = schema_violations(raw)
     for p in problems:
         bad(f"metadata {p}")
     if problems:
-        return
+        return None
     meta = SampleMetadata.model_validate(raw)
     if meta.id + L.SAMPLE_SUFFIX != path.name:
         bad(f"metadata id {meta.id!r} does not match the folder name")
-    missing = set(meta.missing_elements)
-    if meta.technology in ("multiplex", "imc", "wsi"):  # image-only samples: no table, no spots
-        missing |= {"expression", "shapes"}
-    cellular = meta.technology in ("xenium", "multiplex", "imc")
-    image_only = meta.technology == "wsi"
-    region = "cells" if cellular else L.SHAPES_SPOTS
-    image_name = "if" if cellular and not image_only else L.IMAGE_HE
-    obs_required = ("x_um", "y_um", "in_tissue") if cellular else OBS_COLUMNS
-    # table
+    return root, meta
+
+
+def _check_table(root: Any, meta: Any, region: str, bad: Callable[[str], None]) -> None:
+    """``tables/expression``: shape and dtype as declared, required obs/var columns, the region it annotates."""
+    obs_required = OBS_COLUMNS if region == L.SHAPES_SPOTS else ("x_um", "y_um", "in_tissue")
     try:
-        if "expression" in missing:
-            raise _Skip
         tab = root[f"tables/{L.TABLE}"]
         X = tab["X"]
         shape = tuple(X.attrs.get("shape", getattr(X, "shape", ())))
@@ -97,38 +87,46 @@ def _validate_sample(path: Path, out: list[str]) -> None:
         tattrs = dict(tab.attrs)
         if tattrs.get("region") != region or tattrs.get("instance_key") != L.INSTANCE_KEY:
             bad(f"tables/{L.TABLE} does not annotate shapes/{region} by {L.INSTANCE_KEY!r}")
-    except _Skip:
-        pass
     except KeyError as exc:
         bad(f"missing element {exc}")
-    # spots
+
+
+def _check_shapes(path: Path, meta: Any, region: str, declared_missing: bool, bad: Callable[[str], None]) -> None:
+    """The shapes the table annotates: one row per table row."""
+    import pyarrow.parquet as pq
+
     spots = path / "shapes" / region / "shapes.parquet"
-    if "shapes" in missing:
+    if declared_missing:
         if spots.exists():
             bad("shapes are declared missing but present")
     elif not spots.is_file():
-        bad(f"missing shapes/{L.SHAPES_SPOTS}")
+        bad(f"missing shapes/{region}")
     else:
         n = pq.ParquetFile(spots).metadata.num_rows
         if n != meta.qc.n_obs:
-            bad(f"shapes/{L.SHAPES_SPOTS} has {n} rows, table has {meta.qc.n_obs}")
-    # image
-    if meta.image is not None:
-        try:
-            img = root[f"images/{image_name}"]
-            ms = img.attrs["ome"]["multiscales"][0]
-            if len(ms["datasets"]) != meta.image.n_levels:
-                bad(f"images/{image_name} has {len(ms['datasets'])} levels, metadata says {meta.image.n_levels}")
-            s0 = img[ms["datasets"][0]["path"]]
-            if tuple(s0.shape[1:]) != (meta.image.height_px, meta.image.width_px):
-                bad(f"images/{image_name} level 0 shape {s0.shape} != metadata {meta.image.height_px}x{meta.image.width_px}")
-            tr = ms["coordinateTransformations"][0]
-            scale = (tr["transformations"][0] if tr["type"] == "sequence" else tr)["scale"]
-            if abs(scale[-1] - meta.image.pixel_size_um) > 1e-9 * max(1.0, scale[-1]):
-                bad(f"images/{image_name} transform scale {scale[-1]} != pixel size {meta.image.pixel_size_um}")
-        except (KeyError, IndexError) as exc:
-            bad(f"images/{image_name} missing or malformed ({exc})")
-    # patches
+            bad(f"shapes/{region} has {n} rows, table has {meta.qc.n_obs}")
+
+
+def _check_image(root: Any, meta: Any, image_name: str, bad: Callable[[str], None]) -> None:
+    """The main image: level count, level-0 shape and µm scale as the metadata says."""
+    try:
+        img = root[f"images/{image_name}"]
+        ms = img.attrs["ome"]["multiscales"][0]
+        if len(ms["datasets"]) != meta.image.n_levels:
+            bad(f"images/{image_name} has {len(ms['datasets'])} levels, metadata says {meta.image.n_levels}")
+        s0 = img[ms["datasets"][0]["path"]]
+        if tuple(s0.shape[1:]) != (meta.image.height_px, meta.image.width_px):
+            bad(f"images/{image_name} level 0 shape {s0.shape} != metadata {meta.image.height_px}x{meta.image.width_px}")
+        tr = ms["coordinateTransformations"][0]
+        scale = (tr["transformations"][0] if tr["type"] == "sequence" else tr)["scale"]
+        if abs(scale[-1] - meta.image.pixel_size_um) > 1e-9 * max(1.0, scale[-1]):
+            bad(f"images/{image_name} transform scale {scale[-1]} != pixel size {meta.image.pixel_size_um}")
+    except (KeyError, IndexError) as exc:
+        bad(f"images/{image_name} missing or malformed ({exc})")
+
+
+def _check_patches(root: Any, meta: Any, bad: Callable[[str], None]) -> None:
+    """Every patch array: shapes as declared, and obs_index rows inside the table it points to."""
     for name, pqc in meta.qc.patches.items():
         try:
             g = root[f"{L.PATCH_GROUP}/{name}"]
@@ -139,17 +137,39 @@ def _validate_sample(path: Path, out: list[str]) -> None:
         p = int(g.attrs.get("patch_size_px", -1))
         expect = (pqc.n_patches, len(meta.markers), p, p) if meta.markers else (pqc.n_patches, p, p, 3)
         if tuple(imgs.shape) != expect:
-            bad(f"patch array {name}: images shape {imgs.shape} != ({pqc.n_patches}, {p}, {p}, 3)")
+            bad(f"patch array {name}: images shape {imgs.shape} != {expect}")
         if idx.shape != (pqc.n_patches,) or cen.shape != (pqc.n_patches, 2):
             bad(f"patch array {name}: obs_index {idx.shape} / centers_um {cen.shape} do not match {pqc.n_patches} patches")
-        else:
-            v = idx[:]
-            table = g.attrs.get("obs_index_table")
-            prefix = f"tables/{L.TABLE}_"
-            n_rows = (meta.qc.tables.get(table[len(prefix):]) if table and table.startswith(prefix)
-                      else meta.qc.n_obs if table else None)
-            if len(v) and n_rows is not None and (v.min() < 0 or v.max() >= n_rows):
-                bad(f"patch array {name}: obs_index outside [0, {n_rows}) of {table}")
+            continue
+        v = idx[:]
+        table = g.attrs.get("obs_index_table")
+        prefix = f"tables/{L.TABLE}_"
+        n_rows = (meta.qc.tables.get(table[len(prefix):]) if table and table.startswith(prefix)
+                  else meta.qc.n_obs if table else None)
+        if len(v) and n_rows is not None and (v.min() < 0 or v.max() >= n_rows):
+            bad(f"patch array {name}: obs_index outside [0, {n_rows}) of {table}")
+
+
+def _validate_sample(path: Path, out: list[str]) -> None:
+    """Every element the sample's variant stores (spots, cells, channels, slide), as its metadata declares."""
+
+    def bad(msg: str) -> None:
+        out.append(f"{path.name}: {msg}")
+
+    opened = _open_metadata(path, bad)
+    if opened is None:
+        return
+    root, meta = opened
+    variant = L.variant_of(meta)
+    region = L.VARIANT_REGION[variant]
+    missing = set(meta.missing_elements)
+    if region is not None:  # variants with a table: spots and cells
+        if "expression" not in missing:
+            _check_table(root, meta, region, bad)
+        _check_shapes(path, meta, region, "shapes" in missing, bad)
+    if meta.image is not None:
+        _check_image(root, meta, L.VARIANT_IMAGE[variant], bad)
+    _check_patches(root, meta, bad)
 
 
 def _validate_root(root: Path, out: list[str], checksums: bool) -> int:

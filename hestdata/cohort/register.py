@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from hestdata._version import __version__
-from hestdata.catalog.cohort import Cohort, SampleSpec, load_cohort
+from hestdata.cohort.cohort import Cohort, SampleSpec, load_cohort, sample_options
+from hestdata.sources.registry import get_source
 from hestdata.store import layout as L
 
 
@@ -81,72 +82,17 @@ def _resolve(cohort: Cohort, s: SampleSpec) -> dict[str, Any]:
     if cohort.source_url:
         meta["source_url"] = cohort.source_url
     meta.update({k: v for k, v in s.metadata.items() if v is not None})
-    return {"id": s.id, "technology": s.technology or d.technology, "inputs": dict(s.inputs),
-            "options": dict(s.options), "metadata": meta, "patches": s.patches if s.patches is not None else d.patches,
-            "min_tissue_fraction": d.min_tissue_fraction, "pixel_size_um": s.pixel_size_um or d.pixel_size_um}
+    src = get_source(s.technology or d.technology or "")
+    opts = src.parse_options(sample_options(cohort, s, src))
+    return {"id": s.id, "technology": src.name, "inputs": dict(s.inputs), "metadata": meta,
+            "options": opts.model_dump(mode="json", exclude_unset=True)}
 
 
 def read_sample(spec: dict[str, Any], base: str) -> Any:
-    """Run the reader for one resolved spec (inputs relative to ``base``)."""
-    b = Path(base)
-    inp = {k: b / v for k, v in spec["inputs"].items()}
-    sid, ps, opts, tech = spec["id"], spec["pixel_size_um"], spec["options"], spec["technology"]
-    if tech == "visium":
-        from hestdata.sources.visium import read_visium
-
-        return read_visium(inp["outs"], sample_id=sid, image=inp.get("image"), pixel_size_um=ps)
-    if tech == "visium_hd":
-        from hestdata.sources.visium_hd import read_visium_hd
-
-        return read_visium_hd(inp["path"], sample_id=sid, image=inp.get("image"), pixel_size_um=ps,
-                              bin_size_um=opts.get("bin_size_um"))  # type: ignore[arg-type]
-    if tech == "st":
-        from hestdata.sources.st_legacy import read_st
-
-        return read_st(inp["counts"], spots=inp["spots"], image=inp["image"], sample_id=sid, pixel_size_um=ps)
-    if tech == "anndata":
-        from hestdata.sources.anndata_image import read_anndata
-
-        return read_anndata(inp["h5ad"], image=inp["image"], sample_id=sid, pixel_size_um=ps,
-                            technology=str(opts.get("technology", "visium")),
-                            library_id=opts.get("library_id"))  # type: ignore[arg-type]
-    if tech == "hest1k":
-        from hestdata.sources.hest1k import read_hest1k
-
-        return read_hest1k(inp["dir"], str(opts.get("hest_id", sid)), sample_id=sid, pixel_size_um=ps)
-    raise ValueError(f"unknown technology {tech!r}")
-
-
-def _convert_other(spec: dict[str, Any], base: str, root: str, meta: dict[str, Any], digest: str) -> None:
-    """Xenium, multiplex and whole-slide samples (their own converters; options from the sample spec)."""
-    b = Path(base)
-    inp = {k: b / v for k, v in spec["inputs"].items()}
-    opts, sid, ps = spec["options"], spec["id"], spec["pixel_size_um"]
-    common = {"overwrite": True, "metadata": meta, "publish_root": False, "input_sha256": digest}
-    if spec["technology"] == "xenium":
-        from hestdata.convert_xenium import convert_xenium
-        from hestdata.sources.xenium import parse_origin, read_xenium
-
-        xs = read_xenium(inp["dir"], sample_id=sid, pixel_size_um=ps,
-                         image_origin_um=parse_origin(str(opts["image_origin_um"])) if "image_origin_um" in opts
-                         else (0.0, 0.0), he_image=inp.get("he_image"), he_alignment=inp.get("he_alignment"))
-        diam = float(opts.get("pseudospot_um", 55.0))
-        convert_xenium(xs, root, pseudospot_um=(diam,), patches=spec["patches"], **common)
-    elif spec["technology"] == "multiplex":
-        from hestdata.convert_multiplex import convert_multiplex
-        from hestdata.sources.multiplex import read_multiplex
-
-        ms = read_multiplex(inp["image"], sample_id=sid, panel=inp.get("panel"), markers_csv=inp.get("markers_csv"),
-                            mapping=inp.get("mapping"), pixel_size_um=ps)
-        convert_multiplex(ms, root, patches=spec["patches"], **common)
-    else:
-        from hestdata.convert_wsi import convert_wsi
-        from hestdata.sources.wsi import open_wsi
-        from hestdata.units import PatchGeometry
-
-        px, um = int(opts.get("tile_px", 224)), float(opts.get("tile_um", 256.0))
-        convert_wsi(open_wsi(inp["slide"], pixel_size_um=ps), root, sid, patches=[PatchGeometry(px, um / px)],
-                    min_tissue_fraction=float(opts.get("min_tissue_fraction", 0.5)), **common)
+    """Run the source's reader for one resolved spec (inputs relative to ``base``)."""
+    src = get_source(spec["technology"])
+    return src.read({k: Path(base) / v for k, v in spec["inputs"].items()}, sample_id=spec["id"],
+                    options=spec["options"])
 
 
 def convert_task(spec: dict[str, Any], base: str, root: str) -> SampleOutcome:
@@ -165,13 +111,10 @@ def convert_task(spec: dict[str, Any], base: str, root: str) -> SampleOutcome:
                     return SampleOutcome(sid, "unchanged", seconds=time.perf_counter() - t0)
             except Exception:  # unreadable old sample: convert again
                 pass
-        meta = dict(spec["metadata"])
-        if spec["technology"] in ("xenium", "multiplex", "wsi"):
-            _convert_other(spec, base, root, meta, digest)
-            return SampleOutcome(sid, "converted", seconds=time.perf_counter() - t0)
         sample = read_sample(spec, base)
-        convert(sample, root, patches=spec["patches"], overwrite=True, min_tissue_fraction=spec["min_tissue_fraction"],
-                metadata=meta, publish_root=False, input_sha256=digest)
+        opts = get_source(spec["technology"]).parse_options(spec["options"])
+        convert(sample, root, options=opts, overwrite=True, metadata=dict(spec["metadata"]), publish_root=False,
+                input_sha256=digest)
         return SampleOutcome(sid, "converted", seconds=time.perf_counter() - t0)
     except Exception as exc:  # a failed sample is reported, never fatal for the others
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

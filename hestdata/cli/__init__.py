@@ -1,0 +1,268 @@
+"""The ``hestdata`` command: convert, info, validate, demo.
+
+Every command exits non-zero with a one-line cause on bad input (any :class:`HestdataError`), and long steps
+show a progress bar. Heavy imports happen inside the commands, so ``hestdata --help`` is instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hestdata.cli.common import fail as _fail
+from hestdata.cli.common import handle_errors
+
+app = typer.Typer(help="Curate spatial-omics / pathology samples into SpatialData/Zarr stores.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+convert_app = typer.Typer(help="Convert one sample into ROOT/samples/<ID>.zarr.", no_args_is_help=True)
+app.add_typer(convert_app, name="convert")
+bench_app = typer.Typer(help="Benchmark image encoders on standardized tasks.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _print_summary(path: Path) -> None:
+    """One line per converted sample, then its warnings (a variant's own counts)."""
+    from hestdata.store import layout as L
+    from hestdata.store.sample import read_metadata
+
+    m = read_metadata(path)
+    variant = L.variant_of(m)
+    patches = ", ".join(f"{k}: {v.n_patches}" for k, v in m.qc.patches.items()) or "none"
+    what = {"spots": f"{m.qc.n_obs} spots x {m.qc.n_genes} genes",
+            "cells": f"{m.qc.n_obs} cells x {m.qc.n_genes} genes, {m.qc.n_transcripts} transcripts, "
+                     f"pseudo-spots {m.qc.tables}",
+            "channels": f"{len(m.markers)} markers: {', '.join(x.name for x in m.markers)}; "
+                        f"dropped {m.dropped_channels or 'none'}",
+            "slide": f"{m.image.width_px}x{m.image.height_px} px" if m.image else "no image"}[variant]
+    typer.echo(f"wrote {path}  [{m.technology}, {what}, {m.pixel_size_um.value:.4f} µm/px "
+               f"({m.pixel_size_um.trusted}), patches {patches}]")
+    for name, q in m.qc.patches.items():
+        if variant == "slide":
+            typer.echo(f"  {name}: {q.n_patches} tiles ({q.n_skipped_low_tissue} low tissue, "
+                       f"{q.n_skipped_background} background skipped)")
+    for w in m.qc.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+
+
+def _add_convert_commands() -> None:
+    from hestdata.cli.convert import make_command
+    from hestdata.sources.registry import all_sources
+
+    for src in all_sources():
+        cmd = make_command(src, _print_summary)
+        convert_app.command(src.name.replace("_", "-"), help=cmd.__doc__)(handle_errors(cmd))
+
+
+_add_convert_commands()
+
+
+@app.command()
+@handle_errors
+def info(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zarr folder.")]) -> None:
+    """Summarise a root (its catalog) or one sample (its metadata)."""
+    from hestdata.store import layout as L
+
+    if path.name.endswith(L.SAMPLE_SUFFIX):
+        import json
+
+        from hestdata.store.sample import read_metadata
+
+        typer.echo(json.dumps(read_metadata(path).model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    import polars as pl
+
+    from hestdata.store.catalog import open_catalog
+
+    cat = open_catalog(path)
+    cols = ["id", "technology", "species", "n_obs", "n_genes", "pixel_size_um", "n_patches", "synthetic", "bytes"]
+    with pl.Config(tbl_rows=100, tbl_cols=len(cols), tbl_width_chars=140):
+        typer.echo(f"{path}: {cat.height} sample(s)")
+        if cat.height:
+            typer.echo(cat.select(cols))
+
+
+@app.command()
+@handle_errors
+def validate(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zarr folder.")],
+             checksums: Annotated[bool, typer.Option(help="Re-hash files against the manifest.")] = True) -> None:
+    """Check a root or sample against the store specification; list every violation."""
+    from hestdata.store.validate import validate as run
+
+    rep = run(path, checksums=checksums)
+    if rep.ok:
+        typer.echo(f"{path}: valid ({rep.kind}, {rep.n_samples} sample(s))")
+        return
+    for v in rep.violations:
+        typer.echo(f"  - {v}", err=True)
+    _fail(f"{path}: {len(rep.violations)} violation(s)")
+
+
+@app.command()
+@handle_errors
+def download(source: Annotated[str, typer.Argument(help="Root URL, path, or configured remote name.")],
+             dest: Annotated[Path, typer.Argument(help="Local root to create or update.")],
+             sample_id: Annotated[list[str] | None, typer.Option("--id", help="Sample id, repeatable.")] = None,
+             where: Annotated[str | None, typer.Option(help="SQL filter on the catalog, e.g. \"organ = 'breast'\".")] = None,
+             only: Annotated[str | None, typer.Option(help="Elements: image,shapes,expression,patches,points.")] = None,
+             patch: Annotated[list[str] | None, typer.Option(help="Patch array name, repeatable.")] = None,
+             workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 8) -> None:
+    """Download a subset of a root (by id / catalog filter / element), resumable and checksum-verified."""
+    from hestdata.remote.download import download as run
+
+    expr = None
+    if where:
+        import polars as pl
+
+        expr = pl.sql_expr(where)
+    elements = [e.strip() for e in only.split(",")] if only else None
+    root = run(source, dest, ids=sample_id or None, where=expr, elements=elements, patches=patch or None,
+               workers=workers)
+    from hestdata.store.catalog import open_catalog
+
+    typer.echo(f"{root}: {open_catalog(root).height} sample(s) present")
+
+
+@app.command()
+@handle_errors
+def register(cohort: Annotated[Path, typer.Argument(help="Cohort descriptor (YAML).")],
+             root: Annotated[Path, typer.Option(help="Root to register into.")],
+             scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster).")] = None,
+             workers: Annotated[int, typer.Option(help="LocalCluster worker processes.")] = 2) -> None:
+    """Validate a cohort and convert its samples as Dask tasks; publish them once; report per sample."""
+    from hestdata.cohort.register import register_cohort
+
+    rep = register_cohort(cohort, root, scheduler=scheduler, n_workers=workers, echo=typer.echo)
+    typer.echo(rep.summary())
+    for o in rep.outcomes:
+        if o.status == "failed":
+            typer.secho(f"failed: {o.id}: {o.reason}", fg=typer.colors.RED, err=True)
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def push(root: Annotated[Path, typer.Argument(help="Local root.")],
+         url: Annotated[str, typer.Argument(help="Destination URL (s3://…, file://…, a remote name).")],
+         workers: Annotated[int, typer.Option(help="Parallel uploads.")] = 8) -> None:
+    """Publish a root: changed files first, manifest last."""
+    from hestdata.remote.push import push as run
+
+    rep = run(root, url, workers=workers)
+    typer.echo(f"pushed {len(rep.uploaded)} file(s) ({rep.bytes_uploaded:,} bytes), {rep.unchanged} unchanged")
+
+
+@app.command()
+@handle_errors
+def demo(data: Annotated[Path | None, typer.Option(help="A real Visium outs/ folder instead of the built-in sample.")] = None,
+         image: Annotated[Path | None, typer.Option(help="Full-resolution image for --data.")] = None,
+         out: Annotated[Path, typer.Option(help="Where to build the demo root.")] = Path("hestdata-demo")) -> None:
+    """Build a small root offline, print its catalog and write overview.png."""
+    from hestdata.demo import run_demo
+
+    run_demo(out, data=data, image=image, echo=typer.echo)
+
+
+@bench_app.command("run")
+@handle_errors
+def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
+              encoder: Annotated[list[str], typer.Option(help="Encoder name, repeatable (see 'bench list').")],
+              task: Annotated[list[str], typer.Option(help="Task name or YAML path, repeatable.")],
+              checkpoint: Annotated[Path | None, typer.Option(help="Local weights for a timm/published encoder.")] = None,
+              device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: cuda if available).")] = None,
+              batch_size: Annotated[int, typer.Option(help="Patches per batch.")] = 64,
+              workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 0,
+              patch: Annotated[str | None, typer.Option(help="Override the task's patch array.")] = None) -> None:
+    """Embed (cached) and evaluate; rows are appended to ROOT/leaderboard.parquet."""
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.bench.runner import PRIMARY, load_task, run_benchmark
+
+    for e in encoder:
+        enc = load_encoder(e, checkpoint=checkpoint)
+        for t in task:
+            typer.echo(f"{enc.name} on {t}:")
+            rows = run_benchmark(root, enc, t, batch_size=batch_size, num_workers=workers, device=device,
+                                 patch=patch, echo=typer.echo)
+            primary = PRIMARY[load_task(t).type]
+            for r in rows:
+                mark = "*" if r["metric"] == primary else " "
+                typer.echo(f" {mark} {r['metric']}: {r['mean']:.4f} ± {r['std']:.4f}  folds "
+                           + ", ".join(f"{f}={v:.4f}" for f, v in zip(r["folds"], r["fold_values"], strict=True)))
+
+
+@bench_app.command("embed")
+@handle_errors
+def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
+                encoder: Annotated[str, typer.Option(help="Encoder name.")],
+                patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_1.14286um",
+                checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None,
+                batch_size: Annotated[int, typer.Option(help="Patches per batch.")] = 64,
+                workers: Annotated[int, typer.Option(help="Loader workers.")] = 0) -> None:
+    """Compute (and cache) per-patch features of every sample with the patch array."""
+    from hestdata.bench.embed import embed_samples
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.store.catalog import open_catalog
+
+    cat = open_catalog(root)
+    ids = [i for i, a in zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), strict=True) if patch in a]
+    enc = load_encoder(encoder, checkpoint=checkpoint)
+    out = embed_samples(root, enc, ids, patch=patch, batch_size=batch_size, num_workers=workers,
+                        on_sample=lambda s, hit: typer.echo(f"  {s}: {'cached' if hit else 'embedded'}"))
+    typer.echo(f"{len(out)} sample(s), {sum(len(v) for v in out.values())} patches, encoder {enc.name}")
+
+
+@bench_app.command("list")
+def bench_list() -> None:
+    """Encoders and tasks this installation knows."""
+    from hestdata.bench.encoders import available
+    from hestdata.bench.runner import builtin_tasks, load_task
+
+    typer.echo("encoders:")
+    for k, v in sorted(available().items()):
+        typer.echo(f"  {k:<16} {v}")
+    typer.echo("tasks:")
+    for name in sorted(builtin_tasks()):
+        t = load_task(name)
+        typer.echo(f"  {name:<20} {t.type:<15} samples: {t.samples}; folds by {t.group_by}")
+
+
+@bench_app.command("leaderboard")
+@handle_errors
+def bench_leaderboard(root: Annotated[Path, typer.Argument(help="Root with a leaderboard.parquet.")],
+                      html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML page here.")] = None) -> None:
+    """Render the leaderboard as Markdown (stdout) and a self-contained HTML page."""
+    from hestdata.bench.leaderboard import read, render_html, render_markdown
+    from hestdata.store.atomic import atomic_write_bytes
+
+    df = read(root)
+    typer.echo(render_markdown(df))
+    target = html_out or (root / "leaderboard.html")
+    atomic_write_bytes(target, render_html(df).encode())
+    typer.echo(f"html: {target}")
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(layout: Annotated[str, typer.Argument(help="stamp or trident.")],
+               root: Annotated[Path, typer.Argument(help="Root.")],
+               dest: Annotated[Path, typer.Argument(help="Output folder.")],
+               encoder: Annotated[str, typer.Option(help="Encoder name.")],
+               patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_1.14286um",
+               checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None) -> None:
+    """Write per-slide patch features in the STAMP or TRIDENT HDF5 layout."""
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.bench.export import export_features
+
+    files = export_features(root, load_encoder(encoder, checkpoint=checkpoint), dest, layout=layout, patch=patch)
+    typer.echo(f"wrote {len(files)} file(s) under {dest}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m hestdata.cli``."""
+
+from hestdata.cli import main
+
+main()

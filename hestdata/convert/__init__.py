@@ -1,0 +1,79 @@
+"""One conversion pipeline for every technology: :func:`convert` curates a :class:`~hestdata.model.Sample` and
+writes it into a root, atomically.
+
+Shared stages (``stages.py``): id and metadata checks → pixel size → genes → pyramid → tissue → metadata →
+commit → publish. Each sample variant supplies the stages only it has (``spots.py``, ``cells.py``,
+``channels.py``, ``slide.py``): patches around spots or cells, pseudo-spot tables, marker statistics, tiles.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hestdata.model import Sample
+from hestdata.options import VARIANT_OPTIONS, Options, parse_options
+
+
+def _converter(variant: str) -> Callable[..., Path]:
+    if variant == "spots":
+        from hestdata.convert.spots import convert_spots
+
+        return convert_spots
+    if variant == "cells":
+        from hestdata.convert.cells import convert_cells
+
+        return convert_cells
+    if variant == "channels":
+        from hestdata.convert.channels import convert_channels
+
+        return convert_channels
+    if variant == "slide":
+        from hestdata.convert.slide import convert_slide
+
+        return convert_slide
+    raise TypeError(f"no conversion for sample variant {variant!r}")
+
+
+def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metadata: dict[str, Any] | None = None,
+            options: dict[str, Any] | Options | None = None, publish_root: bool = True,
+            input_sha256: str | None = None, progress: bool = False, **option_values: Any) -> Path:
+    """Write ``sample`` to ``root/samples/<id>.zarr`` and publish it in the catalog; return the sample path.
+
+    Works for every sample variant with the same id, metadata and overwrite rules. Conversion options are the
+    sample variant's (:mod:`hestdata.options`), given as ``options=`` or keywords, e.g.
+    ``patches=["224px_0.5um"]``, ``min_tissue_fraction=0.15`` (spots), ``pseudospot_um=[55, 100]`` (cells);
+    an unknown option is an error naming it. ``metadata`` sets descriptive fields (organ, patient, species,
+    licence, …). ``publish_root=False`` leaves the catalog and manifest alone (registration publishes all its
+    samples at once). ``input_sha256`` records the hash of the inputs (registration's idempotence).
+    """
+    from hestdata.convert.stages import check_request
+
+    variant = getattr(sample, "variant", None)
+    if not isinstance(sample, Sample) or variant not in VARIANT_OPTIONS:
+        raise TypeError(f"convert() takes a hestdata Sample (spots, cells, channels or slide), got {type(sample).__name__}")
+    model = VARIANT_OPTIONS[variant]
+    if isinstance(options, Options):  # a source's options: take the conversion part (the reader used the rest)
+        raw = {k: getattr(options, k) for k in model.model_fields if hasattr(options, k)}
+    else:
+        raw = dict(options or {})
+    raw.update(option_values)
+    opts = parse_options(model, raw, where=sample.where, what=f"{variant} samples")
+    req = check_request(sample, root, metadata=metadata, overwrite=overwrite, input_sha256=input_sha256,
+                        progress=progress)
+    return _converter(variant)(req, sample, opts, publish_root)
+
+
+
+class _CallableModule(types.ModuleType):
+    """``hestdata.convert`` is both this package and the function: once the package is imported, Python binds
+    the package to the name ``hestdata.convert``, so calling it must still convert."""
+
+    def __call__(self, sample: Sample, root: str | Path, **kwargs: Any) -> Path:
+        return convert(sample, root, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

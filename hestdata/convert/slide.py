@@ -1,0 +1,74 @@
+"""Whole slides: the pyramid strip by strip (level 0 is never held whole), tissue polygons from the thumbnail
+level, and tissue tiles read region by region."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hestdata.convert import stages
+from hestdata.metadata import QC, ImageInfo, PatchQC
+from hestdata.model import SlideSample
+from hestdata.options import SlideOptions
+from hestdata.units import PatchGeometry
+
+STRIP_ROWS = 256
+THUMBNAIL_MAX_PX = 1024
+
+
+def write_slide_pyramid(w: Any, slide: Any, pixel_size_um: float) -> tuple[list[tuple[int, int]], int, np.ndarray]:
+    """Level 0 read in strips and cascaded down; returns the level shapes, the thumbnail level and its pixels."""
+    from hestdata.curation.pyramid import iter_pyramid_from, pyramid_shapes
+
+    w0, h0 = slide.width, slide.height
+    shapes = pyramid_shapes(h0, w0)
+    t_idx = stages.thumbnail_level(shapes, THUMBNAIL_MAX_PX)
+    kept: dict[int, np.ndarray] = {}
+    strips = iter_pyramid_from(lambda a, b: slide.read_region(0, 0, a, w0, b - a), h0, len(shapes), STRIP_ROWS)
+    w.write_image(shapes, 3, np.uint8, pixel_size_um, stages.keep_levels(strips, shapes, {t_idx}, (3,), np.uint8, kept))
+    return shapes, t_idx, kept[t_idx]
+
+
+def write_tiles(w: Any, slide: Any, pixel_size_um: float, g: PatchGeometry, tissue: Any, o: SlideOptions) -> PatchQC:
+    """Tiles of ``g`` over the tissue (background and blur rejected, counted), as one patch array."""
+    from hestdata.curation.levels import finest_level_for
+    from hestdata.curation.tiling import plan_tiles, render_tiles
+
+    plan = plan_tiles(slide.width * pixel_size_um, slide.height * pixel_size_um, g, tissue, o.min_tissue_fraction)
+    imgs, origins, n_bg = [], [], 0
+    for batch, kept, bg in render_tiles(slide.read_region, pixel_size_um, slide.level_downsamples, plan, 256):
+        imgs.append(batch)
+        origins.append(kept)
+        n_bg += bg
+    arr = np.concatenate(imgs) if imgs else np.zeros((0, g.patch_size_px, g.patch_size_px, 3), np.uint8)
+    org = np.concatenate(origins) if origins else np.zeros((0, 2))
+    n = len(arr)
+    w.write_patches(g.name, n, g.patch_size_px, [(0, arr)] if n else [], np.full(n, -1), org + g.field_of_view_um / 2,
+                    {"pixel_size_um": g.pixel_size_um, "tile_size_um": g.field_of_view_um,
+                     "coords_um_top_left": "centers_um - tile_size_um / 2"}, o.jpeg_quality, table="")
+    level = finest_level_for(pixel_size_um, g.pixel_size_um, slide.level_downsamples)
+    return PatchQC(n_patches=n, n_skipped_off_image=0, n_skipped_low_tissue=plan.n_low_tissue,
+                   n_partial_outside_image=0, n_skipped_background=n_bg, min_tissue_fraction=o.min_tissue_fraction,
+                   source_pixel_size_um=pixel_size_um * slide.level_downsamples[level], jpeg_quality=o.jpeg_quality)
+
+
+def convert_slide(req: stages.Request, s: SlideSample, o: SlideOptions, publish_root: bool) -> Path:
+    """The whole-slide variant's pipeline."""
+    from hestdata.store.sample import SampleWriter
+
+    ps = stages.resolve_pixel_size(req)
+    slide = s.slide
+    geoms = [PatchGeometry.parse(g) for g in o.patches]
+    with SampleWriter(req.root, s.sample_id, overwrite=req.overwrite) as w:
+        shapes, t_idx, thumb = write_slide_pyramid(w, slide, ps.value)
+        tm = stages.write_tissue(w, thumb, ps.value * 2 ** t_idx)
+        pqc = {g.name: write_tiles(w, slide, ps.value, g, tm, o) for g in geoms}
+        qc = QC(n_obs=0, n_genes=0, counts_integer=True, tissue_fraction=round(tm.fraction, 4), patches=pqc,
+                warnings=req.warnings)
+        meta = stages.sample_metadata(
+            req, pixel_size_um=ps, qc=qc, magnification=req.fields.pop("magnification", None) or s.magnification,
+            image=ImageInfo(source_path=str(slide.path), kind="fullres", pixel_size_um=ps.value,
+                            width_px=slide.width, height_px=slide.height, n_levels=len(shapes)))
+        return stages.commit_and_publish(w, req, meta, publish_root)

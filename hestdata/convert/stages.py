@@ -1,0 +1,148 @@
+"""The stages every conversion shares, each a small function.
+
+validate id and metadata → resolve pixel size → genes → pyramid → tissue → (variant: patches, tables) →
+metadata → commit (rename into place) → publish (catalog + manifest under the root lock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hestdata._version import __version__
+from hestdata.errors import InputError, StoreError
+from hestdata.metadata import PixelSize, SampleMetadata, now_iso
+from hestdata.model import Sample
+
+META_FIELDS = frozenset({"cohort", "patient", "species", "organ", "disease_state", "oncotree_code", "preservation",
+                         "panel", "magnification", "license", "citation", "source_url", "synthetic", "provenance"})
+
+
+@dataclass
+class Request:
+    """A checked conversion request: what every variant's stages receive."""
+
+    sample: Sample
+    root: Path
+    overwrite: bool
+    fields: dict[str, Any]  # descriptive metadata: the source's, then the caller's
+    input_sha256: str | None = None
+    progress: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return self.sample.where
+
+
+def check_request(sample: Sample, root: str | Path, *, metadata: dict[str, Any] | None, overwrite: bool,
+                  input_sha256: str | None = None, progress: bool = False) -> Request:
+    """Stage 1: a valid id, known metadata fields, and no existing sample unless ``overwrite``."""
+    from hestdata.store import layout as L
+
+    L.check_sample_id(sample.sample_id)
+    fields = {**sample.metadata.get("descriptive", {}), **(metadata or {})}
+    unknown = set(fields) - META_FIELDS
+    if unknown:
+        raise InputError(None, f"unknown metadata field(s) {sorted(unknown)}; allowed: {sorted(META_FIELDS)}")
+    if L.sample_path(root, sample.sample_id).exists() and not overwrite:
+        raise StoreError(f"{L.sample_path(root, sample.sample_id)}: sample already exists "
+                         "(pass overwrite=True / --overwrite)")
+    return Request(sample, Path(root), overwrite, fields, input_sha256, progress, list(sample.warnings))
+
+
+def resolve_pixel_size(req: Request, obs: Any = None, spacing_um: float | None = None) -> PixelSize:
+    """Stage 2: the trusted full-resolution µm/px (warnings join the request's)."""
+    from hestdata.curation.pixel_size import resolve_pixel_size as resolve
+
+    s = req.sample
+    ps, warns = resolve(s.pixel_size, s.technology, obs, req.where, spacing_um)
+    req.warnings += warns
+    return ps
+
+
+def unify_genes(req: Request, var: Any, species_hint: str | None = None) -> tuple[Any, Any, str]:
+    """Stage 3: unified gene symbols (originals kept) and the species (a ``species`` field wins)."""
+    from hestdata.curation.genes import unify_genes as unify
+
+    species = req.fields.pop("species", None) or species_hint
+    return unify(var, species, req.where)
+
+
+def thumbnail_level(shapes: list[tuple[int, int]], max_px: int) -> int:
+    """The finest pyramid level whose longer side fits in ``max_px`` (else the coarsest)."""
+    return next((i for i, s in enumerate(shapes) if max(s) <= max_px), len(shapes) - 1)
+
+
+def keep_levels(strips: Iterator[tuple[int, int, np.ndarray]], shapes: list[tuple[int, int]], keep: set[int],
+                channels_shape: tuple[int, ...], dtype: Any, kept: dict[int, np.ndarray]
+                ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Pass pyramid strips through while copying levels in ``keep`` into ``kept`` (for tissue and patches)."""
+    for k in keep:
+        kept.setdefault(k, np.empty(shapes[k] + channels_shape, dtype=dtype))
+    for k, r0, strip in strips:
+        if k in keep:
+            kept[k][r0:r0 + len(strip)] = strip
+        yield k, r0, strip
+
+
+def write_pyramid(w: Any, hwc: np.ndarray, pixel_size_um: float, keep: set[int] = frozenset(),
+                  min_size_px: int = 256, **image_kwargs: Any) -> tuple[list[tuple[int, int]], dict[int, np.ndarray]]:
+    """Stage 4: the image pyramid of ``hwc`` (level 0 in memory); returns the level shapes and the kept levels
+    (level 0 is the input itself)."""
+    from hestdata.curation.pyramid import iter_pyramid, pyramid_shapes
+
+    shapes = pyramid_shapes(hwc.shape[0], hwc.shape[1], min_size_px=min_size_px)
+    kept: dict[int, np.ndarray] = {0: hwc}
+    strips = keep_levels(iter_pyramid(hwc, len(shapes)), shapes, set(keep) - {0}, hwc.shape[2:], hwc.dtype, kept)
+    w.write_image(shapes, hwc.shape[2], hwc.dtype, pixel_size_um, strips, **image_kwargs)
+    return shapes, kept
+
+
+def write_tissue(w: Any, thumb: np.ndarray, thumb_pixel_size_um: float) -> Any:
+    """Stage 5: Otsu tissue mask of a thumbnail level, stored as ``shapes/tissue`` polygons."""
+    import geopandas as gpd
+
+    from hestdata.curation.tissue import mask_to_polygons, segment_tissue
+    from hestdata.store import layout as L
+
+    tm = segment_tissue(thumb, thumb_pixel_size_um)
+    polys = mask_to_polygons(tm)
+    if polys:
+        w.write_shapes(L.SHAPES_TISSUE, gpd.GeoDataFrame(geometry=polys))
+    return tm
+
+
+def sample_metadata(req: Request, **values: Any) -> SampleMetadata:
+    """The sample's metadata: the request's descriptive fields, the variant, version and time, then ``values``."""
+    s = req.sample
+    fields = {**req.fields, **{k: v for k, v in values.items() if k in META_FIELDS and v is not None}}
+    rest = {k: v for k, v in values.items() if k not in META_FIELDS}
+    return SampleMetadata(id=s.sample_id, technology=s.technology, variant=s.variant, hestdata_version=__version__,
+                          created_at=now_iso(), input_sha256=req.input_sha256, **fields, **rest)
+
+
+def commit_and_publish(w: Any, req: Request, meta: SampleMetadata, publish_root: bool) -> Path:
+    """Last stages: rename the finished sample into place, then update catalog and manifest (unless a caller
+    such as registration publishes many samples at once)."""
+    from hestdata.store.catalog import publish
+
+    path = w.commit(meta)
+    if publish_root:
+        publish(req.root, [req.sample.sample_id])
+    return path
+
+
+def progress(batches: Any, total: int, label: str) -> Any:
+    """A transient progress bar over ``(start, batch)`` pairs (for terminals)."""
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        for start, batch in batches:
+            yield start, batch
+            bar.advance(task, len(batch))

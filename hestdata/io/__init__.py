@@ -1,0 +1,1 @@
+"""Leaf I/O helpers: URL -> fsspec filesystem. Imports nothing from hestdata."""

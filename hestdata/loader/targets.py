@@ -1,0 +1,105 @@
+"""Expression targets: which genes, and their values for a set of table rows.
+
+Targets are ``log1p`` of raw counts (HEST-Benchmark's) or ``raw``; a gene a sample lacks is zero and masked.
+Small per-sample target matrices are densified once (fast row gathers); larger ones stay sparse.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hestdata.io.fs import ProcessLocalFS
+from hestdata.store.access import open_group
+
+TARGETS = ("log1p", "raw")
+DENSE_TARGETS_BYTES = 64 * 1024 * 1024  # per sample; larger target matrices stay sparse
+
+
+def gene_list(genes: Sequence[str] | str | None, var_names: list[list[str]]) -> list[str]:
+    """The requested genes: a list, or the ``"union"`` (default) / ``"intersection"`` of the samples' genes."""
+    if genes is None:
+        genes = "union"
+    if isinstance(genes, str):
+        if genes == "union":
+            seen: dict[str, None] = {}
+            for v in var_names:
+                seen.update(dict.fromkeys(v))
+            return list(seen)
+        if genes == "intersection":
+            common = set(var_names[0]).intersection(*map(set, var_names[1:]))
+            return [g for g in var_names[0] if g in common]
+        raise ValueError(f"genes must be a list, 'union' or 'intersection', got {genes!r}")
+    out = list(genes)
+    if len(set(out)) != len(out):
+        raise ValueError("the requested gene list has duplicates")
+    return out
+
+
+def gene_positions(genes: list[str], var_names: list[str]) -> np.ndarray:
+    """For each requested gene, its column in a sample's table (-1 if absent)."""
+    gindex = {g: j for j, g in enumerate(genes)}
+    pos = np.full(len(genes), -1, dtype=np.int64)
+    for c, name in enumerate(var_names):
+        j = gindex.get(name)
+        if j is not None:
+            pos[j] = c
+    return pos
+
+
+class Targets:
+    """A sample's count matrix, loaded lazily in the process that needs it (never pickled to workers)."""
+
+    def __init__(self, path: str, table: str, gene_pos: np.ndarray) -> None:
+        self.path, self.table, self.gene_pos = path, table, gene_pos
+        self._X: Any = None
+        self._pid = -1
+        self._dense: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_X": None, "_pid": -1, "_dense": None}
+
+    def X(self, fs: ProcessLocalFS) -> Any:
+        """The counts as CSR (read once per process)."""
+        if self._X is None or self._pid != os.getpid():
+            import scipy.sparse as sp
+            from anndata.io import read_elem
+
+            X = read_elem(open_group(fs, self.path)[f"{self.table}/X"])
+            self._X = (X if hasattr(X, "tocsr") else sp.csr_matrix(X)).tocsr()
+            self._pid = os.getpid()
+        return self._X
+
+    def dense(self, fs: ProcessLocalFS, targets: str) -> np.ndarray | None:
+        """(n_obs, n_requested_genes) float32 targets, precomputed once when small (<= DENSE_TARGETS_BYTES)."""
+        if self._dense is None:
+            n_obs = self.X(fs).shape[0]
+            present = self.gene_pos >= 0
+            if n_obs * len(self.gene_pos) * 4 > DENSE_TARGETS_BYTES:
+                self._dense = False
+            else:
+                d = np.zeros((n_obs, len(self.gene_pos)), dtype=np.float32)
+                if present.any():
+                    d[:, present] = self.X(fs)[:, self.gene_pos[present]].toarray()
+                if targets == "log1p":
+                    np.log1p(d, out=d)
+                self._dense = d
+        return None if self._dense is False else self._dense
+
+    def rows(self, fs: ProcessLocalFS, rows: np.ndarray, targets: str) -> tuple[np.ndarray, np.ndarray]:
+        """(targets of ``rows`` (n, n_genes) float32, mask of genes the sample has)."""
+        present = self.gene_pos >= 0
+        if not len(self.gene_pos):  # images only (e.g. embedding extraction): never load the table
+            return np.zeros((len(rows), 0), dtype=np.float32), present
+        dense = self.dense(fs, targets)
+        if dense is not None:
+            return dense[rows], present
+        out = np.zeros((len(rows), len(self.gene_pos)), dtype=np.float32)
+        if present.any():
+            out[:, present] = self.X(fs)[rows][:, self.gene_pos[present]].toarray()
+        if targets == "log1p":
+            np.log1p(out, out=out)
+        return out, present
