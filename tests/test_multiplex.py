@@ -100,9 +100,13 @@ def test_qptiff_vendor_xml_channels(tmp_path):
 
 def test_markers_csv_for_a_plain_tiff(tmp_path):
     path = tmp_path / "cycif.tif"
-    tifffile.imwrite(path, np.ones((2, 40, 40), np.uint16), resolution=(1e4 / 0.65, 1e4 / 0.65),
-                     resolutionunit="CENTIMETER")
     mc = tmp_path / "markers.csv"
     mc.write_text("cycle,marker_name\n1,Hoechst\n1,CD45\n")
+    tifffile.imwrite(path, np.ones((2, 40, 40), np.uint16), resolution=(1e4 / 0.65, 1e4 / 0.65),
+                     resolutionunit="CENTIMETER")
+    with pytest.raises(hestdata.InputError, match="blank: all 2 channel"):  # constant everywhere: not a measurement
+        read_multiplex(path, sample_id="c", markers_csv=mc)
+    img = np.random.default_rng(0).integers(0, 4000, (2, 40, 40)).astype(np.uint16)
+    tifffile.imwrite(path, img, resolution=(1e4 / 0.65, 1e4 / 0.65), resolutionunit="CENTIMETER")
     ms = read_multiplex(path, sample_id="c", markers_csv=mc)
     assert [m.name for m in ms.markers] == ["HOECHST", "CD45"] and ms.pixel_size.embedded == pytest.approx(0.65)

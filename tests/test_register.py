@@ -56,7 +56,7 @@ def test_register_shared_fixtures_on_two_workers(tmp_path):
         ]}
     cohort = _write(tmp_path / "mixed.yaml", doc)
     root = tmp_path / "root"
-    rep = register_cohort(cohort, root, n_workers=2)
+    rep = register_cohort(cohort, root, n_workers=2, allow_outside_inputs=True)
     assert rep.ids("converted") == ["her2st_C3", "seurat_anterior", "squidpy_crop"]
     assert rep.ids("failed") == ["broken"] and "InputError" in rep.outcomes[0].reason
     cat = hestdata.open_catalog(root)
@@ -66,7 +66,7 @@ def test_register_shared_fixtures_on_two_workers(tmp_path):
     saved = json.loads((root / "cohorts" / "mixed.report.json").read_text())
     assert [o["status"] for o in saved["outcomes"]].count("converted") == 3
     before = {p: p.stat().st_mtime_ns for p in (root / "samples").glob("*.zarr")}
-    again = register_cohort(cohort, root, n_workers=2)  # idempotent: nothing converted twice
+    again = register_cohort(cohort, root, n_workers=2, allow_outside_inputs=True)  # idempotent: nothing converted twice
     assert again.ids("unchanged") == ["her2st_C3", "seurat_anterior", "squidpy_crop"]
     assert {p: p.stat().st_mtime_ns for p in (root / "samples").glob("*.zarr")} == before
 
@@ -89,7 +89,8 @@ def test_invalid_cohort_lists_every_problem(tmp_path):
 
 
 def _run(cohort: Path, root: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hestdata.cli", "register", str(cohort), "--root", str(root)],
+    return subprocess.Popen([sys.executable, "-m", "hestdata.cli", "register", str(cohort), "--root", str(root),
+                             "--allow-outside-inputs"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
 
 
@@ -111,7 +112,7 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path):
     assert any((root / "samples").glob("b*.zarr")), "no sample was committed before the kill"
     assert not (root / "samples" / "slow_c2.zarr").exists()
     assert hestdata.open_catalog(root)["id"].to_list() == previous  # previous catalog intact and readable
-    rep = register_cohort(second, root, n_workers=2)
+    rep = register_cohort(second, root, n_workers=2, allow_outside_inputs=True)
     assert rep.ok and "slow_c2" in rep.ids("converted") and rep.ids("unchanged")
     assert hestdata.open_catalog(root)["id"].to_list() == ["a0", "b0", "b1", "b2", "slow_c2"]
     assert hestdata.validate(root).ok, hestdata.validate(root).violations
@@ -145,9 +146,9 @@ def test_register_xenium_multiplex_and_wsi(tmp_path):
     ]}
     cohort = _write(tmp_path / "other.yaml", doc)
     root = tmp_path / "root"
-    rep = register_cohort(cohort, root, n_workers=2)
+    rep = register_cohort(cohort, root, n_workers=2, allow_outside_inputs=True)
     assert rep.ok, [o.reason for o in rep.outcomes]
     cat = hestdata.open_catalog(root)
     assert dict(zip(cat["id"], cat["technology"], strict=True)) == {"imc": "imc", "slide": "wsi", "xen": "xenium"}
     assert hestdata.validate(root).ok, hestdata.validate(root).violations
-    assert register_cohort(cohort, root, n_workers=1).ids("unchanged") == ["imc", "slide", "xen"]
+    assert register_cohort(cohort, root, n_workers=1, allow_outside_inputs=True).ids("unchanged") == ["imc", "slide", "xen"]

@@ -125,7 +125,7 @@ def test_cohort_options_reach_the_conversion(tmp_path):
         {"id": "w", "technology": "wsi", "inputs": {"slide": svs},
          "options": {"patches": ["64px_4um"], "min_tissue_fraction": 0.8}},
     ])
-    rep = register_cohort(cohort, tmp_path / "root", n_workers=1)
+    rep = register_cohort(cohort, tmp_path / "root", n_workers=1, allow_outside_inputs=True)
     assert rep.ok, [o.reason for o in rep.outcomes]
     root = tmp_path / "root"
     mx = hestdata.read_metadata(root / "samples" / "x.zarr")

@@ -101,13 +101,33 @@ def validate(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>
 
 @app.command()
 @handle_errors
+def repair(root: Annotated[Path, typer.Argument(help="A root left inconsistent by a crash or an edit.")]) -> None:
+    """Finish or roll back interrupted writes, remove stale temporary folders, rebuild catalog and manifest."""
+    from hestdata.store.recovery import repair_root
+
+    rep = repair_root(root)
+    if rep.replayed_journal:
+        typer.echo("finished an interrupted publication of catalog and manifest")
+    for sid in rep.restored:
+        typer.echo(f"restored {sid} (an overwrite was interrupted; the previous sample is back)")
+    for name in rep.removed:
+        typer.echo(f"removed {name}")
+    for q in rep.quarantined:
+        typer.secho(f"quarantined unreadable sample: {q}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{root}: catalog and manifest rebuilt from {rep.n_samples} sample(s)")
+
+
+@app.command()
+@handle_errors
 def download(source: Annotated[str, typer.Argument(help="Root URL, path, or configured remote name.")],
              dest: Annotated[Path, typer.Argument(help="Local root to create or update.")],
              sample_id: Annotated[list[str] | None, typer.Option("--id", help="Sample id, repeatable.")] = None,
              where: Annotated[str | None, typer.Option(help="SQL filter on the catalog, e.g. \"organ = 'breast'\".")] = None,
              only: Annotated[str | None, typer.Option(help="Elements: image,shapes,expression,patches,points.")] = None,
              patch: Annotated[list[str] | None, typer.Option(help="Patch array name, repeatable.")] = None,
-             workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 8) -> None:
+             workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 8,
+             overwrite: Annotated[bool, typer.Option(
+                 "--overwrite", help="Replace local samples whose content differs from the remote's.")] = False) -> None:
     """Download a subset of a root (by id / catalog filter / element), resumable and checksum-verified."""
     from hestdata.remote.download import download as run
 
@@ -118,7 +138,7 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, or conf
         expr = pl.sql_expr(where)
     elements = [e.strip() for e in only.split(",")] if only else None
     root = run(source, dest, ids=sample_id or None, where=expr, elements=elements, patches=patch or None,
-               workers=workers)
+               workers=workers, overwrite=overwrite)
     from hestdata.store.catalog import open_catalog
 
     typer.echo(f"{root}: {open_catalog(root).height} sample(s) present")
@@ -129,14 +149,21 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, or conf
 def register(cohort: Annotated[Path, typer.Argument(help="Cohort descriptor (YAML).")],
              root: Annotated[Path, typer.Option(help="Root to register into.")],
              scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster).")] = None,
-             workers: Annotated[int, typer.Option(help="LocalCluster worker processes.")] = 2) -> None:
+             workers: Annotated[int, typer.Option(help="LocalCluster worker processes.")] = 2,
+             overwrite: Annotated[bool, typer.Option(
+                 "--overwrite", help="Replace samples of the same id made by another cohort or by convert.")] = False,
+             allow_outside_inputs: Annotated[bool, typer.Option(
+                 "--allow-outside-inputs", help="Accept inputs outside the descriptor's folder.")] = False,
+             timeout_s: Annotated[float, typer.Option(
+                 "--timeout-s", help="Per-sample conversion timeout in seconds.")] = 6 * 3600.0) -> None:
     """Validate a cohort and convert its samples as Dask tasks; publish them once; report per sample."""
     from hestdata.cohort.register import register_cohort
 
-    rep = register_cohort(cohort, root, scheduler=scheduler, n_workers=workers, echo=typer.echo)
+    rep = register_cohort(cohort, root, scheduler=scheduler, n_workers=workers, echo=typer.echo, overwrite=overwrite,
+                          allow_outside_inputs=allow_outside_inputs, timeout_s=timeout_s)
     typer.echo(rep.summary())
     for o in rep.outcomes:
-        if o.status == "failed":
+        if o.status in ("failed", "refused"):
             typer.secho(f"failed: {o.id}: {o.reason}", fg=typer.colors.RED, err=True)
     if not rep.ok:
         raise typer.Exit(1)

@@ -81,9 +81,10 @@ def generated_schema() -> dict[str, Any]:
     return s
 
 
-def load_cohort(path: str | Path) -> tuple[Cohort, Path]:
+def load_cohort(path: str | Path, *, allow_outside: bool = False) -> tuple[Cohort, Path]:
     """Parse and validate a cohort YAML; every violation (schema, sources, inputs, options) is reported at once,
-    before anything is converted. Returns (cohort, base folder)."""
+    before anything is converted. Inputs must lie under the YAML's folder unless ``allow_outside``.
+    Returns (cohort, base folder)."""
     import jsonschema
     import yaml
 
@@ -99,7 +100,7 @@ def load_cohort(path: str | Path) -> tuple[Cohort, Path]:
     problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
     if not problems:
         cohort = Cohort.model_validate(doc)
-        problems += _sample_problems(cohort, p.parent)
+        problems += _sample_problems(cohort, p.parent.resolve(), allow_outside)
     if problems:
         raise SchemaError(p, problems)
     return cohort, p.parent.resolve()
@@ -122,7 +123,7 @@ def sample_options(cohort: Cohort, s: SampleSpec, source: Any) -> dict[str, Any]
     return merged
 
 
-def _sample_problems(cohort: Cohort, base: Path) -> list[str]:
+def _sample_problems(cohort: Cohort, base: Path, allow_outside: bool) -> list[str]:
     """Unknown sources, missing/unknown inputs, unknown or ill-typed options, duplicate ids."""
     from hestdata.sources.registry import get_source
 
@@ -135,7 +136,11 @@ def _sample_problems(cohort: Cohort, base: Path) -> list[str]:
             problems.append(f"samples/{i}/id: duplicate sample id {s.id!r}")
         seen.add(s.id)
         for k, v in s.inputs.items():
-            if not (base / v).exists():
+            resolved = (base / v).resolve()
+            if not allow_outside and resolved != base and base not in resolved.parents:
+                problems.append(f"{at}: input {k} ({v}) lies outside the cohort folder {base} "
+                                "(pass --allow-outside-inputs to allow it)")
+            elif not resolved.exists():
                 problems.append(f"{at}: input {k} not found: {base / v}")
         tech = s.technology or cohort.defaults.technology
         if tech is None:

@@ -22,11 +22,13 @@ from hestdata.cohort.cohort import Cohort, SampleSpec, load_cohort, sample_optio
 from hestdata.sources.registry import get_source
 from hestdata.store import layout as L
 
+DEFAULT_TIMEOUT_S = 6 * 3600.0  # one sample's conversion; a hung reader never blocks a registration for ever
+
 
 @dataclass
 class SampleOutcome:
     id: str
-    status: str  # converted | unchanged | failed
+    status: str  # converted | unchanged | refused (id owned by someone else) | failed
     reason: str = ""
     seconds: float = 0.0
 
@@ -44,11 +46,11 @@ class RegistrationReport:
 
     @property
     def ok(self) -> bool:
-        return not self.ids("failed")
+        return not self.ids("failed") and not self.ids("refused")
 
     def summary(self) -> str:
         return (f"{self.cohort}: {len(self.ids('converted'))} converted, {len(self.ids('unchanged'))} unchanged, "
-                f"{len(self.ids('failed'))} failed")
+                f"{len(self.ids('refused'))} refused, {len(self.ids('failed'))} failed")
 
 
 def _hash_path(h: Any, p: Path) -> None:
@@ -95,65 +97,152 @@ def read_sample(spec: dict[str, Any], base: str) -> Any:
                     options=spec["options"])
 
 
-def convert_task(spec: dict[str, Any], base: str, root: str) -> SampleOutcome:
-    """One Dask task: skip if unchanged, else read + convert atomically (no catalog update)."""
-    from hestdata.convert import convert
-    from hestdata.store.sample import read_metadata
+def convert_task(spec: dict[str, Any], base: str, root: str, overwrite: bool = False,
+                 timeout_s: float | None = DEFAULT_TIMEOUT_S) -> SampleOutcome:
+    """One Dask task: skip if unchanged, refuse an id owned by someone else, else convert in a child process.
 
+    The conversion runs isolated (a fresh interpreter) so that a crash, an out-of-memory kill or a library that
+    hangs (libhdf5 on a corrupt file) loses this sample only: a killed or timed-out conversion is retried once,
+    then reported as failed. Nothing is published here (the registration publishes once, at the end)."""
     t0 = time.perf_counter()
     sid = spec["id"]
     try:
         digest = input_hash(spec, base)
-        existing = L.sample_path(root, sid)
-        if existing.exists():
-            try:
-                if read_metadata(existing).input_sha256 == digest:
-                    return SampleOutcome(sid, "unchanged", seconds=time.perf_counter() - t0)
-            except Exception:  # unreadable old sample: convert again
-                pass
-        sample = read_sample(spec, base)
-        opts = get_source(spec["technology"]).parse_options(spec["options"])
-        convert(sample, root, options=opts, overwrite=True, metadata=dict(spec["metadata"]), publish_root=False,
-                input_sha256=digest)
-        return SampleOutcome(sid, "converted", seconds=time.perf_counter() - t0)
+        refusal = _ownership(spec, root, digest, overwrite)
+        if refusal is not None:
+            status, reason = refusal
+            return SampleOutcome(sid, status, reason, seconds=time.perf_counter() - t0)
+        outcome = None
+        for attempt in (1, 2):
+            outcome = _run_isolated(spec, base, root, digest, timeout_s)
+            if outcome.status != "lost":
+                break
+            outcome.reason += f" (attempt {attempt} of 2)"
+        assert outcome is not None
+        if outcome.status == "lost":
+            outcome.status = "failed"
+        outcome.seconds = time.perf_counter() - t0
+        return outcome
     except Exception as exc:  # a failed sample is reported, never fatal for the others
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return SampleOutcome(sid, "failed", f"{type(exc).__name__}: {msg}", time.perf_counter() - t0)
 
 
-def register_cohort(cohort_file: str | Path, root: str | Path, *, scheduler: str | None = None, n_workers: int = 2,
-                    echo: Any = None) -> RegistrationReport:
-    """Validate ``cohort_file``, convert its samples as Dask tasks, publish them once; return the report."""
-    from hestdata.distributed import dask_client
-    from hestdata.metadata import now_iso
-    from hestdata.store.atomic import atomic_write_bytes
-    from hestdata.store.catalog import publish
+def _ownership(spec: dict[str, Any], root: str, digest: str, overwrite: bool) -> tuple[str, str] | None:
+    """("unchanged", "") for an up-to-date sample of this cohort; ("refused", why) for an id that another cohort
+    or a plain conversion owns (unless ``overwrite``); None when the conversion may go ahead."""
+    from hestdata.store.sample import read_metadata
 
-    cohort, base = load_cohort(cohort_file)
+    existing = L.sample_path(root, spec["id"])
+    if not existing.exists():
+        return None
+    try:
+        meta = read_metadata(existing)
+    except Exception as exc:
+        return None if overwrite else ("refused", f"an unreadable sample with this id exists ({exc}); pass "
+                                                  "--overwrite to replace it")
+    if meta.input_sha256 == digest:
+        return "unchanged", ""
+    cohort = spec["metadata"].get("cohort")
+    if overwrite or (meta.input_sha256 is not None and meta.cohort == cohort):
+        return None  # this cohort's own sample, with changed inputs: convert again
+    owner = f"cohort {meta.cohort!r}" if meta.input_sha256 is not None else "a plain conversion (hestdata convert)"
+    return "refused", f"id already used by {owner}; pass --overwrite to replace it"
+
+
+def _run_isolated(spec: dict[str, Any], base: str, root: str, digest: str, timeout_s: float | None) -> SampleOutcome:
+    """Convert in a child interpreter; "lost" when it was killed or ran past ``timeout_s``."""
+    import subprocess
+    import sys
+
+    job = json.dumps({"spec": spec, "base": base, "root": root, "digest": digest})
+    try:
+        out = subprocess.run([sys.executable, "-m", "hestdata.cohort.task"], input=job, capture_output=True,
+                             text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return SampleOutcome(spec["id"], "lost", f"conversion ran past the {timeout_s:g} s timeout")
+    if out.returncode < 0 or (out.returncode and not out.stdout.strip()):
+        tail = (out.stderr.strip().splitlines() or [""])[-1][:200]
+        how = f"killed by signal {-out.returncode}" if out.returncode < 0 else f"exited {out.returncode}: {tail}"
+        return SampleOutcome(spec["id"], "lost", f"conversion process {how}")
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    return SampleOutcome(spec["id"], doc["status"], doc.get("reason", ""))
+
+
+def register_cohort(cohort_file: str | Path, root: str | Path, *, scheduler: str | None = None, n_workers: int = 2,
+                    echo: Any = None, overwrite: bool = False, allow_outside_inputs: bool = False,
+                    timeout_s: float | None = DEFAULT_TIMEOUT_S) -> RegistrationReport:
+    """Validate ``cohort_file``, convert its samples as Dask tasks, publish them once; return the report.
+
+    Inputs must lie under the descriptor's folder unless ``allow_outside_inputs``. A sample id that another
+    cohort or a plain conversion owns is refused unless ``overwrite``. A lost worker, a crashed or timed-out
+    conversion fails that sample only; every converted sample is published and the report is always written."""
+    from hestdata.metadata import now_iso
+    from hestdata.store.recovery import recover_root
+
+    cohort, base = load_cohort(cohort_file, allow_outside=allow_outside_inputs)
     r = Path(root).resolve()
     (r / L.SAMPLES).mkdir(parents=True, exist_ok=True)
+    recover_root(r)
     specs = [_resolve(cohort, s) for s in cohort.samples]
     report = RegistrationReport(cohort.name, str(r), started_at=now_iso())
+    try:
+        _run_tasks(specs, str(base), r, scheduler, n_workers, overwrite, timeout_s, report, echo)
+    finally:
+        _finish(cohort, base, r, report)
+    return report
+
+
+def _run_tasks(specs: list[dict[str, Any]], base: str, r: Path, scheduler: str | None, n_workers: int,
+               overwrite: bool, timeout_s: float | None, report: RegistrationReport, echo: Any) -> None:
+    """Submit one task per sample; a task whose worker was lost (twice) is a failed sample, not a failed run."""
+    from hestdata.distributed import dask_client
+
     with dask_client(scheduler, n_workers=n_workers) as client:
         from distributed import as_completed
 
-        futures = [client.submit(convert_task, spec, str(base), str(r), pure=False, key=f"convert-{spec['id']}-{i}")
-                   for i, spec in enumerate(specs)]
-        for fut in as_completed(futures):
-            outcome = fut.result()
+        futures = {client.submit(convert_task, spec, base, str(r), overwrite, timeout_s, pure=False,
+                                 key=f"convert-{spec['id']}-{i}"): spec["id"] for i, spec in enumerate(specs)}
+        for fut in as_completed(list(futures)):
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # KilledWorker and friends: this sample only
+                outcome = SampleOutcome(futures[fut], "failed", f"{type(exc).__name__}: worker lost ({exc})")
             report.outcomes.append(outcome)
             if echo:
                 echo(f"{outcome.id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else "")
                      + f" [{outcome.seconds:.1f} s]")
+
+
+def _finish(cohort: Cohort, base: Path, r: Path, report: RegistrationReport) -> None:
+    """Publish what was converted, write the descriptor (relative input paths only) and the report."""
+    from hestdata.metadata import now_iso
+    from hestdata.store.atomic import atomic_write_bytes
+    from hestdata.store.catalog import publish
+
+    done = {o.id for o in report.outcomes}
+    report.outcomes += [SampleOutcome(s.id, "failed", "not run (the registration stopped early)")
+                        for s in cohort.samples if s.id not in done]
     report.outcomes.sort(key=lambda o: o.id)
     ready = report.ids("converted") + report.ids("unchanged")
     if ready:
         publish(r, ready)
     report.finished_at = now_iso()
     cdir = r / L.COHORTS
-    descriptor = cohort.model_dump(mode="json")
-    atomic_write_bytes(cdir / f"{cohort.name}.json", (json.dumps(descriptor, indent=2) + "\n").encode())
-    atomic_write_bytes(cdir / f"{cohort.name}.report.json",
-                       (json.dumps(asdict(report), indent=2) + "\n").encode())
+    atomic_write_bytes(cdir / f"{cohort.name}.json", (json.dumps(public_descriptor(cohort, base), indent=2) + "\n").encode())
+    atomic_write_bytes(cdir / f"{cohort.name}.report.json", (json.dumps(asdict(report), indent=2) + "\n").encode())
     publish(r, [])  # the cohort files join the manifest
-    return report
+
+
+def public_descriptor(cohort: Cohort, base: Path) -> dict[str, Any]:
+    """The descriptor as published: input paths relative to the descriptor's folder, never absolute (inputs
+    allowed outside it are recorded by file name only)."""
+    import os
+
+    doc = cohort.model_dump(mode="json")
+    for s in doc["samples"]:
+        for k, v in s["inputs"].items():
+            p = (base / v).resolve()
+            inside = p == base or base in p.parents
+            s["inputs"][k] = os.path.relpath(p, base) if inside else f"<outside the cohort folder>/{p.name}"
+    return doc

@@ -63,7 +63,7 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
     raw.update(option_values)
     opts = parse_options(model, raw, where=sample.where, what=f"{variant} samples")
     req = check_request(sample, root, metadata=metadata, overwrite=overwrite, input_sha256=input_sha256,
-                        progress=progress)
+                        progress=progress, publish_root=publish_root)
     return _converter(variant)(req, sample, opts, publish_root)
 
 

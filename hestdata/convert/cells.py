@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.convert import stages
+from hestdata.curation.counts import check_counts, check_unique_ids
 from hestdata.errors import InputError
 from hestdata.metadata import QC, ImageInfo, PatchQC
 from hestdata.model import CellSample
@@ -44,10 +45,12 @@ def cell_table(req: stages.Request, xs: CellSample) -> tuple[Any, Any, str]:
     import anndata as ad
 
     cells = xs.cells
+    check_unique_ids(cells.obs_names, req.where, "cell id")
+    X, _ = check_counts(cells.X, req.where)
     var, gqc, species = stages.unify_genes(req, cells.var.assign(feature_type="Gene Expression"))
     obs = cells.obs.copy()
     obs["in_tissue"] = np.int8(1)
-    table = ad.AnnData(X=cells.X.astype(np.int32), obs=obs, var=var, obsm=dict(cells.obsm), uns=dict(cells.uns))
+    table = ad.AnnData(X=X.astype(np.int32), obs=obs, var=var, obsm=dict(cells.obsm), uns=dict(cells.uns))
     return table, gqc, species
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from hestdata.convert import stages
+from hestdata.curation.counts import check_counts, check_unique_ids
 from hestdata.errors import InputError
 from hestdata.metadata import QC, ImageInfo, PatchQC
 from hestdata.model import SpotSample
@@ -34,27 +34,14 @@ class SpotTable:
     integer: bool
 
 
-def counts_matrix(X: Any) -> tuple[sp.csr_matrix, bool]:
-    """CSR counts; integer-valued data stored as int32 (int64 if needed), anything else kept as float."""
-    X = sp.csr_matrix(X)
-    data = X.data
-    if np.issubdtype(data.dtype, np.integer):
-        integer = True
-    else:
-        integer = bool(np.all(np.isfinite(data)) and np.all(np.mod(data, 1) == 0))
-    if integer:
-        hi = int(data.max()) if data.size else 0
-        X = X.astype(np.int32 if hi < 2**31 else np.int64)
-    return X, integer
-
-
 def curate_table(req: stages.Request, s: SpotSample, pixel_size_um: float) -> SpotTable:
     """Unified genes, counts as CSR, spot centres in µm, typed obs columns."""
     import anndata as ad
     import pandas as pd
 
+    check_unique_ids(s.expression.obs_names, req.where, "spot id")
+    X, integer = check_counts(s.expression.X, req.where)
     new_var, gene_qc, species = stages.unify_genes(req, s.expression.var, s.species_hint)
-    X, integer = counts_matrix(s.expression.X)
     if not integer:
         req.warnings.append(f"{req.where}: expression values are not integer counts (stored as given)")
     obs = s.expression.obs.copy()

@@ -40,19 +40,40 @@ class Request:
 
 
 def check_request(sample: Sample, root: str | Path, *, metadata: dict[str, Any] | None, overwrite: bool,
-                  input_sha256: str | None = None, progress: bool = False) -> Request:
+                  input_sha256: str | None = None, progress: bool = False, publish_root: bool = True) -> Request:
     """Stage 1: a valid id, known metadata fields, and no existing sample unless ``overwrite``."""
     from hestdata.store import layout as L
+    from hestdata.store.recovery import recover_root
 
     L.check_sample_id(sample.sample_id)
     fields = {**sample.metadata.get("descriptive", {}), **(metadata or {})}
     unknown = set(fields) - META_FIELDS
     if unknown:
         raise InputError(None, f"unknown metadata field(s) {sorted(unknown)}; allowed: {sorted(META_FIELDS)}")
+    writable_root(root)
+    recover_root(root, publish=publish_root)  # a registration publishes its own samples at the end
     if L.sample_path(root, sample.sample_id).exists() and not overwrite:
         raise StoreError(f"{L.sample_path(root, sample.sample_id)}: sample already exists "
                          "(pass overwrite=True / --overwrite)")
     return Request(sample, Path(root), overwrite, fields, input_sha256, progress, list(sample.warnings))
+
+
+def writable_root(root: str | Path) -> Path:
+    """``root`` (created if needed) after checking that samples can be written into it."""
+    import tempfile
+
+    from hestdata.store import layout as L
+
+    r = Path(root)
+    if r.exists() and not r.is_dir():
+        raise StoreError(f"{r}: is a file, not a root folder")
+    try:
+        (r / L.SAMPLES).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=r / L.SAMPLES, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise StoreError(f"{r}: cannot write into the root ({exc.strerror or exc})") from None
+    return r
 
 
 def resolve_pixel_size(req: Request, obs: Any = None, spacing_um: float | None = None) -> PixelSize:

@@ -14,10 +14,28 @@ def looks_like_jpeg(data: bytes) -> bool:
     return len(data) > 4 and data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
-def decode_cpu(data: bytes, where: str, out: np.ndarray | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 via simplejpeg (into ``out`` if given); a corrupt patch raises ``IntegrityError``."""
+def check_jpeg_shape(data: bytes, shape_hw: tuple[int, int], where: str) -> None:
+    """The JPEG's own header must say the array's patch size: a valid but smaller image would otherwise be
+    decoded into part of the batch buffer and served with whatever memory held before."""
     import simplejpeg
 
+    try:
+        h, w = simplejpeg.decode_jpeg_header(data)[:2]
+    except (ValueError, RuntimeError) as exc:
+        raise IntegrityError(f"{where}: corrupt JPEG ({exc})") from exc
+    if (h, w) != tuple(shape_hw):
+        raise IntegrityError(f"{where}: JPEG is {h}x{w} px, the patch array holds {shape_hw[0]}x{shape_hw[1]} px")
+
+
+def decode_cpu(data: bytes, where: str, out: np.ndarray | None = None,
+               shape_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 via simplejpeg (into ``out`` if given); a corrupt patch, or one whose size is not the
+    array's (``shape_hw``, or ``out``'s), raises ``IntegrityError``."""
+    import simplejpeg
+
+    expected = shape_hw or (out.shape[:2] if out is not None else None)
+    if expected is not None:
+        check_jpeg_shape(data, expected, where)
     try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
     except (ValueError, RuntimeError) as exc:
@@ -33,7 +51,8 @@ def cuda_available() -> bool:
         return False
 
 
-def decode_gpu(jpegs: list[Any], device: Any, where: list[str], on_error: str) -> tuple[Any, list[int]]:
+def decode_gpu(jpegs: list[Any], device: Any, where: list[str], on_error: str,
+               shape_hw: tuple[int, int] | None = None) -> tuple[Any, list[int]]:
     """Decode a list of uint8 CPU tensors with one batched nvJPEG call; return (B, 3, H, W) and kept positions.
 
     The hardware JPEG engine does not honour CUDA stream ordering (torchvision #9606): we synchronise the device
@@ -48,7 +67,8 @@ def decode_gpu(jpegs: list[Any], device: Any, where: list[str], on_error: str) -
     try:
         out = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
         torch.cuda.synchronize(device)
-        return torch.stack(out), list(range(len(jpegs)))
+        if shape_hw is None or all(tuple(o.shape[1:]) == tuple(shape_hw) for o in out):
+            return torch.stack(out), list(range(len(jpegs)))
     except RuntimeError:
         torch.cuda.synchronize(device)
     images, kept = [], []
@@ -56,6 +76,8 @@ def decode_gpu(jpegs: list[Any], device: Any, where: list[str], on_error: str) -
         try:
             img = decode_jpeg(j, mode=ImageReadMode.RGB, device=device)
             torch.cuda.synchronize(device)
+            if shape_hw is not None and tuple(img.shape[1:]) != tuple(shape_hw):
+                raise RuntimeError(f"decoded {tuple(img.shape[1:])}, the patch array holds {tuple(shape_hw)}")
         except RuntimeError as exc:
             if on_error == "raise":
                 raise IntegrityError(f"{where[i]}: corrupt JPEG (nvJPEG: {exc})") from exc

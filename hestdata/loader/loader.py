@@ -134,7 +134,8 @@ class HestLoader:
         from hestdata.loader.decode import decode_gpu
 
         where = [f"sample {s} obs {o}" for s, o in zip(batch["sample_id"], batch["obs_id"], strict=True)]
-        images, kept = decode_gpu(batch.pop("jpeg"), self.device, where, self.dataset.on_error)
+        shape_hw = tuple(self.dataset.samples[0].reader.info.patch_shape[:2]) if self.dataset.samples else None
+        images, kept = decode_gpu(batch.pop("jpeg"), self.device, where, self.dataset.on_error, shape_hw)
         if len(kept) != len(where):
             self.n_skipped += len(where) - len(kept)
             idx = list(kept)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.errors import IntegrityError
-from hestdata.loader.decode import decode_cpu, looks_like_jpeg
+from hestdata.loader.decode import check_jpeg_shape, decode_cpu, looks_like_jpeg
 
 
 def choose_markers(panels: list[list[str]], markers: Any) -> list[str]:
@@ -40,6 +40,7 @@ def _decode_rgb(ds: Any, locs: list[tuple[int, int]], buf: np.ndarray | None, jp
                 elif not looks_like_jpeg(data):
                     raise IntegrityError(f"{where}: corrupt JPEG (bad markers)")
                 else:
+                    check_jpeg_shape(data, s.reader.info.patch_shape[:2], where)
                     jpegs[k] = np.frombuffer(data, dtype=np.uint8)
             except IntegrityError:
                 if ds.on_error == "raise":

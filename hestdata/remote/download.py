@@ -26,6 +26,7 @@ from hestdata.remote.config import resolve_remote
 from hestdata.remote.safety import check_entry, check_relpath, check_sample_id, inside
 from hestdata.store import layout as L
 from hestdata.store.catalog import ELEMENTS
+from hestdata.store.recovery import recover_root
 
 CHUNK_BYTES = 8 * 1024 * 1024
 Progress = Callable[[str, int], None]
@@ -156,7 +157,7 @@ def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | N
 def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str], *, ids: Sequence[str] | None = None,
              where: Any = None, elements: Sequence[str] | None = None, patches: Sequence[str] | None = None,
              workers: int = 8, storage_options: dict[str, Any] | None = None,
-             progress: Progress | None = None) -> Path:
+             progress: Progress | None = None, overwrite: bool = False) -> Path:
     """Download the selected samples of the root at ``source`` into the local root ``dest``; return ``dest``.
 
     Args:
@@ -169,6 +170,9 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
         workers: parallel file transfers.
         progress: callback ``(relative_path, n_bytes)`` called as bytes arrive (a rich bar is shown otherwise
             when stderr is a terminal).
+        overwrite: replace a local sample of the same id whose content differs from the remote one. Without
+            it such a sample is refused; a local copy of the same sample is completed, never cut down (elements
+            it has stay, whatever ``elements`` says), and a complete identical copy is skipped.
     """
     from hestdata.store.catalog import publish
 
@@ -184,11 +188,20 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
     dest_p = Path(dest)
     (dest_p / L.SAMPLES).mkdir(parents=True, exist_ok=True)
     want_patches = set(patches) if patches is not None else None
-    plan = [item for sid in selected for item in _plan_sample(sid, manifest, base, dest_p, wanted, want_patches)]
+    recover_root(dest_p)
+    plans: dict[str, _SamplePlan] = {}
+    for sid in selected:
+        local = _local_copy(dest_p, sid, manifest, overwrite)
+        if local is not None and local.complete:
+            continue  # an identical complete copy: nothing to fetch, nothing to rewrite
+        plans[sid] = _plan_sample(sid, manifest, base, dest_p, wanted, want_patches, local)
+    plan = [item for p in plans.values() for item in p.files]
     failures = _fetch_all(remote, plan, progress, workers)
-    done = [sid for sid in selected if sid not in failures]
-    _commit_staged(dest_p, done, set(ELEMENTS) - wanted, want_patches if "patches" in wanted else None,
-                   partial=wanted != set(ELEMENTS) or want_patches is not None)
+    done = [sid for sid in plans if sid not in failures]
+    for sid in done:
+        p = plans[sid]
+        _verify_staged(p.staged, {t for *_, t in p.files}, dest_p)
+        _commit_staged(dest_p, sid, p)
     if done:
         publish(dest_p, done)
     if failures:
@@ -221,17 +234,64 @@ def _select(remote: _Remote, manifest: dict[str, Any], url: str, ids: list[str] 
     return selected
 
 
+@dataclass
+class _LocalCopy:
+    """A local sample with the same id as a remote one, whose files all match the remote manifest."""
+
+    path: Path
+    elements: set[str]  # elements it holds
+    patches: set[str]  # patch arrays it holds
+    complete: bool  # every remote file present (nothing to do)
+
+
+def _local_copy(dest: Path, sid: str, manifest: dict[str, Any], overwrite: bool) -> _LocalCopy | None:
+    """The local sample ``sid`` if it is a (possibly partial) copy of the remote one; None if there is none (or
+    ``overwrite`` lets a different one be replaced); an error if a different sample would be destroyed."""
+    from hestdata.store.manifest import load_manifest
+
+    path = L.sample_path(dest, sid)
+    if not path.exists():
+        return None
+    prefix = L.sample_relpath(sid) + "/"
+    local = {rel: (e["size"], e["sha256"]) for rel, e in load_manifest(dest)["files"].items() if rel.startswith(prefix)}
+    remote = {rel: e for rel, e in manifest.items() if rel.startswith(prefix)}
+    root_json = prefix + "zarr.json"
+    same = bool(local) and all(remote.get(rel) == e for rel, e in local.items() if rel != root_json)
+    if not same:
+        if overwrite:
+            return None
+        raise StoreError(f"{path}: a different sample {sid!r} exists locally (its files differ from the remote's); "
+                         "pass overwrite=True / --overwrite to replace it")
+    held = {element_of(rel[len(prefix):]) for rel in local}
+    complete = set(remote) == set(local) and local.get(root_json) == remote.get(root_json)
+    return _LocalCopy(path, {el for el, _ in held}, {n for el, n in held if el == "patches" and n}, complete)
+
+
+@dataclass
+class _SamplePlan:
+    staged: Path
+    files: list[tuple[str, str, int, str, Path]]  # (sample id, remote rel, size, sha, local target)
+    missing: set[str]  # elements left out
+    kept_patches: set[str] | None  # patch arrays kept (None: all)
+
+
 def _plan_sample(sid: str, manifest: dict[str, Any], base: str, dest: Path, wanted: set[str],
-                 want_patches: set[str] | None) -> list[tuple[str, str, int, str, Path]]:
-    """(sample id, remote rel, size, sha, local target) of each file of ``sid`` to fetch into its staging folder."""
+                 want_patches: set[str] | None, local: _LocalCopy | None) -> _SamplePlan:
+    """The files of ``sid`` to fetch into its staging folder; a local partial copy's elements are kept (its
+    files are copied into the staging folder, not fetched again)."""
     prefix = L.sample_relpath(sid) + "/"
     files = {rel: e for rel, e in manifest.items() if rel.startswith(prefix)}
     if prefix + "zarr.json" not in files:
         raise IntegrityError(f"{join(base, L.MANIFEST)}: sample {sid} has no zarr.json entry")
     staged = dest / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
+    _refuse_links(staged, dest)
     names = {element_of(r[len(prefix):])[1] for r in files} - {None}
     if want_patches is not None and "patches" in wanted and not (want_patches & names):
         raise StoreError(f"sample {sid}: none of the patch arrays {sorted(want_patches)} (has {sorted(names)})")
+    if local is not None:  # never cut a local copy down
+        wanted = wanted | (local.elements & set(ELEMENTS))
+        if want_patches is not None:
+            want_patches = want_patches | local.patches
     plan = []
     for rel, (size, sha) in files.items():
         el, name = element_of(rel[len(prefix):])
@@ -241,8 +301,57 @@ def _plan_sample(sid: str, manifest: dict[str, Any], base: str, dest: Path, want
             continue
         if el == "other" and wanted != set(ELEMENTS):
             continue
-        plan.append((sid, rel, size, sha, inside(staged.parent, staged.name + "/" + rel[len(prefix):])))
-    return plan
+        target = inside(staged.parent, staged.name + "/" + rel[len(prefix):])
+        if local is not None and rel != prefix + "zarr.json":
+            _reuse_local(dest / rel, target, size, sha)
+        plan.append((sid, rel, size, sha, target))
+    partial = wanted != set(ELEMENTS) or want_patches is not None
+    return _SamplePlan(staged, plan, set(ELEMENTS) - wanted if partial else set(),
+                       (want_patches if "patches" in wanted else None) if partial else None)
+
+
+def _reuse_local(src: Path, target: Path, size: int, sha: str) -> None:
+    """Copy a file the local copy already has into the staging folder (then ``_fetch`` finds it complete)."""
+    import shutil
+
+    if target.exists() or not src.is_file() or src.is_symlink() or src.stat().st_size != size:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    shutil.copyfile(src, tmp)
+    if _sha256(tmp) == sha:
+        os.replace(tmp, target)
+    else:
+        tmp.unlink()
+
+
+def _refuse_links(path: Path, dest: Path) -> None:
+    """No component between ``dest`` and ``path`` may be a symbolic link (a planted link would let a download
+    write outside DEST or into another sample)."""
+    p = Path(path)
+    while p != dest and p != p.parent:
+        if p.is_symlink():
+            raise IntegrityError(f"{p}: is a symbolic link inside the download destination; refusing to write there")
+        p = p.parent
+
+
+def _verify_staged(staged: Path, planned: set[Path], dest: Path) -> None:
+    """Before a staged sample is committed: only the planned files, all regular files, none through a link.
+    Leftovers of earlier runs (``.part`` files, stale or planted files) are removed, links are refused."""
+    planned = {Path(p) for p in planned}
+    for dirpath, dirnames, filenames in os.walk(staged, followlinks=False):
+        d = Path(dirpath)
+        for name in list(dirnames) + filenames:
+            p = d / name
+            if p.is_symlink():
+                raise IntegrityError(f"{p}: symbolic link in the download staging folder; refusing to commit")
+        for name in filenames:
+            p = d / name
+            if p.resolve() not in planned and p not in planned:
+                p.unlink()
+    for p in planned:
+        if not Path(p).is_file():
+            raise IntegrityError(f"{p}: expected after download, missing")
 
 
 def _fetch_all(remote: _Remote, plan: list[tuple[str, str, int, str, Path]], progress: Progress | None,
@@ -265,16 +374,13 @@ def _fetch_all(remote: _Remote, plan: list[tuple[str, str, int, str, Path]], pro
     return failures
 
 
-def _commit_staged(dest: Path, done: list[str], missing: set[str], want_patches: set[str] | None,
-                   partial: bool) -> None:
-    """Rename each completed staging folder into place (partial samples get a consistent zarr.json first)."""
+def _commit_staged(dest: Path, sid: str, plan: _SamplePlan) -> None:
+    """Rename a completed staging folder into place (a partial sample gets a consistent zarr.json first)."""
     from hestdata.store.atomic import commit_dir
 
-    for sid in done:
-        staged = dest / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
-        if partial:
-            _rewrite_partial(staged, missing, want_patches)
-        commit_dir(staged, L.sample_path(dest, sid), overwrite=True)
+    if plan.missing or plan.kept_patches is not None:
+        _rewrite_partial(plan.staged, plan.missing, plan.kept_patches)
+    commit_dir(plan.staged, L.sample_path(dest, sid), overwrite=True, root=dest)
 
 
 def _bar(progress: Progress | None, total: int) -> tuple[Progress | None, Any]:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from hestdata.curation.counts import check_unique_ids
 from hestdata.errors import InputError
 from hestdata.model import RasterImage
 from hestdata.sources.images import blank_reason, load_image
@@ -24,6 +25,7 @@ def make_anndata(counts: sp.spmatrix | np.ndarray, obs: pd.DataFrame, features: 
     import anndata as ad
 
     X = sp.csr_matrix(counts)
+    check_unique_ids(obs.index, source, "spot id")
     var = features.copy()
     var.index = pd.Index(var.pop("name").astype(str), name=None)
     if X.shape != (len(obs), len(var)):

@@ -6,6 +6,10 @@ level 0 through tifffile. Embedded pixel sizes are read from TIFF resolution tag
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +76,33 @@ def tiff_pixel_size_um(tif: object) -> tuple[float | None, str | None]:
     return None, None
 
 
+class _TiffLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR or any(w in msg.lower() for w in ("missing", "corrupt", "truncat")):
+            self.messages.append(re.sub(r"^<[^>]*>\s*", "", msg))
+
+
+@contextlib.contextmanager
+def strict_tiff(path: str | Path) -> Iterator[None]:
+    """Make tifffile's logged data problems errors: a truncated TIFF read with ``asarray`` is zero-filled and only
+    logged ("Missing data are zeroed"), which would store black channels as if they were measured."""
+    log = logging.getLogger("tifffile")
+    handler = _TiffLog()
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+    if handler.messages:
+        raise InputError(path, f"truncated or corrupt TIFF: {handler.messages[0]}",
+                         "the file is incomplete; copy it again")
+
+
 def load_image(path: str | Path, kind: str = "fullres", scale_to_fullres: float = 1.0) -> RasterImage:
     """Decode ``path`` into a :class:`RasterImage`; raise ``InputError`` naming the file on any failure."""
     p = Path(path)
@@ -97,7 +128,7 @@ def load_image(path: str | Path, kind: str = "fullres", scale_to_fullres: float 
         elif suffix in TIFF_SUFFIXES:
             import tifffile
 
-            with tifffile.TiffFile(p) as tif:
+            with strict_tiff(p), tifffile.TiffFile(p) as tif:
                 embedded, _src = tiff_pixel_size_um(tif)
                 arr = tif.series[0].levels[0].asarray()
             if arr.ndim == 4 and arr.shape[0] == 1:

@@ -54,13 +54,13 @@ def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None
     """
     import tifffile
 
-    from hestdata.sources.images import tiff_pixel_size_um
+    from hestdata.sources.images import strict_tiff, tiff_pixel_size_um
 
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "image file not found")
     try:
-        with tifffile.TiffFile(p) as tif:
+        with strict_tiff(p), tifffile.TiffFile(p) as tif:
             embedded, src = tiff_pixel_size_um(tif)
             if tif.is_qpi or p.suffix.lower() == ".qptiff":
                 names, pages = _qptiff_channels(tif)
@@ -80,6 +80,10 @@ def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None
         arr = arr[None]
     if arr.ndim != 3:
         raise InputError(p, f"expected (channels, y, x), got shape {arr.shape}")
+    flat = [i for i, ch in enumerate(arr) if ch.size == 0 or float(np.nanmax(ch)) == float(np.nanmin(ch))]
+    if len(flat) == arr.shape[0]:
+        raise InputError(p, f"image is blank: all {arr.shape[0]} channel(s) are constant",
+                         "check the file; a blank image cannot be converted")
     if markers_csv is not None:
         import pandas as pd
 
@@ -100,7 +104,10 @@ def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None
         ev.estimated, ev.estimated_from = 1.0, "IMC ablation grid (1 µm per pixel)"
     if ev.embedded is None and ev.user is None and ev.estimated is None:
         raise InputError(p, "no physical pixel size in the file", "pass --pixel-size-um")
+    warnings = [f"{p}: channel {names[i]!r} is constant ({float(arr[i].flat[0]):g} everywhere)"
+                for i in flat if markers[i] is not None]
     return ChannelSample(sample_id=sample_id, technology=tech, pixel_size=ev, source_files=[p], source=p,
+                         warnings=warnings,
                          image=np.ascontiguousarray(arr[keep]), channels=[names[i] for i in keep],
                          markers=[markers[i] for i in keep],
                          dropped=[names[i] for i, m in enumerate(markers) if m is None])

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from hestdata.curation.counts import check_csr_arrays, check_unique_ids
 from hestdata.errors import InputError
 
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
@@ -75,6 +76,8 @@ def read_10x_h5(path: str | Path) -> FeatureMatrix:
     if len(indptr) != n_barcodes + 1 or len(barcodes) != n_barcodes or len(names) != n_features:
         raise InputError(p, f"inconsistent matrix: shape {shape}, {len(barcodes)} barcodes, {len(names)} features")
     # stored column-major: features x barcodes in CSC == barcodes x features in CSR
+    check_csr_arrays(data, indices, indptr, (n_barcodes, n_features), p)
+    check_unique_ids(barcodes, p, "barcode")
     counts = sp.csr_matrix((data, indices, indptr), shape=(n_barcodes, n_features))
     features = pd.DataFrame({"name": names, "gene_id": ids, "feature_type": ftype})
     return FeatureMatrix(counts, barcodes, features, p)

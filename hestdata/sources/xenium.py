@@ -183,7 +183,7 @@ def _read_morphology(d: Path, image: str, ev: PixelSizeEvidence, warnings: list[
     """The DAPI morphology image (c, y, x); its OME pixel size goes into ``ev``."""
     import tifffile
 
-    from hestdata.sources.images import tiff_pixel_size_um
+    from hestdata.sources.images import strict_tiff, tiff_pixel_size_um
 
     candidates = ["morphology_focus.ome.tif", "morphology_mip.ome.tif", "morphology.ome.tif"]
     if image == "mip":
@@ -192,7 +192,7 @@ def _read_morphology(d: Path, image: str, ev: PixelSizeEvidence, warnings: list[
     if ipath is None:
         warnings.append(f"{d}: no morphology image found")
         return None
-    with tifffile.TiffFile(ipath) as tif:
+    with strict_tiff(ipath), tifffile.TiffFile(ipath) as tif:
         ps, src = tiff_pixel_size_um(tif)
         arr = tif.series[0].levels[0].asarray()
     if arr.ndim == 2:

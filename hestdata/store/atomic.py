@@ -38,16 +38,57 @@ def root_lock(root: Path, name: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def commit_dir(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move a fully written ``tmp`` folder to ``final``; an old ``final`` is swapped out, then removed."""
-    from hestdata.errors import StoreError
+def commit_dir(tmp: Path, final: Path, overwrite: bool, root: Path | None = None) -> None:
+    """Move a fully written ``tmp`` folder to ``final``; an old ``final`` is swapped out, then removed.
 
-    if final.exists():
-        if not overwrite:
-            raise StoreError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
-        trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    With ``root`` the renames happen under the root lock, so a recovery never sees a half-done swap in progress;
+    a swap interrupted by a crash is rolled back by ``store.recovery.recover_root`` (the old sample returns)."""
+    from hestdata.errors import StoreError
+    from hestdata.store.failpoints import failpoint
+    from hestdata.store.layout import LOCK
+
+    with root_lock(root, LOCK) if root is not None else contextlib.nullcontext():
+        if final.exists():
+            if not overwrite:
+                raise StoreError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
+            trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex[:8]}")
+            os.replace(final, trash)
+            failpoint("overwrite-swap")
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def held_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created) for the block; the file is removed afterwards."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def is_locked(lock: Path) -> bool:
+    """True if a live process holds ``flock`` on ``lock`` (a missing file is not locked)."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def lock_of(folder: Path) -> Path:
+    """The lock file that marks ``folder`` as in use (a sibling, so renaming the folder keeps it held)."""
+    return folder.with_name(folder.name + ".lock")

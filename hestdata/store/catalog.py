@@ -13,8 +13,9 @@ from typing import Any
 
 from hestdata.errors import StoreError
 from hestdata.store import layout as L
-from hestdata.store.atomic import atomic_write_bytes, root_lock
-from hestdata.store.manifest import digest, load_manifest, scan, write_manifest
+from hestdata.store.atomic import root_lock
+from hestdata.store.failpoints import failpoint
+from hestdata.store.manifest import digest, load_manifest, scan
 
 CATALOG_SCHEMA: dict[str, str] = {
     "id": "str", "cohort": "str", "patient": "str", "technology": "str", "species": "str", "organ": "str",
@@ -108,10 +109,12 @@ def _read_rows(root: Path) -> list[dict[str, Any]]:
     try:
         return pq.read_table(p).to_pylist()
     except Exception as exc:
-        raise StoreError(f"{p}: cannot read catalog ({type(exc).__name__}: {exc})") from exc
+        raise StoreError(f"{p}: cannot read catalog ({type(exc).__name__}: {exc}); run `hestdata repair {root}` "
+                         "to rebuild it from the samples") from exc
 
 
-def _write_catalog(root: Path, rows: list[dict[str, Any]]) -> None:
+def catalog_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """``catalog.parquet`` content for ``rows`` (sorted by id, full schema)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -120,17 +123,33 @@ def _write_catalog(root: Path, rows: list[dict[str, Any]]) -> None:
     table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    atomic_write_bytes(root / L.CATALOG, buf.getvalue())
+    return buf.getvalue()
 
 
-def publish(root: str | Path, sample_ids: list[str] | None = None) -> None:
-    """Refresh manifest entries and catalog rows for ``sample_ids`` (all samples when None), under the lock."""
+def _commit(root: Path, rows: list[dict[str, Any]], files: dict[str, Any]) -> None:
+    """Catalog and manifest replaced together (one journaled step: a crash leaves the old pair or the new)."""
+    import hashlib
+
     from hestdata.metadata import now_iso
+    from hestdata.store.journal import commit_files
+    from hestdata.store.manifest import manifest_bytes
+
+    cat = catalog_bytes(rows)
+    files[L.CATALOG] = {"size": len(cat), "sha256": hashlib.sha256(cat).hexdigest()}
+    commit_files(root, {L.CATALOG: cat, L.MANIFEST: manifest_bytes(files, now_iso())})
+
+
+def publish(root: str | Path, sample_ids: list[str] | None = None, *, rebuild: bool = False) -> None:
+    """Refresh manifest entries and catalog rows for ``sample_ids`` (all samples when None), under the lock.
+
+    ``rebuild=True`` ignores the existing catalog and manifest (``hestdata repair``: rebuilt from the samples)."""
+    from hestdata.store.journal import replay_journal
     from hestdata.store.sample import read_metadata
 
     r = Path(root)
     with root_lock(r, L.LOCK):
-        manifest = load_manifest(r)
+        replay_journal(r)
+        manifest = {"files": {}} if rebuild else _manifest_or_hint(r)
         files: dict[str, Any] = manifest["files"]
         present = {p.name[: -len(L.SAMPLE_SUFFIX)] for p in (r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}")
                    if L.is_sample_dir(p)}
@@ -142,7 +161,7 @@ def publish(root: str | Path, sample_ids: list[str] | None = None) -> None:
                 sid = parts[1][: -len(L.SAMPLE_SUFFIX)]
                 if sid not in present or sid in todo:
                     del files[path]
-        rows = {row["id"]: row for row in _read_rows(r)}
+        rows = {} if rebuild else {row["id"]: row for row in _read_rows(r)}
         rows = {k: v for k, v in rows.items() if k in present}
         for sid in todo:
             rel = L.sample_relpath(sid)
@@ -150,10 +169,18 @@ def publish(root: str | Path, sample_ids: list[str] | None = None) -> None:
             files.update(entries)
             meta = read_metadata(r / rel)
             rows[sid] = catalog_row(meta, digest(entries, rel), sum(e["size"] for e in entries.values()))
-        _write_catalog(r, list(rows.values()))
-        files.update(scan(r, L.CATALOG))
         for path in [p for p in files if p.startswith(L.COHORTS + "/")]:
             del files[path]
         if (r / L.COHORTS).is_dir():
             files.update(scan(r, L.COHORTS))
-        write_manifest(r, files, now_iso())
+        failpoint("before-publish")
+        _commit(r, list(rows.values()), files)
+
+
+def _manifest_or_hint(root: Path) -> dict[str, Any]:
+    from hestdata.errors import IntegrityError
+
+    try:
+        return load_manifest(root)
+    except IntegrityError as exc:
+        raise StoreError(f"{exc} (run `hestdata repair {root}` to rebuild it from the samples)") from None

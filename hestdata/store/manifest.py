@@ -64,8 +64,13 @@ def load_manifest(root: Path) -> dict[str, Any]:
     return m
 
 
-def write_manifest(root: Path, files: dict[str, dict[str, Any]], updated_at: str) -> None:
-    """Write the manifest atomically (sorted, so identical content gives identical bytes)."""
+def manifest_bytes(files: dict[str, dict[str, Any]], updated_at: str) -> bytes:
+    """Manifest content (sorted, so identical content gives identical bytes)."""
     m = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "hestdata_version": __version__,
          "updated_at": updated_at, "files": {k: files[k] for k in sorted(files)}}
-    atomic_write_bytes(root / L.MANIFEST, (json.dumps(m, indent=1) + "\n").encode())
+    return (json.dumps(m, indent=1) + "\n").encode()
+
+
+def write_manifest(root: Path, files: dict[str, dict[str, Any]], updated_at: str) -> None:
+    """Write the manifest atomically on its own (publication writes it together with the catalog)."""
+    atomic_write_bytes(root / L.MANIFEST, manifest_bytes(files, updated_at))

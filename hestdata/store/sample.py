@@ -21,7 +21,8 @@ import numpy as np
 
 from hestdata.errors import StoreError
 from hestdata.store import layout as L
-from hestdata.store.atomic import commit_dir
+from hestdata.store.atomic import commit_dir, held_lock, lock_of
+from hestdata.store.failpoints import failpoint
 
 if TYPE_CHECKING:
     import anndata
@@ -88,6 +89,9 @@ class SampleWriter:
         self.overwrite = overwrite
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.final.with_name(f".tmp-{sample_id}-{uuid.uuid4().hex[:8]}{L.SAMPLE_SUFFIX}")
+        # the lock marks the temporary folder as in use: a recovery removes only folders nobody holds
+        self._lock = held_lock(lock_of(self.tmp))
+        self._lock.__enter__()
         self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
         self._done = False
 
@@ -98,6 +102,7 @@ class SampleWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self._done:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        self._lock.__exit__(None, None, None)
 
     # -- elements ------------------------------------------------------------------------------------------
     def write_image(self, shapes: list[tuple[int, int]], channels: int, dtype: Any, pixel_size_um: float,
@@ -277,8 +282,9 @@ class SampleWriter:
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             zarr.consolidate_metadata(str(self.tmp))
-        commit_dir(self.tmp, self.final, self.overwrite)
+        commit_dir(self.tmp, self.final, self.overwrite, root=self.root)
         self._done = True
+        failpoint("after-sample-rename")
         return self.final
 
 

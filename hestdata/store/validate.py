@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.store import layout as L
+from hestdata.store.recovery import leftovers
 
 OBS_COLUMNS = ("x_um", "y_um", "in_tissue", "array_row", "array_col", "pxl_col_in_fullres", "pxl_row_in_fullres")
 VAR_COLUMNS = ("original_name", "gene_id", "feature_type")
@@ -219,9 +220,29 @@ def _validate_root(root: Path, out: list[str], checksums: bool) -> int:
         if p.is_file() and rel not in listed and p.name not in (L.MANIFEST, L.LOCK) \
                 and not any(part.startswith(".") for part in Path(rel).parts) and rel.split("/")[0] not in L.DERIVED:
             out.append(f"{rel} is not in {L.MANIFEST}")
+    _check_digests(root, files, out)
+    for p in leftovers(root, include_downloads=True):
+        out.append(f"{p.relative_to(root).as_posix()}: left over by an interrupted write "
+                   f"(run `hestdata repair {root}`)")
     for s in samples:
         _validate_sample(s, out)
     return len(samples)
+
+
+def _check_digests(root: Path, files: dict[str, Any], out: list[str]) -> None:
+    """Each catalog row's sha256 is the digest of its sample's manifest entries (catalog and manifest agree)."""
+    import pyarrow.parquet as pq
+
+    from hestdata.store.manifest import digest
+
+    try:
+        rows = pq.read_table(root / L.CATALOG, columns=["id", "sha256"]).to_pylist()
+    except Exception:
+        return  # reported above
+    for row in rows:
+        rel = L.sample_relpath(str(row["id"]))
+        if any(k.startswith(rel + "/") for k in files) and digest(files, rel) != row["sha256"]:
+            out.append(f"{L.CATALOG}: sha256 of {row['id']!r} does not match {L.MANIFEST} (interrupted publication?)")
 
 
 def validate(path: str | Path, *, checksums: bool = True) -> ValidationReport:

@@ -1,0 +1,169 @@
+"""Crash consistency of a root: what an interrupted write leaves behind, and how the next writer repairs it.
+
+Every write to a root goes through one of four windows, each recoverable:
+
+- a sample being written lives in ``samples/.tmp-<id>-<uuid>.zarr`` while its writer holds ``flock`` on the
+  sibling ``.lock`` file; a temporary folder whose lock nobody holds belongs to a dead writer and is removed;
+- an overwrite swaps the old sample to ``samples/.trash-<id>.zarr-<uuid>`` under the root lock; if the process
+  died between the two renames the old sample is put back, otherwise the trash is removed;
+- a download stages into ``samples/.dl-<id>.zarr`` (kept across runs so downloads resume; locked while in use);
+- catalog and manifest are published as one step: both are written into ``.publish-<uuid>/``, a journal naming
+  them is written atomically, then they are renamed into place and the journal removed. A journal found later is
+  replayed (roll forward); a staging folder without a journal is removed (roll back).
+
+Finally, committed samples that no catalog row describes (the process died between its rename and the
+publication) are published, and rows of samples that vanished are dropped. :func:`recover_root` does all this
+under the root lock; every command that writes into a root calls it first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hestdata.store import layout as L
+from hestdata.store.atomic import is_locked, lock_of
+from hestdata.store.journal import JOURNAL, STAGE_PREFIX, replay_journal
+
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+DL_PREFIX = ".dl-"
+
+
+@dataclass
+class RecoveryReport:
+    """What a recovery (or ``hestdata repair``) did."""
+
+    replayed_journal: bool = False
+    restored: list[str] = field(default_factory=list)  # overwrite swaps rolled back
+    removed: list[str] = field(default_factory=list)  # stale temporary / trash / staging folders
+    published: list[str] = field(default_factory=list)  # committed samples that were not in the catalog
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.replayed_journal or self.restored or self.removed or self.published)
+
+
+def leftovers(root: Path, include_downloads: bool = True) -> list[Path]:
+    """Stale temporary, trash, download-staging and publication folders of ``root`` (none in use)."""
+    out: list[Path] = []
+    samples = root / L.SAMPLES
+    prefixes = (TMP_PREFIX, TRASH_PREFIX) + ((DL_PREFIX,) if include_downloads else ())
+    if samples.is_dir():
+        for p in sorted(samples.iterdir()):
+            if p.name.startswith(prefixes) and not p.name.endswith(".lock") and not is_locked(lock_of(p)):
+                out.append(p)
+            elif p.name.endswith(".lock") and p.name.startswith(prefixes) and not is_locked(p) \
+                    and not p.with_name(p.name[:-5]).exists():
+                out.append(p)
+    if root.is_dir():
+        out += [p for p in sorted(root.iterdir()) if p.name.startswith(STAGE_PREFIX)]
+        if (root / JOURNAL).exists():
+            out.append(root / JOURNAL)
+    return out
+
+
+def _settle_swaps(root: Path, rep: RecoveryReport) -> None:
+    samples = root / L.SAMPLES
+    for trash in sorted(samples.glob(f"{TRASH_PREFIX}*")):
+        if trash.name.endswith(".lock"):
+            continue
+        name = trash.name[len(TRASH_PREFIX):].rsplit("-", 1)[0]  # <id>.zarr
+        final = samples / name
+        if not final.exists() and name.endswith(L.SAMPLE_SUFFIX):
+            os.replace(trash, final)
+            rep.restored.append(name[: -len(L.SAMPLE_SUFFIX)])
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
+            rep.removed.append(trash.name)
+
+
+def _remove_stale(root: Path, rep: RecoveryReport, include_downloads: bool) -> None:
+    for p in leftovers(root, include_downloads=include_downloads):
+        if p.parent != root / L.SAMPLES or p.name.startswith(TRASH_PREFIX):
+            continue  # publication leftovers are the journal's business; trash was settled
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        rep.removed.append(p.name)
+
+
+def unpublished(root: Path) -> list[str]:
+    """Committed samples the manifest does not describe (their publication never happened)."""
+    from hestdata.store.manifest import load_manifest
+
+    try:
+        files = load_manifest(root)["files"]
+    except Exception:
+        files = {}
+    present = [p.name[: -len(L.SAMPLE_SUFFIX)] for p in (root / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}")
+               if L.is_sample_dir(p)] if (root / L.SAMPLES).is_dir() else []
+    return sorted(s for s in present if f"{L.sample_relpath(s)}/zarr.json" not in files)
+
+
+def recover_root(root: str | Path, *, include_downloads: bool = False, publish: bool = True) -> RecoveryReport:
+    """Bring ``root`` back to a consistent state after any interrupted write (no-op on a healthy root).
+
+    ``publish=False`` leaves committed-but-unpublished samples for their owner to publish (a registration in
+    progress publishes all its samples at once, at the end)."""
+    from hestdata.store.atomic import root_lock
+    from hestdata.store.catalog import publish as publish_samples
+
+    r = Path(root)
+    rep = RecoveryReport()
+    if not (r / L.SAMPLES).is_dir() and not (r / JOURNAL).exists():
+        return rep
+    with root_lock(r, L.LOCK):
+        rep.replayed_journal = replay_journal(r)
+        _settle_swaps(r, rep)
+        _remove_stale(r, rep, include_downloads)
+        rep.published = unpublished(r) if publish else []
+    if rep.published:
+        publish_samples(r, rep.published)
+    return rep
+
+
+@dataclass
+class RepairReport(RecoveryReport):
+    """What ``hestdata repair`` did, beyond recovery."""
+
+    quarantined: list[str] = field(default_factory=list)  # unreadable samples moved to .quarantine/
+    n_samples: int = 0
+
+
+def repair_root(root: str | Path) -> RepairReport:
+    """Recover from any interrupted write (download staging included), then rebuild catalog and manifest from
+    the samples present. A sample whose metadata cannot be read is moved to ``ROOT/.quarantine/`` (kept, not
+    deleted) and named in the report."""
+    import time
+
+    from hestdata.errors import StoreError
+    from hestdata.store.atomic import root_lock
+    from hestdata.store.catalog import publish
+    from hestdata.store.sample import read_metadata
+
+    r = Path(root)
+    if not r.is_dir():
+        raise StoreError(f"{r}: root folder not found")
+    rep = RepairReport()
+    with root_lock(r, L.LOCK):
+        rep.replayed_journal = replay_journal(r)
+        _settle_swaps(r, rep)
+        _remove_stale(r, rep, include_downloads=True)
+        (r / L.SAMPLES).mkdir(exist_ok=True)
+        for p in sorted((r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}")):
+            if not L.is_sample_dir(p):
+                continue
+            try:
+                read_metadata(p)
+            except Exception:
+                q = r / ".quarantine" / f"{p.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+                q.parent.mkdir(exist_ok=True)
+                os.replace(p, q)
+                rep.quarantined.append(str(q.relative_to(r)))
+    publish(r, None, rebuild=True)
+    rep.n_samples = len([p for p in (r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}") if L.is_sample_dir(p)])
+    return rep
