@@ -91,6 +91,8 @@ def validate(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>
     from hestdata.store.validate import validate as run
 
     rep = run(path, checksums=checksums)
+    if rep.kind == "unknown":
+        _fail(f"{path}: not found")
     if rep.ok:
         typer.echo(f"{path}: valid ({rep.kind}, {rep.n_samples} sample(s))")
         return
@@ -135,7 +137,10 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, or conf
     if where:
         import polars as pl
 
-        expr = pl.sql_expr(where)
+        try:
+            expr = pl.sql_expr(where)
+        except Exception as exc:
+            _fail(f"--where {where!r} is not a valid SQL condition on the catalog ({exc})")
     elements = [e.strip() for e in only.split(",")] if only else None
     root = run(source, dest, ids=sample_id or None, where=expr, elements=elements, patches=patch or None,
                workers=workers, overwrite=overwrite)
@@ -173,11 +178,13 @@ def register(cohort: Annotated[Path, typer.Argument(help="Cohort descriptor (YAM
 @handle_errors
 def push(root: Annotated[Path, typer.Argument(help="Local root.")],
          url: Annotated[str, typer.Argument(help="Destination URL (s3://…, file://…, a remote name).")],
-         workers: Annotated[int, typer.Option(help="Parallel uploads.")] = 8) -> None:
+         workers: Annotated[int, typer.Option(help="Parallel uploads.")] = 8,
+         verify: Annotated[bool, typer.Option(
+             "--verify", help="Check every remote object (size, sha256) and re-upload the bad ones.")] = False) -> None:
     """Publish a root: changed files first, manifest last."""
     from hestdata.remote.push import push as run
 
-    rep = run(root, url, workers=workers)
+    rep = run(root, url, workers=workers, verify_remote=verify)
     typer.echo(f"pushed {len(rep.uploaded)} file(s) ({rep.bytes_uploaded:,} bytes), {rep.unchanged} unchanged")
 
 

@@ -30,6 +30,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc).splitlines()[0])
         except ValueError as exc:
             fail(str(exc))
+        except OSError as exc:  # unreachable servers, permissions, full disks: one line naming the path
+            where = exc.filename or ""
+            fail(f"{where}: {exc.strerror or exc}" if where else f"{type(exc).__name__}: {exc}")
 
     return wrapper
 

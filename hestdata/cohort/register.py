@@ -219,11 +219,13 @@ def _finish(cohort: Cohort, base: Path, r: Path, report: RegistrationReport) -> 
     from hestdata.metadata import now_iso
     from hestdata.store.atomic import atomic_write_bytes
     from hestdata.store.catalog import publish
+    from hestdata.store.recovery import recover_root
 
     done = {o.id for o in report.outcomes}
     report.outcomes += [SampleOutcome(s.id, "failed", "not run (the registration stopped early)")
                         for s in cohort.samples if s.id not in done]
     report.outcomes.sort(key=lambda o: o.id)
+    recover_root(r, publish=False)  # temporary folders of conversions that were killed
     ready = report.ids("converted") + report.ids("unchanged")
     if ready:
         publish(r, ready)

@@ -17,7 +17,9 @@ def main() -> None:
         from hestdata.cohort.register import read_sample
         from hestdata.convert import convert
         from hestdata.sources.registry import get_source
+        from hestdata.store.failpoints import failpoint
 
+        failpoint("registration-task", spec["id"])
         sample = read_sample(spec, job["base"])
         opts = get_source(spec["technology"]).parse_options(spec["options"])
         convert(sample, job["root"], options=opts, overwrite=True, metadata=dict(spec["metadata"]),

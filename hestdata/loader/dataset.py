@@ -81,9 +81,9 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
 
             decode = "gpu" if cuda_available() else "cpu"
         self.decode = decode
-        self.fs, paths = resolve_samples(source, query, storage_options, block_cache_dir)
+        self.fs, paths, pinned = resolve_samples(source, query, storage_options, block_cache_dir)
         self.source = str(source)
-        metas = [read_root_metadata(self.fs, p) for p in paths]
+        metas = [read_root_metadata(self.fs, p, pinned) for p in paths]
         self._modality([sample_attrs(m) for m in metas], markers)
         if self.multiplex:
             genes = []
@@ -96,7 +96,7 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         self.spans: list[ShardSpan] = []
         first = 0
         for p, meta, table, (var, obs_names) in zip(paths, metas, tables, names, strict=True):
-            s = open_sample(self.fs, p, meta, self.patch, table, var, obs_names, self.genes, first)
+            s = open_sample(self.fs, p, meta, self.patch, table, var, obs_names, self.genes, first, pinned)
             self.samples.append(s)
             n, sp = s.reader.info.n_patches, s.reader.info.shard_patches
             self.spans += [ShardSpan(first + a, min(sp, n - a)) for a in range(0, n, sp)]

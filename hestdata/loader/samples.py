@@ -57,12 +57,13 @@ def sample_attrs(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def open_sample(fs: ProcessLocalFS, path: str, meta: dict[str, Any], patch: str, table: str, var: list[str],
-                obs_names: np.ndarray | None, genes: list[str], first: int) -> LoadedSample:
+                obs_names: np.ndarray | None, genes: list[str], first: int,
+                pinned: dict[str, tuple[int, str]] | None = None) -> LoadedSample:
     """A sample's patch reader, patch → row index, centres and targets for ``genes``."""
     consolidated = meta.get("consolidated_metadata", {}).get("metadata", {})
     attrs = sample_attrs(meta)
     sid = attrs.get("id", path.rsplit("/", 1)[-1])
-    reader = open_patch_reader(fs, path, patch, consolidated)
+    reader = open_patch_reader(fs, path, patch, consolidated, pinned)
     g = open_group(fs, join(path, L.PATCH_GROUP, patch))
     obs_index = np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64)
     centers = np.asarray(g[L.PATCH_CENTERS][:], dtype=np.float32)

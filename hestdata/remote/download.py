@@ -66,6 +66,8 @@ class _Remote:
             return self.fs.get().cat_file(path)
         except FileNotFoundError:
             raise StoreError(f"{path}: not found on the remote") from None
+        except OSError as exc:  # unreachable host, refused connection, timeouts
+            raise StoreError(f"{path}: cannot read from the remote ({type(exc).__name__}: {exc})") from None
 
 
 def _load_manifest(remote: _Remote) -> dict[str, tuple[int, str]]:
@@ -88,9 +90,26 @@ def _sha256(path: Path) -> str:
 
 
 def _fetch(remote: _Remote, rel: str, size: int, sha: str, target: Path, progress: Progress | None) -> None:
-    """Download one file to ``target`` (resuming ``target.part``), verify size and sha256, rename into place."""
+    """Download one file to ``target`` (resuming ``target.part``), verify size and sha256, rename into place.
+
+    A resumed file that fails verification is fetched once more from the start (its ``.part`` may have come
+    from another run, or be garbage); a second failure is an error."""
     if target.exists() and target.stat().st_size == size and _sha256(target) == sha:
         return
+    part = target.with_name(target.name + ".part")
+    if part.is_symlink():
+        raise IntegrityError(f"{part}: symbolic link in the download staging folder; refusing to write")
+    resumed = part.exists() and part.stat().st_size > 0
+    try:
+        _fetch_once(remote, rel, size, sha, target, progress)
+    except IntegrityError:
+        if not resumed:
+            raise
+        part.unlink(missing_ok=True)
+        _fetch_once(remote, rel, size, sha, target, progress)
+
+
+def _fetch_once(remote: _Remote, rel: str, size: int, sha: str, target: Path, progress: Progress | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -115,6 +134,10 @@ def _fetch(remote: _Remote, rel: str, size: int, sha: str, target: Path, progres
                     b = fs.cat_file(src, start=pos, end=end)
                     if not b:
                         break
+                    if len(b) > end - pos:  # the server ignored the byte range: never append a whole body
+                        fout.truncate(have)
+                        raise IntegrityError(f"{src}: the server sent {len(b)} bytes for a {end - pos}-byte range "
+                                             "(no Range support?); partial file kept as it was")
                     fout.write(b)
                     pos += len(b)
                     if progress:
@@ -186,6 +209,8 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
         raise ValueError(f"unknown element(s) {sorted(unknown)}; choose from {list(ELEMENTS)}")
     selected = _select(remote, manifest, url, ids, where)
     dest_p = Path(dest)
+    if dest_p.exists() and not dest_p.is_dir():
+        raise StoreError(f"{dest_p}: is a file, not a root folder")
     (dest_p / L.SAMPLES).mkdir(parents=True, exist_ok=True)
     want_patches = set(patches) if patches is not None else None
     recover_root(dest_p)
@@ -378,6 +403,13 @@ def _commit_staged(dest: Path, sid: str, plan: _SamplePlan) -> None:
     """Rename a completed staging folder into place (a partial sample gets a consistent zarr.json first)."""
     from hestdata.store.atomic import commit_dir
 
+    try:
+        staged_id = json.loads((plan.staged / "zarr.json").read_text())["attributes"][L.META_KEY]["id"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{plan.staged / 'zarr.json'}: not a hestdata sample ({exc})") from None
+    if staged_id != sid:
+        raise IntegrityError(f"remote sample folder {L.sample_relpath(sid)} holds sample {staged_id!r}; refusing "
+                             "to commit it under another id")
     if plan.missing or plan.kept_patches is not None:
         _rewrite_partial(plan.staged, plan.missing, plan.kept_patches)
     commit_dir(plan.staged, L.sample_path(dest, sid), overwrite=True, root=dest)

@@ -41,9 +41,34 @@ def _remote_manifest(fs: Any, base: str, local: bool) -> dict[str, Any]:
         return {}
 
 
+def _remote_ok(fs: Any, local: bool, path: str, entry: dict[str, Any]) -> bool:
+    """Does the remote object at ``path`` hold exactly the manifest entry's bytes (size, then sha256)?"""
+    import hashlib
+
+    try:
+        if local:
+            p = Path(path)
+            if not p.is_file() or p.is_symlink() or p.stat().st_size != entry["size"]:
+                return False
+            return file_sha256(p) == entry["sha256"]
+        if int(fs.info(path).get("size", -1)) != entry["size"]:
+            return False
+        h = hashlib.sha256()
+        with fs.open(path, "rb", block_size=8 << 20) as fh:
+            while b := fh.read(8 << 20):
+                h.update(b)
+        return h.hexdigest() == entry["sha256"]
+    except (FileNotFoundError, OSError):
+        return False
+
+
 def push(root: str | os.PathLike[str], url: str, *, storage_options: dict[str, Any] | None = None,
-         workers: int = 8, verify: bool = True) -> PushReport:
-    """Upload ``root`` to ``url``; ``verify`` re-hashes each file to upload against the local manifest."""
+         workers: int = 8, verify: bool = True, verify_remote: bool = False) -> PushReport:
+    """Upload ``root`` to ``url``; ``verify`` re-hashes each file to upload against the local manifest.
+
+    ``verify_remote`` does not trust the remote manifest: every remote object is checked (size and sha256) and
+    any missing, truncated or altered one is uploaded again (a repair). Symbolic links are never followed: a
+    root whose files are links is refused."""
     r = Path(root)
     man_path = r / L.MANIFEST
     if not man_path.is_file():
@@ -58,7 +83,7 @@ def push(root: str | os.PathLike[str], url: str, *, storage_options: dict[str, A
     todo = []
     for rel, entry in sorted(files.items()):
         check_relpath(rel, str(man_path))
-        if remote.get(rel) == entry:
+        if remote.get(rel) == entry and (not verify_remote or _remote_ok(fs, handle.is_local, join(base, rel), entry)):
             report.unchanged += 1
             continue
         todo.append((rel, entry))
@@ -66,6 +91,9 @@ def push(root: str | os.PathLike[str], url: str, *, storage_options: dict[str, A
     def upload(item: tuple[str, dict[str, Any]]) -> int:
         rel, entry = item
         src = r / rel
+        link = next((p for p in [src, *src.parents] if p != r and r in p.parents and p.is_symlink()), None)
+        if link is not None:
+            raise IntegrityError(f"{link}: is a symbolic link inside the root; push never follows links")
         if not src.is_file() or src.stat().st_size != entry["size"]:
             raise IntegrityError(f"{src}: missing or size differs from {man_path}; run 'hestdata validate {r}'")
         if verify and file_sha256(src) != entry["sha256"]:

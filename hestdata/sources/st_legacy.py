@@ -61,6 +61,12 @@ def _read_spots(path: Path) -> pd.DataFrame:
     need = {"x", "y", "pixel_x", "pixel_y"}
     if not need <= set(spots.columns):
         raise InputError(path, f"spot file lacks column(s) {sorted(need - set(spots.columns))}")
+    xy = spots[["x", "y", "pixel_x", "pixel_y"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise InputError(path, f"{int(bad.sum())} spot row(s) with a missing, non-numeric or infinite x/y/pixel_x/"
+                               f"pixel_y, e.g. line {r + 2}: {spots.iloc[r][['x', 'y', 'pixel_x', 'pixel_y']].tolist()}")
     spots["barcode"] = spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str)
     if spots["barcode"].duplicated().any():
         raise InputError(path, f"duplicate array position {spots['barcode'][spots['barcode'].duplicated()].iloc[0]}")

@@ -113,13 +113,25 @@ def read_10x_mtx(folder: str | Path) -> FeatureMatrix:
     except Exception as exc:
         raise InputError(mtx, f"cannot parse Matrix Market file: {exc}") from exc
     opener = gzip.open if is_gzip(bc) else open
-    with opener(bc, "rt") as fh:
-        barcodes = [line.strip().split("\t")[0].strip('"') for line in fh if line.strip()]
-    fcols = pd.read_csv(ft, sep="\t", header=None, compression="gzip" if is_gzip(ft) else None)
+    try:
+        with opener(bc, "rt") as fh:
+            barcodes = [line.strip().split("\t")[0].strip('"') for line in fh if line.strip()]
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InputError(bc, f"cannot read barcodes (truncated or corrupt?): {exc}") from exc
+    try:
+        fcols = pd.read_csv(ft, sep="\t", header=None, compression="gzip" if is_gzip(ft) else None)
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(ft, f"cannot read features (truncated or corrupt?): {exc}") from exc
     fcols = fcols.astype(str).apply(lambda c: c.str.strip('"'))
     ids = fcols[0].tolist()
     names = fcols[1].tolist() if fcols.shape[1] > 1 else ids
     ftype = fcols[2].tolist() if fcols.shape[1] > 2 else ["Gene Expression"] * len(ids)
+    if len(barcodes) != m.shape[1]:
+        raise InputError(bc, f"{len(barcodes)} barcode(s) for the {m.shape[1]} column(s) of {mtx.name} "
+                             "(truncated or from another matrix?)")
+    if len(ids) != m.shape[0]:
+        raise InputError(ft, f"{len(ids)} feature(s) for the {m.shape[0]} row(s) of {mtx.name} "
+                             "(truncated or from another matrix?)")
     counts = sp.csr_matrix(m.T)
     if counts.dtype.kind == "f" and np.all(np.mod(counts.data, 1) == 0):
         counts = counts.astype(np.int32)  # Matrix Market 'integer' fields come back as float64
@@ -184,9 +196,16 @@ def read_scalefactors(spatial: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        sf = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(path, f"invalid JSON: {exc}") from exc
+    if not isinstance(sf, dict):
+        raise InputError(path, "expected a JSON object of scale factors")
+    for k, v in sf.items():
+        if k.endswith(("_scalef", "_fullres", "microns_per_pixel")) and v is not None:
+            if not isinstance(v, int | float) or not np.isfinite(v) or v <= 0:
+                raise InputError(path, f"scale factor {k} = {v!r} must be a positive number")
+    return sf
 
 
 def join_positions(fm: FeatureMatrix, positions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -201,7 +220,8 @@ def join_positions(fm: FeatureMatrix, positions: pd.DataFrame) -> tuple[pd.DataF
         raise InputError(ppath, f"{len(missing)} barcode(s) of {fm.path.name} absent from the positions file, "
                                 f"e.g. {missing[0]!r}")
     obs = positions.loc[bc].copy()
-    bad = obs[["pxl_row_in_fullres", "pxl_col_in_fullres"]].isna().any(axis=1)
+    xy = obs[["pxl_row_in_fullres", "pxl_col_in_fullres"]].apply(pd.to_numeric, errors="coerce")
+    bad = ~np.isfinite(xy.to_numpy(np.float64)).all(axis=1)
     if bad.any():
         raise InputError(ppath, f"{int(bad.sum())} spot(s) have NaN/non-numeric pixel coordinates, "
                                 f"e.g. {obs.index[bad][0]!r}")

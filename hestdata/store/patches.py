@@ -87,12 +87,15 @@ class PatchArrayReader:
     array_path: str  # .../samples/<id>.zarr/hestdata/patches/<name>/images
     info: PatchArrayInfo
     shard_cache_bytes: int = REMOTE_SHARD_CACHE_BYTES
+    # the manifest a remote dataset started from: shard path -> (size, sha256); a shard that differs was
+    # changed under the reader (an interrupted or concurrent push) and is never served
+    pinned: dict[str, tuple[int, str]] | None = None
     _index: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _shards: dict[int, bytes] = field(default_factory=dict, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:  # caches are per process (cheap to rebuild, never pickled)
         return {"fs": self.fs, "array_path": self.array_path, "info": self.info,
-                "shard_cache_bytes": self.shard_cache_bytes, "_index": {}, "_shards": {}}
+                "shard_cache_bytes": self.shard_cache_bytes, "pinned": self.pinned, "_index": {}, "_shards": {}}
 
     def _local_map(self, shard: int) -> Any:
         """Local only: the shard file memory-mapped (kept open; the OS page cache does the caching)."""
@@ -127,6 +130,7 @@ class PatchArrayReader:
                 blob = self.fs.get().cat_file(path)
             except FileNotFoundError:
                 raise StoreError(f"{path}: shard file missing") from None
+            check_pinned(self.pinned, path, blob)
             if len(blob) > self.shard_cache_bytes:
                 return blob
         self._shards[shard] = blob  # most recent last
@@ -228,16 +232,31 @@ class PatchArrayReader:
             out[int(pos[j])] = bytes(mv[a:a + int(sizes[j])])
 
 
-def open_patch_reader(fs: ProcessLocalFS, sample_path: str, name: str, consolidated: dict[str, Any]) -> PatchArrayReader:
+def check_pinned(pinned: dict[str, tuple[int, str]] | None, path: str, data: bytes) -> None:
+    """``data`` read from ``path`` must be the bytes the pinned manifest lists (if it lists the file)."""
+    if not pinned or path not in pinned:
+        return
+    import hashlib
+
+    size, sha = pinned[path]
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+        raise IntegrityError(f"{path}: differs from the manifest this dataset started from (the root changed "
+                             "under it, e.g. a push in progress); reopen the dataset")
+
+
+def open_patch_reader(fs: ProcessLocalFS, sample_path: str, name: str, consolidated: dict[str, Any],
+                      pinned: dict[str, tuple[int, str]] | None = None) -> PatchArrayReader:
     """Reader for ``<sample>/hestdata/patches/<name>/images`` using the sample's consolidated metadata."""
     key = f"{L.PATCH_GROUP}/{name}/{L.PATCH_IMAGES}"
     meta = consolidated.get(key)
     if meta is None:
         raise StoreError(f"{sample_path}: no patch array {name!r}")
-    return PatchArrayReader(fs, join(sample_path, key), parse_array_meta(meta, join(sample_path, key)))
+    return PatchArrayReader(fs, join(sample_path, key), parse_array_meta(meta, join(sample_path, key)),
+                            pinned=pinned)
 
 
-def read_root_metadata(fs: ProcessLocalFS, sample_path: str) -> dict[str, Any]:
+def read_root_metadata(fs: ProcessLocalFS, sample_path: str,
+                       pinned: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
     """The sample's root ``zarr.json`` (attributes + consolidated metadata) in one request."""
     path = join(sample_path, "zarr.json")
     try:
@@ -248,6 +267,7 @@ def read_root_metadata(fs: ProcessLocalFS, sample_path: str) -> dict[str, Any]:
             raw = fs.get().cat_file(path)
     except FileNotFoundError:
         raise StoreError(f"{sample_path}: not a sample (no zarr.json)") from None
+    check_pinned(pinned, path, raw)
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:

@@ -86,6 +86,7 @@ def _remove_stale(root: Path, rep: RecoveryReport, include_downloads: bool) -> N
             continue  # publication leftovers are the journal's business; trash was settled
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
+            lock_of(p).unlink(missing_ok=True)  # its writer is gone: the lock marks nothing any more
         else:
             p.unlink(missing_ok=True)
         rep.removed.append(p.name)

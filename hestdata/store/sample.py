@@ -282,9 +282,10 @@ class SampleWriter:
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             zarr.consolidate_metadata(str(self.tmp))
+        failpoint("before-sample-rename", self.final.name[: -len(L.SAMPLE_SUFFIX)])
         commit_dir(self.tmp, self.final, self.overwrite, root=self.root)
         self._done = True
-        failpoint("after-sample-rename")
+        failpoint("after-sample-rename", self.final.name[: -len(L.SAMPLE_SUFFIX)])
         return self.final
 
 

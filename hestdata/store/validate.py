@@ -88,8 +88,34 @@ def _check_table(root: Any, meta: Any, region: str, bad: Callable[[str], None]) 
         tattrs = dict(tab.attrs)
         if tattrs.get("region") != region or tattrs.get("instance_key") != L.INSTANCE_KEY:
             bad(f"tables/{L.TABLE} does not annotate shapes/{region} by {L.INSTANCE_KEY!r}")
+        _check_table_values(tab, shape, bad)
     except KeyError as exc:
         bad(f"missing element {exc}")
+
+
+def _check_table_values(tab: Any, shape: tuple[int, ...], bad: Callable[[str], None]) -> None:
+    """The stored counts themselves: a sound CSR structure, finite non-negative values, unique obs ids."""
+    import numpy as np
+    from anndata.io import read_elem
+
+    from hestdata.curation.counts import check_csr_arrays, check_unique_ids
+    from hestdata.errors import InputError
+
+    X = tab["X"]
+    try:
+        if hasattr(X, "keys") and {"data", "indices", "indptr"} <= set(X.keys()):
+            data = X["data"][:]
+            check_csr_arrays(data, X["indices"][:], X["indptr"][:], (int(shape[0]), int(shape[1])),
+                             f"tables/{L.TABLE}/X", "stored count matrix")
+        else:
+            data = np.asarray(X[:]).ravel()
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            bad(f"tables/{L.TABLE}/X holds NaN or infinite values")
+        if data.size and data.min() < 0:
+            bad(f"tables/{L.TABLE}/X holds negative counts")
+        check_unique_ids(read_elem(tab["obs"]).index, f"tables/{L.TABLE}/obs", "obs id")
+    except InputError as exc:
+        bad(str(exc))
 
 
 def _check_shapes(path: Path, meta: Any, region: str, declared_missing: bool, bad: Callable[[str], None]) -> None:

@@ -1,0 +1,159 @@
+"""The error contract of every command: one line ``error: <file>: reason``, exit code 1, nothing left behind.
+
+The list walks the bad inputs found by hand, then a seeded fuzz pass corrupts headers and numbers of each
+reader's text inputs: every outcome must be a conversion or a one-line error — never a traceback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import hestdata
+from hestdata.cli import app
+from tests.conftest import her2st_inputs, shared
+from tests.synth import synthetic_sample
+
+runner = CliRunner()
+
+
+def _one_line_error(args: list[str], *must_contain: str) -> str:
+    r = runner.invoke(app, args)
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 1, (args, r.output)
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "Traceback" not in r.output
+    for s in must_contain:
+        assert s in lines[0], (s, lines[0])
+    return lines[0]
+
+
+def _no_sample_written(root: Path) -> None:
+    samples = root / "samples"
+    assert not samples.exists() or [p.name for p in samples.iterdir()] == [], list(samples.iterdir())
+    assert not (root / "catalog.parquet").exists()
+
+
+@pytest.fixture
+def st_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    counts, spots, image = her2st_inputs("C3")
+    c, s = tmp_path / "C3.tsv.gz", tmp_path / "C3_selection.tsv"
+    shutil.copy(counts, c)
+    shutil.copy(spots, s)
+    return c, s, image
+
+
+def _st(st_inputs: tuple[Path, Path, Path], root: Path, *extra: str) -> list[str]:
+    c, s, img = st_inputs
+    return ["convert", "st", str(c), "--spots", str(s), "--image", str(img), "--out", str(root), "--id", "c3",
+            "--no-patches", *extra]
+
+
+def test_bad_numbers_in_the_spot_file(st_inputs, tmp_path):
+    _, spots, _ = st_inputs
+    lines = spots.read_text().splitlines()
+    for bad in ("inf", "nan", "x1"):
+        cols = lines[2].split("\t")
+        cols[4] = bad  # pixel_x
+        spots.write_text("\n".join(lines[:2] + ["\t".join(cols)] + lines[3:]) + "\n")
+        _one_line_error(_st(st_inputs, tmp_path / "R"), str(spots), "pixel_x")
+        _no_sample_written(tmp_path / "R")
+
+
+def test_counts_and_spots_swapped(st_inputs, tmp_path):
+    c, s, img = st_inputs
+    _one_line_error(["convert", "st", str(s), "--spots", str(c), "--image", str(img), "--out", str(tmp_path / "R"),
+                     "--id", "c3"], "error: ")
+    _no_sample_written(tmp_path / "R")
+
+
+def test_bad_ids_options_and_destinations(tmp_path):
+    svs = shared("wsi", "CMU-1-Small-Region.svs")
+    root = tmp_path / "R"
+    _one_line_error(["convert", "wsi", str(svs), "--out", str(root), "--id", "s", "--tile-px", "0"], "tile_px")
+    _one_line_error(["convert", "wsi", str(svs), "--out", str(root), "--id", "a" * 300], "is invalid")
+    _one_line_error(["convert", "wsi", str(svs), "--out", str(root), "--id", "../x"], "is invalid")
+    _no_sample_written(root)
+    hestdata.convert(synthetic_sample("a"), root, patches=[])
+    (tmp_path / "FILE").write_text("")
+    _one_line_error(["download", str(root), str(tmp_path / "FILE")], str(tmp_path / "FILE"), "is a file")
+    _one_line_error(["download", str(root), str(tmp_path / "D"), "--where", "organ = = 'x'"], "--where")
+    _one_line_error(["download", "http://127.0.0.1:9/nothing", str(tmp_path / "D")], "http://127.0.0.1:9/nothing")
+    _one_line_error(["convert", "st", str(tmp_path / "FILE"), "--spots", str(tmp_path / "FILE"), "--image",
+                     str(tmp_path / "FILE"), "--out", str(tmp_path / "FILE"), "--id", "x"], "FILE")
+    _one_line_error(["validate", str(tmp_path / "missing")], "missing")
+
+
+def test_bad_visium_side_files(tmp_path):
+    outs = tmp_path / "outs"
+    shutil.copytree(shared("visium", "seurat_mouse_brain_anterior"), outs)
+    sf = outs / "spatial" / "scalefactors_json.json"
+    doc = json.loads(sf.read_text())
+    sf.write_text(json.dumps({**doc, "tissue_lowres_scalef": 0}))
+    _one_line_error(["convert", "visium", str(outs), "--out", str(tmp_path / "R"), "--id", "v", "--no-patches"],
+                    str(sf), "tissue_lowres_scalef")
+    _no_sample_written(tmp_path / "R")
+
+
+def test_truncated_mtx_barcodes(tmp_path):
+    src = shared("visium_hd", "visiumio_mouse_brain")
+    d = tmp_path / "hd"
+    shutil.copytree(src, d)
+    mtx = next(p for p in d.rglob("filtered_feature_bc_matrix") if p.is_dir())
+    for h5 in d.rglob("*.h5"):
+        h5.unlink()  # force the MTX path
+    bc = next(mtx.glob("barcodes.tsv*"))
+    data = gzip.compress(bc.read_bytes()) if bc.suffix != ".gz" else bc.read_bytes()
+    target = bc.with_name("barcodes.tsv.gz")
+    bc.unlink()
+    target.write_bytes(data[: len(data) // 2])
+    _one_line_error(["convert", "visium-hd", str(d), "--out", str(tmp_path / "R"), "--id", "hd", "--no-patches"],
+                    str(target))
+    _no_sample_written(tmp_path / "R")
+
+
+def test_non_tiff_morphology(tmp_path):
+    d = tmp_path / "xen"
+    shutil.copytree(shared("xenium", "sfe_jurkat_raji"), d)
+    for p in d.glob("morphology*.ome.tif"):
+        p.write_text("not a tiff")
+    _one_line_error(["convert", "xenium", str(d), "--out", str(tmp_path / "R"), "--id", "x", "--pixel-size-um", "1.7",
+                     "--image-origin-um", "1000,1000"], "morphology", "cannot read")
+    _no_sample_written(tmp_path / "R")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fuzzed_st_inputs_convert_or_fail_in_one_line(st_inputs, tmp_path, seed):
+    """Corrupt a few cells of the spot file and counts header at random: a conversion or one clean line."""
+    rng = random.Random(seed)
+    c, s, img = st_inputs
+    lines = s.read_text().splitlines()
+    junk = ["", "NaN", "-1", "1e308", "inf", "abc", "0", "-0.5", "9" * 30, "\x00"]
+    for _ in range(3):
+        i = rng.randrange(0, len(lines))
+        cols = lines[i].split("\t")
+        cols[rng.randrange(len(cols))] = rng.choice(junk)
+        lines[i] = "\t".join(cols)
+    s.write_text("\n".join(lines) + "\n")
+    if seed % 3 == 0:  # corrupt the counts header or a count too
+        rows = gzip.decompress(c.read_bytes()).decode().splitlines()
+        r = rng.randrange(0, min(len(rows), 20))
+        cells = rows[r].split("\t")
+        cells[rng.randrange(1, len(cells))] = rng.choice(junk + ["TP53"])
+        rows[r] = "\t".join(cells)
+        c.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    root = tmp_path / "R"
+    r = runner.invoke(app, _st(st_inputs, root))
+    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), r.output
+    if r.exit_code:
+        lines_out = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines_out) == 1 and lines_out[0].startswith("error: "), r.output
+        _no_sample_written(root)
+    else:
+        assert hestdata.validate(root).ok
