@@ -145,6 +145,7 @@ def test_probes_on_separable_data():
     assert all(r["balanced_accuracy"] > 0.9 and r["auroc"] > 0.95 for r in rows)
 
 
+@pytest.mark.slow
 def test_timm_checkpoint_and_published_names_offline(tmp_path, monkeypatch):
     import timm
 

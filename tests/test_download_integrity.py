@@ -137,3 +137,54 @@ def test_push_verify_repairs_damaged_remote_objects_and_never_follows_links(remo
     with pytest.raises(hestdata.IntegrityError, match="symbolic link"):
         hestdata.push(work, "memory://other/root")
     assert not any(b"not for upload" in fs.cat_file(p) for p in fs.find("/other"))
+
+
+def test_a_server_that_ignores_range_and_streams_on_cannot_exhaust_memory(remote, tmp_path):
+    """The server answers every GET with 200 and a body far longer than the file (capped at 256 MiB so the test
+    stops by itself); the client reads only the bytes it asked for (verified by sha256), never the stream."""
+    import http.server
+    import threading
+    import tracemalloc
+
+    served = {"bytes": 0}
+    files = {"/" + p.relative_to(remote).as_posix(): p for p in remote.rglob("*") if p.is_file()}
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            p = files.get(self.path)
+            if p is None:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)  # Range ignored, no Content-Length
+            self.end_headers()
+            data = p.read_bytes()
+            if p.suffix in (".json", ".parquet"):
+                self.wfile.write(data)
+                return
+            chunk = data + b"\0" * (1 << 20)
+            try:
+                while served["bytes"] < 256 << 20:
+                    self.wfile.write(chunk)
+                    served["bytes"] += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tracemalloc.start()
+        hestdata.download(f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "dest", workers=2)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    finally:
+        server.shutdown()
+    assert peak < 64 << 20, f"client buffered {peak / 2**20:.0f} MiB"
+    assert hestdata.validate(tmp_path / "dest").ok

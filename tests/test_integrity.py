@@ -182,6 +182,7 @@ def _cohort(folder: Path, ids: list[str]) -> Path:
     return p
 
 
+@pytest.mark.slow
 def test_a_killed_or_hung_conversion_fails_that_sample_only(tmp_path, monkeypatch):
     cohort = _cohort(tmp_path / "in", ["a", "b", "c"])
     root = tmp_path / "root"

@@ -94,6 +94,7 @@ def _run(cohort: Path, root: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_completes(tmp_path):
     root = tmp_path / "root"
     first = _synthetic_cohort(tmp_path / "a", "first", ["a0"])

@@ -126,15 +126,15 @@ def _fetch_once(remote: _Remote, rel: str, size: int, sha: str, target: Path, pr
                     if progress:
                         progress(rel, len(b))
         else:
-            fs = remote.fs.get()
-            with open(part, "ab") as fout:
+            with open(part, "ab") as fout, _open_ranged(remote.fs.get(), src, size) as fin:
                 pos = have
+                fin.seek(pos)
                 while pos < size:
                     end = min(size, pos + CHUNK_BYTES)
-                    b = fs.cat_file(src, start=pos, end=end)
+                    b = fin.read(end - pos)  # bounded: never more than asked, whatever the server sends
                     if not b:
                         break
-                    if len(b) > end - pos:  # the server ignored the byte range: never append a whole body
+                    if len(b) > end - pos:
                         fout.truncate(have)
                         raise IntegrityError(f"{src}: the server sent {len(b)} bytes for a {end - pos}-byte range "
                                              "(no Range support?); partial file kept as it was")
@@ -150,6 +150,16 @@ def _fetch_once(remote: _Remote, rel: str, size: int, sha: str, target: Path, pr
         part.unlink()
         raise IntegrityError(f"{src}: sha256 differs from the manifest; file removed")
     os.replace(part, target)
+
+
+def _open_ranged(fs: Any, path: str, size: int) -> Any:
+    """A file object reading exact byte ranges (no read-ahead cache), its size taken from the manifest. fsspec's
+    ranged reads stop after the requested length even when a server ignores ``Range`` and streams on (its
+    ``cat_file`` would buffer the whole body: a server streaming an endless body would exhaust memory)."""
+    try:
+        return fs.open(path, "rb", cache_type="none", size=size)
+    except TypeError:  # filesystems whose open() takes no size
+        return fs.open(path, "rb", cache_type="none")
 
 
 def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | None) -> None:
