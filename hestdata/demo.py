@@ -91,11 +91,16 @@ def make_synthetic_visium(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     human = table[table["species"] == "human"].drop_duplicates("symbol").set_index("symbol")["gene_id"]
     ids = [human.get(g, "") for g in DEMO_GENES]
     _write_10x_h5(outs / "filtered_feature_bc_matrix.h5", counts, barcodes, DEMO_GENES, ids)
+    from hestdata.curation.tissue import segment_tissue
+
+    tissue = segment_tissue(img, DEMO_PIXEL_SIZE_UM)  # in_tissue as Space Ranger would call it: spot on tissue
     with open(outs / "spatial" / "tissue_positions.csv", "w") as fh:
         fh.write("barcode,in_tissue,array_row,array_col,pxl_row_in_fullres,pxl_col_in_fullres\n")
         for b, (r, c, y, x) in zip(barcodes, rows, strict=True):
-            fh.write(f"{b},1,{r},{c},{y:.2f},{x:.2f}\n")
-    sf = {"spot_diameter_fullres": 55.0 / DEMO_PIXEL_SIZE_UM, "tissue_hires_scalef": 1.0,
+            on = int(tissue.mask[min(int(y * DEMO_PIXEL_SIZE_UM / tissue.pixel_size_um), tissue.mask.shape[0] - 1),
+                                 min(int(x * DEMO_PIXEL_SIZE_UM / tissue.pixel_size_um), tissue.mask.shape[1] - 1)])
+            fh.write(f"{b},{on},{r},{c},{y:.2f},{x:.2f}\n")
+    sf = {"spot_diameter_fullres": 65.0 / DEMO_PIXEL_SIZE_UM, "tissue_hires_scalef": 1.0,
           "tissue_lowres_scalef": 0.1, "fiducial_diameter_fullres": 89.5 / DEMO_PIXEL_SIZE_UM}
     (outs / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
     return outs, image_path

@@ -32,9 +32,10 @@ class _Model(BaseModel):
 class PixelSize(_Model):
     """Pixel size of the full-resolution coordinate frame, in µm/px, with where it came from.
 
-    ``embedded`` comes from the file (TIFF tags, OpenSlide mpp, Space Ranger scalefactors), ``estimated`` from
-    the spot spacing or spot diameter, ``user`` from the command line. ``value`` is the trusted one; when
-    embedded and estimated differ by more than 5 % the sample is ``flagged`` instead of silently picking one.
+    ``embedded`` comes from the file (TIFF tags, OpenSlide mpp, instrument metadata), ``estimated`` from physical
+    evidence (the spot or bin grid of known pitch, HEST-1k's ``pixel_size_um_estimated``), ``user`` from the
+    command line. ``value`` is the trusted one (see docs/store.md: the user wins, then physical evidence wins
+    over image tags that disagree by more than 5 %); a disagreement over 5 % is ``flagged`` and kept on record.
     """
 
     value: float = Field(gt=0, description="trusted pixel size of the full-resolution frame (µm/px)")
@@ -45,6 +46,8 @@ class PixelSize(_Model):
     user: float | None = Field(default=None, gt=0)
     disagreement_pct: float | None = Field(default=None, ge=0)
     flagged: bool = False
+    unit_confusion: str | None = Field(default=None, description="e.g. 'x10 (cm vs mm)' when the disagreement is "
+                                                                 "a unit factor")
 
 
 class ImageInfo(_Model):
@@ -65,6 +68,7 @@ class GeneQC(_Model):
     n_renamed: int = Field(ge=0, description="features whose name changed to an approved symbol")
     n_unmapped: int = Field(ge=0, description="features kept under their original name (not in the table)")
     n_duplicates_resolved: int = Field(ge=0, description="symbols shared by distinct gene ids, suffixed")
+    n_with_gene_id: int | None = Field(default=None, ge=0, description="features with an Ensembl gene id")
 
 
 class PatchQC(_Model):
@@ -95,6 +99,18 @@ class MarkerInfo(_Model):
     p99: float
 
 
+class ImageSpotAgreement(_Model):
+    """Whether the image is the one the spots were measured on (checked at conversion)."""
+
+    n_in_tissue: int = Field(ge=0, description="spots the source marks as under tissue")
+    n_off_image: int = Field(ge=0, description="of those, centres outside the image")
+    n_on_otsu_tissue: int = Field(ge=0, description="of those on the image, centres on the Otsu tissue mask")
+    image_tissue_fraction: float = Field(ge=0, le=1, description="Otsu tissue fraction of the spots' bounding box")
+    chance_limit: float = Field(ge=0, le=1, description="on-tissue fraction random placement would reach (3 sd)")
+    mismatch: bool = Field(description="the spots do not agree with the image")
+    accepted_anyway: bool = Field(default=False, description="converted despite a mismatch, on request")
+
+
 class QC(_Model):
     """Quality-control counts and warnings recorded at conversion."""
 
@@ -108,6 +124,7 @@ class QC(_Model):
     patches: dict[str, PatchQC] = Field(default_factory=dict)
     tables: dict[str, int] = Field(default_factory=dict, description="further tables (e.g. pseudo-spots) and rows")
     n_transcripts: int | None = Field(default=None, ge=0)
+    image_spot_agreement: ImageSpotAgreement | None = None
     warnings: list[str] = Field(default_factory=list)
 
 

@@ -51,6 +51,10 @@ class PixelSizeEvidence:
     estimated: float | None = None
     estimated_from: str | None = None
     user: float | None = None
+    # a value the dataset's publisher measured (HEST-1k's pixel_size_um_estimated): physical evidence that is
+    # used as published when the spot grid confirms it within 5 %, so patches line up with the publisher's
+    published: float | None = None
+    published_from: str | None = None
 
 
 class SlideReader(Protocol):

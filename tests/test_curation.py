@@ -45,11 +45,20 @@ def test_grid_estimate_ignores_outliers():
 def test_embedded_vs_estimated_disagreement_is_flagged():
     obs = _visium_obs(0.5, 0)
     ps, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.55), "visium", obs, "img.tif")
-    assert ps.trusted == "embedded" and ps.value == 0.55 and ps.estimated == pytest.approx(0.5)
-    assert ps.flagged and ps.disagreement_pct == pytest.approx(10.0)
-    assert warns and "disagrees" in warns[0]
+    # physical evidence (the 100 µm spot grid) beats image tags that disagree by more than 5 %; both recorded
+    assert ps.trusted == "estimated" and ps.value == pytest.approx(0.5) and ps.embedded == 0.55
+    assert ps.flagged and ps.disagreement_pct == pytest.approx(10.0) and ps.unit_confusion is None
+    assert warns and "disagrees" in warns[0] and "estimated" in warns[0]
     ok, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.51), "visium", obs, "img.tif")
-    assert not ok.flagged and warns == []
+    assert ok.trusted == "embedded" and ok.value == 0.51 and not ok.flagged and warns == []  # within 5 %: tags
+    tenx, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.05), "visium", obs, "img.tif")
+    assert tenx.trusted == "estimated" and tenx.value == pytest.approx(0.5) and "x10" in tenx.unit_confusion
+    assert "likely a unit confusion: x10" in warns[0]
+    inch, _ = resolve_pixel_size(PixelSizeEvidence(embedded=0.5 * 2.54), "visium", obs, "img.tif")
+    assert "x2.54" in inch.unit_confusion
+    # no physical evidence (a slide, a multiplex image): the tags are trusted
+    wsi, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.25), "wsi", None, "s.svs")
+    assert wsi.trusted == "embedded" and wsi.value == 0.25 and not wsi.flagged and warns == []
 
 
 def test_user_pixel_size_wins_and_bad_values_fail():

@@ -86,13 +86,18 @@ def info(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zar
 @app.command()
 @handle_errors
 def validate(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zarr folder.")],
-             checksums: Annotated[bool, typer.Option(help="Re-hash files against the manifest.")] = True) -> None:
-    """Check a root or sample against the store specification; list every violation."""
+             checksums: Annotated[bool, typer.Option(help="Re-hash files against the manifest.")] = True,
+             strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False) -> None:
+    """Check a root or sample against the store specification; list every violation (and warning)."""
     from hestdata.store.validate import validate as run
 
     rep = run(path, checksums=checksums)
     if rep.kind == "unknown":
         _fail(f"{path}: not found")
+    for w in rep.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+    if strict and rep.ok and rep.warnings:
+        _fail(f"{path}: {len(rep.warnings)} warning(s) (--strict)")
     if rep.ok:
         typer.echo(f"{path}: valid ({rep.kind}, {rep.n_samples} sample(s))")
         return

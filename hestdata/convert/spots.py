@@ -140,26 +140,51 @@ def write_patch_arrays(w: Any, req: stages.Request, s: SpotSample, plans: list[A
                         shard_patches=shard)
 
 
+def spots_off_image(s: SpotSample) -> np.ndarray:
+    """Which spots' centres lie outside the image (full-resolution frame)."""
+    from hestdata.curation.agreement import off_image
+
+    img = s.image
+    obs = s.expression.obs
+    centres = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
+    return off_image(centres, img.width_px / img.scale_to_fullres, img.height_px / img.scale_to_fullres)
+
+
+def check_agreement(req: stages.Request, s: SpotSample, st: SpotTable, tissue: Any, o: SpotOptions) -> Any:
+    """Stop (or, on request, record) a sample whose spots do not agree with its image."""
+    from hestdata.curation.agreement import LIKELY_CAUSES, agreement, describe
+
+    a = agreement(st.centres_um, st.table.obs["in_tissue"].to_numpy() > 0, spots_off_image(s), tissue)
+    if a.mismatch:
+        if not o.allow_image_mismatch:
+            raise InputError(s.image.source_path, f"the spots do not agree with this image: {describe(a)}",
+                             f"likely causes: {LIKELY_CAUSES}")
+        a.accepted_anyway = True
+        req.warnings.append(f"{s.image.source_path}: converted despite an image-spot mismatch: {describe(a)}")
+    return a
+
+
 def write_image(w: Any, req: stages.Request, s: SpotSample, image_ps: float, levels: list[int],
                 geometries: list[PatchGeometry], st: SpotTable, o: SpotOptions
-                ) -> tuple[list[Any], dict[int, np.ndarray], float | None, ImageInfo | None]:
-    """Pyramid, tissue and patch plans of the sample's H&E (nothing when it has none)."""
+                ) -> tuple[list[Any], dict[int, np.ndarray], float | None, ImageInfo | None, Any]:
+    """Pyramid, tissue, image-spot agreement and patch plans of the sample's H&E (nothing when it has none)."""
     from hestdata.curation.pyramid import pyramid_shapes
 
     img = s.image
     if img is None:
-        return [], {}, None, None
+        return [], {}, None, None, None
     shapes = pyramid_shapes(img.height_px, img.width_px)
     t_idx = stages.thumbnail_level(shapes, THUMBNAIL_MAX_PX)
     shapes, kept = stages.write_pyramid(w, img.array, image_ps, keep={t_idx, *levels})
     tm = stages.write_tissue(w, kept[t_idx], image_ps * 2 ** t_idx)
     if tm.fraction == 0:
         req.warnings.append(f"{img.source_path}: no tissue found by Otsu segmentation")
+    agreement = check_agreement(req, s, st, tm, o)
     plans = [plan(req, s, g, lvl, shapes[lvl], image_ps * 2 ** lvl, tm, st, o)
              for g, lvl in zip(geometries, levels, strict=True)]
     info = ImageInfo(source_path=str(img.source_path), kind=img.kind, pixel_size_um=image_ps,
                      width_px=img.width_px, height_px=img.height_px, n_levels=len(shapes))
-    return plans, kept, round(tm.fraction, 4), info
+    return plans, kept, round(tm.fraction, 4), info, agreement
 
 
 def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_root: bool) -> Path:
@@ -176,8 +201,18 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
     image_ps = ps.value / s.image.scale_to_fullres if s.image is not None else 0.0
     n_levels = len(pyramid_shapes(s.image.height_px, s.image.width_px)) if s.image is not None else 0
     levels = patch_levels(req, s, geometries, image_ps, n_levels, o)
+    if s.image is not None and not o.allow_image_mismatch:  # the cheap half of the agreement check, before writing
+        from hestdata.curation.agreement import LIKELY_CAUSES, MAX_OFF_IMAGE_FRACTION
+
+        marked = st.table.obs["in_tissue"].to_numpy() > 0
+        marked = marked if marked.any() else np.ones(len(marked), bool)
+        n_off = int(spots_off_image(s)[marked].sum())
+        if n_off > MAX_OFF_IMAGE_FRACTION * marked.sum():
+            raise InputError(s.image.source_path, f"the spots do not agree with this image: {n_off} of "
+                                                  f"{int(marked.sum())} spots marked in tissue lie off the image",
+                             f"likely causes: {LIKELY_CAUSES}")
     with SampleWriter(req.root, s.sample_id, overwrite=req.overwrite) as w:
-        plans, kept, tissue_fraction, info = write_image(w, req, s, image_ps, levels, geometries, st, o)
+        plans, kept, tissue_fraction, info, agreement = write_image(w, req, s, image_ps, levels, geometries, st, o)
         w.write_shapes(L.SHAPES_SPOTS, spots_frame(s, st.centres_um, st.table.obs_names))
         w.write_table(st.table)
         write_patch_arrays(w, req, s, plans, kept, o)
@@ -186,7 +221,8 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
         qc = QC(n_obs=int(st.table.n_obs), n_obs_in_tissue=int((obs["in_tissue"] > 0).sum()),
                 n_genes=int(st.table.n_vars), counts_integer=st.integer,
                 n_positions_without_counts=s.n_positions_without_counts, tissue_fraction=tissue_fraction,
-                genes=st.gene_qc, patches={p.geometry.name: p.qc for p in plans}, warnings=req.warnings)
+                genes=st.gene_qc, patches={p.geometry.name: p.qc for p in plans}, warnings=req.warnings,
+                image_spot_agreement=agreement)
         meta = stages.sample_metadata(req, species=st.species, pixel_size_um=ps, image=info, qc=qc,
                                       spot_diameter_um=s.spot_diameter_um,
                                       inter_spot_distance_um=s.inter_spot_distance_um)

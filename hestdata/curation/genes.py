@@ -43,6 +43,8 @@ class _Hits:
     previous: dict[str, set[str]] = field(default_factory=dict)
     aliases: dict[str, set[str]] = field(default_factory=dict)
     upper: dict[str, set[str]] = field(default_factory=dict)
+    ids: dict[str, set[str]] = field(default_factory=dict)  # approved symbol -> primary-assembly Ensembl ids
+    other_ids: dict[str, set[str]] = field(default_factory=dict)  # ... on patches / alternative haplotypes
 
 
 def _scan(names: set[str], ids: set[str]) -> dict[str, _Hits]:
@@ -52,23 +54,31 @@ def _scan(names: set[str], ids: set[str]) -> dict[str, _Hits]:
     with resources.files("hestdata").joinpath("data/genes.tsv.gz").open("rb") as raw:
         reader = csv.reader(io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8"), delimiter="\t")
         next(reader)
-        for species, gid, sym, prev, alias, _bt in reader:
+        for species, gid, sym, prev, alias, _bt, primary in reader:
             h = hits[species]
+            hit = False
             if sym in names:
                 h.approved.add(sym)
+                hit = True
             if gid in ids:
                 h.by_id[gid] = sym
+                hit = True
             su = sym.upper()
             if su in upper_q:
                 h.upper.setdefault(su, set()).add(sym)
+                hit = True
             if prev:
                 for v in prev.split("|"):
                     if v in names:
                         h.previous.setdefault(v, set()).add(sym)
+                        hit = True
             if alias:
                 for v in alias.split("|"):
                     if v in names:
                         h.aliases.setdefault(v, set()).add(sym)
+                        hit = True
+            if hit:
+                (h.ids if primary == "1" else h.other_ids).setdefault(sym, set()).add(gid)
     return hits
 
 
@@ -93,6 +103,19 @@ def _species_from_hits(hits: dict[str, _Hits], n_names: int) -> str:
 def infer_species(names: list[str], gene_ids: list[str]) -> str:
     """'Homo sapiens', 'Mus musculus' or 'unknown', from Ensembl id prefixes, else symbol overlap."""
     return _species_from_ids(names, gene_ids) or _species_from_hits(_scan(set(names), set()), len(set(names)))
+
+
+def _gene_id(source_id: str, name: str, symbol: str, how: str, h: _Hits) -> str:
+    """The feature's Ensembl id: the source's own, else the id an Ensembl-id name carries, else the table's id of
+    the approved symbol it mapped to (its primary-assembly id; ambiguous symbols get none)."""
+    if source_id:
+        return source_id
+    if _ENSEMBL.match(name):
+        return name.split(".")[0]
+    if how in ("kept", "unmapped"):
+        return ""
+    found = h.ids.get(symbol) or h.other_ids.get(symbol, set())
+    return next(iter(found)) if len(found) == 1 else ""
 
 
 def unify_genes(var: pd.DataFrame, species: str | None, source: Path | str) -> tuple[pd.DataFrame, GeneQC, str]:
@@ -153,8 +176,10 @@ def unify_genes(var: pd.DataFrame, species: str | None, source: Path | str) -> t
         seen.add(s)
         final_by_i[i] = s
     final = [final_by_i[i] for i in range(len(out))]
-    new = pd.DataFrame({"original_name": names, "gene_id": ids, "feature_type": ftypes, "mapped_by": how},
+    gene_ids = [_gene_id(gid, name, sym, how_, h) for gid, name, sym, how_ in zip(ids, names, out, how, strict=True)]
+    new = pd.DataFrame({"original_name": names, "gene_id": gene_ids, "feature_type": ftypes, "mapped_by": how},
                        index=pd.Index(final))
     qc = GeneQC(n_features=len(names), n_renamed=sum(f != n for f, n in zip(final, names, strict=True)),
-                n_unmapped=how.count("unmapped"), n_duplicates_resolved=n_dup)
+                n_unmapped=how.count("unmapped"), n_duplicates_resolved=n_dup,
+                n_with_gene_id=sum(bool(g) for g in gene_ids))
     return new, qc, species

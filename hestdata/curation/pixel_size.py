@@ -1,4 +1,4 @@
-"""Resolve the full-resolution pixel size (µm/px): user > embedded > estimated, disagreements flagged.
+"""Resolve the full-resolution pixel size (µm/px): the user's, else physical evidence over image tags.
 
 Estimates come from the spot grid (array coordinates have a known physical pitch: Visium hexagonal 100 µm
 centre-to-centre, legacy ST square 200 µm) by a least-squares affine fit of pixel centres on physical grid
@@ -72,9 +72,45 @@ def estimate_from_neighbours(pixels: np.ndarray, spacing_um: float) -> float | N
     return spacing_um / nn if nn > 0 else None
 
 
+UNIT_FACTORS = {10.0: "x10 (pixels per cm read as per mm, HEST's TIFF writer)", 2.54: "x2.54 (inch vs cm)",
+                25.4: "x25.4 (inch vs mm)", 1000.0: "x1000 (nm vs µm)"}
+
+
+def unit_confusion(a: float, b: float, tolerance: float = 0.03) -> str | None:
+    """The unit mix-up that explains ``a`` vs ``b`` (either way round), if their ratio is near a unit factor."""
+    r = max(a, b) / min(a, b)
+    return next((name for f, name in UNIT_FACTORS.items() if abs(r / f - 1) <= tolerance), None)
+
+
+def _grid_estimate(technology: str, obs: pd.DataFrame | None, spacing_um: float | None
+                   ) -> tuple[float | None, str | None]:
+    """µm/px from the spot/bin grid (affine fit on array coordinates, else nearest-neighbour spacing)."""
+    if obs is None:
+        return None, None
+    pix = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
+    phys = grid_positions_um(technology, obs, spacing_um)
+    g = estimate_from_grid(phys, pix) if phys is not None else None
+    if g is not None:
+        return g, f"{technology} spot grid (affine fit of {len(pix)} spots on array coordinates)"
+    if spacing_um:
+        g = estimate_from_neighbours(pix, spacing_um)
+        if g is not None:
+            return g, f"median nearest-neighbour spacing of {len(pix)} spots = {spacing_um:g} µm"
+    return None, None
+
+
+def _pct(a: float, b: float) -> float:
+    return abs(a - b) / b * 100.0
+
+
 def resolve_pixel_size(evidence: PixelSizeEvidence, technology: str, obs: pd.DataFrame | None,
                        where: str, spacing_um: float | None = None) -> tuple[PixelSize, list[str]]:
     """Combine the evidence into the trusted pixel size; return it and any warnings.
+
+    Policy (docs/store.md): a user value always wins; otherwise physical evidence — the spot or bin grid of
+    known pitch, a HEST-1k ``pixel_size_um_estimated`` — beats image tags whenever they disagree by more than
+    5 %; without physical evidence the tags are trusted (within the bounds of ``check_pixel_size_um``). Both
+    values stay recorded; a disagreement near a unit factor (10, 2.54, 25.4) is named as the likely cause.
 
     ``obs`` holds spot centres (``pxl_col_in_fullres``/``pxl_row_in_fullres``, array coordinates) for a grid
     estimate; ``None`` for sources without a spot grid (Xenium, multiplex, whole slides)."""
@@ -84,42 +120,48 @@ def resolve_pixel_size(evidence: PixelSizeEvidence, technology: str, obs: pd.Dat
         check_pixel_size_um(evidence.user, where)
     estimated, estimated_from = evidence.estimated, evidence.estimated_from
     warnings: list[str] = []
-    g = None
-    if obs is not None:
-        pix = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
-        phys = grid_positions_um(technology, obs, spacing_um)
-        g = estimate_from_grid(phys, pix) if phys is not None else None
-        how = f"{technology} spot grid (affine fit of {len(pix)} spots on array coordinates)"
-    if g is None and spacing_um and obs is not None:
-        g = estimate_from_neighbours(pix, spacing_um)
-        how = f"median nearest-neighbour spacing of {len(pix)} spots = {spacing_um:g} µm"
+    g, how = _grid_estimate(technology, obs, spacing_um)
     if g is not None:
-        if estimated is not None and abs(g - estimated) / g * 100 > DISAGREEMENT_LIMIT_PCT:
+        if estimated is not None and _pct(g, estimated) > DISAGREEMENT_LIMIT_PCT:
             warnings.append(f"{where}: spot-grid pixel size {g:.4f} µm/px differs from the {estimated_from} "
-                            f"estimate {estimated:.4f} µm/px by {abs(g - estimated) / g * 100:.1f} %; the grid is used")
+                            f"estimate {estimated:.4f} µm/px by {_pct(estimated, g):.1f} %; the grid is used")
         estimated, estimated_from = g, how
+    if evidence.published is not None:
+        pub = float(evidence.published)
+        if g is None or _pct(pub, g) <= DISAGREEMENT_LIMIT_PCT:
+            check = f"; spot grid {g:.4f} µm/px agrees within {_pct(pub, g):.1f} %" if g is not None else ""
+            estimated, estimated_from = pub, f"{evidence.published_from}{check}"
+        else:
+            warnings.append(f"{where}: spot-grid pixel size {g:.4f} µm/px differs from the {evidence.published_from} "
+                            f"{pub:.4f} µm/px by {_pct(pub, g):.1f} %; the grid is used")
+    emb = evidence.embedded
     if evidence.user is not None:
-        value, trusted = float(evidence.user), "user"
-    elif evidence.embedded is not None:
-        value, trusted = float(evidence.embedded), "embedded"
+        value, trusted, ref = float(evidence.user), "user", (emb if emb is not None else estimated)
+    elif emb is not None and estimated is not None and _pct(emb, estimated) > DISAGREEMENT_LIMIT_PCT:
+        value, trusted, ref = float(estimated), "estimated", emb  # physical evidence beats the tags
+    elif emb is not None:
+        value, trusted, ref = float(emb), "embedded", estimated
     elif estimated is not None:
-        value, trusted = float(estimated), "estimated"
+        value, trusted, ref = float(estimated), "estimated", None
     else:
         raise InputError(where, "pixel size unknown: nothing embedded and too few spots to estimate it",
                          "pass --pixel-size-um")
     check_pixel_size_um(value, where)
-    disagreement = None
-    ref = evidence.embedded if trusted == "user" and evidence.embedded is not None else estimated
-    if trusted != "estimated" and ref is not None:
-        disagreement = abs(value - ref) / ref * 100.0
-        if disagreement > DISAGREEMENT_LIMIT_PCT:
-            warnings.append(f"{where}: pixel size {trusted} {value:.4f} µm/px disagrees with "
-                            f"{'embedded' if ref is evidence.embedded else 'estimated'} {ref:.4f} µm/px by "
-                            f"{disagreement:.1f} % (> {DISAGREEMENT_LIMIT_PCT:g} %)")
+    disagreement = _pct(value, ref) if ref is not None else None
+    if trusted == "estimated" and emb is not None:
+        disagreement = _pct(emb, value)
+    confusion = None
+    if disagreement is not None and disagreement > DISAGREEMENT_LIMIT_PCT:
+        other = emb if trusted != "embedded" and emb is not None else estimated
+        other_name = "embedded" if other is emb else f"estimated ({estimated_from})"
+        confusion = unit_confusion(value, other) if other else None
+        warnings.append(f"{where}: pixel size {other_name} {other:.4g} µm/px disagrees with the {trusted} "
+                        f"{value:.4g} µm/px by {disagreement:.1f} % (> {DISAGREEMENT_LIMIT_PCT:g} %); the {trusted} "
+                        f"value is used" + (f"; likely a unit confusion: {confusion}" if confusion else ""))
     ps = PixelSize(
-        value=value, trusted=trusted, embedded=evidence.embedded, estimated=estimated,  # type: ignore[arg-type]
+        value=value, trusted=trusted, embedded=emb, estimated=estimated,  # type: ignore[arg-type]
         estimated_from=estimated_from, user=evidence.user,
         disagreement_pct=None if disagreement is None else round(disagreement, 3),
-        flagged=bool(disagreement is not None and disagreement > DISAGREEMENT_LIMIT_PCT),
+        flagged=bool(disagreement is not None and disagreement > DISAGREEMENT_LIMIT_PCT), unit_confusion=confusion,
     )
     return ps, warnings

@@ -5,8 +5,10 @@ pixels), ``wsis/<id>.tif`` (pyramidal TIFF, resolution tags in cm), ``metadata/<
 columns), optionally ``patches/<id>.h5`` (``img`` (N, 224, 224, 3) uint8, ``coords``, ``barcode``; attrs
 ``patch_size_target``) and a metadata CSV at the top (``HEST_v1_1_0.csv`` or any CSV with an ``id`` column).
 
-Pixel size: HEST's ``pixel_size_um_embedded`` / ``pixel_size_um_estimated`` are recorded as our embedded /
-estimated evidence (the TIFF tags win for embedded when present); our own grid estimate is computed as well.
+Pixel size: HEST's ``pixel_size_um_estimated`` is the physical evidence (HEST's own reader uses it too): its
+TIFF writer hands libvips pixels per cm where libvips expects per mm, so the resolution tags of ``wsis/<id>.tif``
+claim a pixel 10x finer than it is. Our spot-grid estimate checks it (a disagreement over 5 % is flagged and the
+grid wins); the tags are recorded as embedded and lose to both.
 By default patches are cut again by our pipeline; ``patch_source="hest"`` stores HEST's own patches instead.
 """
 
@@ -92,7 +94,7 @@ def read_hest1k(hest_dir: str | Path, hest_id: str, *, sample_id: str | None = N
     if ev.embedded is None and emb is not None:
         ev.embedded, ev.embedded_from = emb, "HEST metadata pixel_size_um_embedded"
     if est is not None:
-        ev.estimated, ev.estimated_from = est, "HEST metadata pixel_size_um_estimated"
+        ev.published, ev.published_from = est, "HEST metadata pixel_size_um_estimated"
     species = SPECIES.get(str(meta.get("species", "")).strip().lower())
     sample.species_hint = species
     fields = {"organ": meta.get("organ"), "oncotree_code": meta.get("oncotree_code"),

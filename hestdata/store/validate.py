@@ -16,23 +16,34 @@ VAR_COLUMNS = ("original_name", "gene_id", "feature_type")
 
 @dataclass
 class ValidationReport:
-    """Outcome of :func:`validate`: ``violations`` lists every problem found, ``ok`` when there is none."""
+    """Outcome of :func:`validate`.
+
+    ``violations`` are errors: the store breaks its specification (``ok`` is False). ``warnings`` are doubts a
+    curator should look at — a patch array holding no patches, a flagged pixel size (evidence that disagreed by
+    more than 5 %), an image–spot mismatch converted on request; ``strict_ok`` fails on them too.
+    """
 
     path: Path
     kind: str  # "root" or "sample"
     violations: list[str] = field(default_factory=list)
     n_samples: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.violations
 
-    def raise_if_invalid(self) -> None:
-        """Raise :class:`~hestdata.errors.SchemaError` listing every violation."""
+    @property
+    def strict_ok(self) -> bool:
+        return not self.violations and not self.warnings
+
+    def raise_if_invalid(self, strict: bool = False) -> None:
+        """Raise :class:`~hestdata.errors.SchemaError` listing every violation (and warning, when ``strict``)."""
         from hestdata.errors import SchemaError
 
-        if self.violations:
-            raise SchemaError(self.path, self.violations)
+        problems = self.violations + (self.warnings if strict else [])
+        if problems:
+            raise SchemaError(self.path, problems)
 
 
 def _open_metadata(path: Path, bad: Callable[[str], None]) -> tuple[Any, Any] | None:
@@ -177,7 +188,24 @@ def _check_patches(root: Any, meta: Any, bad: Callable[[str], None]) -> None:
             bad(f"patch array {name}: obs_index outside [0, {n_rows}) of {table}")
 
 
-def _validate_sample(path: Path, out: list[str]) -> None:
+def _doubts(path: Path, meta: Any, warn: list[str]) -> None:
+    """Warnings: what is valid by the specification but should be looked at."""
+    for name, pqc in meta.qc.patches.items():
+        if pqc.n_patches == 0:
+            warn.append(f"{path.name}: patch array {name} holds no patches "
+                        f"({pqc.n_skipped_off_image} off the image, {pqc.n_skipped_low_tissue} low tissue)")
+    ps = meta.pixel_size_um
+    if ps.flagged:
+        warn.append(f"{path.name}: pixel size flagged: {ps.trusted} {ps.value:.4g} µm/px, embedded {ps.embedded}, "
+                    f"estimated {ps.estimated} ({ps.disagreement_pct} % apart)"
+                    + (f"; likely {ps.unit_confusion}" if ps.unit_confusion else ""))
+    a = getattr(meta.qc, "image_spot_agreement", None)
+    if a is not None and a.mismatch:
+        warn.append(f"{path.name}: the spots do not agree with the image ({a.n_on_otsu_tissue} of "
+                    f"{a.n_in_tissue - a.n_off_image} on tissue, {a.n_off_image} off the image); converted on request")
+
+
+def _validate_sample(path: Path, out: list[str], warn: list[str] | None = None) -> None:
     """Every element the sample's variant stores (spots, cells, channels, slide), as its metadata declares."""
 
     def bad(msg: str) -> None:
@@ -187,6 +215,8 @@ def _validate_sample(path: Path, out: list[str]) -> None:
     if opened is None:
         return
     root, meta = opened
+    if warn is not None:
+        _doubts(path, meta, warn)
     variant = L.variant_of(meta)
     region = L.VARIANT_REGION[variant]
     missing = set(meta.missing_elements)
@@ -199,7 +229,7 @@ def _validate_sample(path: Path, out: list[str]) -> None:
     _check_patches(root, meta, bad)
 
 
-def _validate_root(root: Path, out: list[str], checksums: bool) -> int:
+def _validate_root(root: Path, out: list[str], checksums: bool, warn: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
 
     from hestdata.store.catalog import CATALOG_SCHEMA
@@ -251,7 +281,7 @@ def _validate_root(root: Path, out: list[str], checksums: bool) -> int:
         out.append(f"{p.relative_to(root).as_posix()}: left over by an interrupted write "
                    f"(run `hestdata repair {root}`)")
     for s in samples:
-        _validate_sample(s, out)
+        _validate_sample(s, out, warn)
     return len(samples)
 
 
@@ -281,8 +311,8 @@ def validate(path: str | Path, *, checksums: bool = True) -> ValidationReport:
         return ValidationReport(p, "unknown", [f"{p}: not found"])
     if p.name.endswith(L.SAMPLE_SUFFIX) or (p / "zarr.json").is_file():
         rep = ValidationReport(p, "sample", n_samples=1)
-        _validate_sample(p, rep.violations)
+        _validate_sample(p, rep.violations, rep.warnings)
         return rep
     rep = ValidationReport(p, "root")
-    rep.n_samples = _validate_root(p, rep.violations, checksums)
+    rep.n_samples = _validate_root(p, rep.violations, checksums, rep.warnings)
     return rep
