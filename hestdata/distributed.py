@@ -17,6 +17,10 @@ def dask_client(scheduler: str | None = None, n_workers: int = 2, threads_per_wo
         with Client(scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    import dask
+
+    # workers may start processes of their own (each conversion runs isolated in a child process)
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                         dashboard_address=None) as cluster, Client(cluster) as client:
         yield client

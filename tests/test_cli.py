@@ -62,7 +62,7 @@ def test_demo_offline(tmp_path):
     r = runner.invoke(app, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "SYNTHETIC" in r.output
-    assert "loader: one epoch of 112 pairs" in r.output and "pairs/s" in r.output
+    assert "loader: one epoch of 87 pairs" in r.output and "pairs/s" in r.output
     assert "| color-stats |" in r.output and "| random-vit-s16 |" in r.output  # the baseline leaderboard
     assert (out / "overview.png").stat().st_size > 10_000
     cat = hestdata.open_catalog(out / "root")

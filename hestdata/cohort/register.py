@@ -150,23 +150,46 @@ def _ownership(spec: dict[str, Any], root: str, digest: str, overwrite: bool) ->
     return "refused", f"id already used by {owner}; pass --overwrite to replace it"
 
 
-def _run_isolated(spec: dict[str, Any], base: str, root: str, digest: str, timeout_s: float | None) -> SampleOutcome:
-    """Convert in a child interpreter; "lost" when it was killed or ran past ``timeout_s``."""
-    import subprocess
-    import sys
+_CONTEXT: Any = None
 
-    job = json.dumps({"spec": spec, "base": base, "root": root, "digest": digest})
+
+def _context() -> Any:
+    """A forkserver that has imported the conversion stack (``hestdata.cohort.task``) once per process."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["hestdata.cohort.task"])
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+def _run_isolated(spec: dict[str, Any], base: str, root: str, digest: str, timeout_s: float | None) -> SampleOutcome:
+    """Convert in a forked child process; "lost" when it was killed, crashed, or ran past ``timeout_s``."""
+    from hestdata.cohort.task import run_job
+
+    ctx = _context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=run_job, args=({"spec": spec, "base": base, "root": root, "digest": digest}, send),
+                       daemon=False)
+    proc.start()
+    send.close()
     try:
-        out = subprocess.run([sys.executable, "-m", "hestdata.cohort.task"], input=job, capture_output=True,
-                             text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return SampleOutcome(spec["id"], "lost", f"conversion ran past the {timeout_s:g} s timeout")
-    if out.returncode < 0 or (out.returncode and not out.stdout.strip()):
-        tail = (out.stderr.strip().splitlines() or [""])[-1][:200]
-        how = f"killed by signal {-out.returncode}" if out.returncode < 0 else f"exited {out.returncode}: {tail}"
-        return SampleOutcome(spec["id"], "lost", f"conversion process {how}")
-    doc = json.loads(out.stdout.strip().splitlines()[-1])
-    return SampleOutcome(spec["id"], doc["status"], doc.get("reason", ""))
+        if not recv.poll(timeout_s):  # neither an answer nor the child's death (EOF) within the timeout
+            proc.kill()
+            proc.join()
+            return SampleOutcome(spec["id"], "lost", f"conversion ran past the {timeout_s:g} s timeout")
+        try:
+            doc = recv.recv()
+        except EOFError:  # the child died before answering
+            proc.join()
+            how = f"killed by signal {-proc.exitcode}" if (proc.exitcode or 0) < 0 else f"exited {proc.exitcode}"
+            return SampleOutcome(spec["id"], "lost", f"conversion process {how}")
+        proc.join()
+        return SampleOutcome(spec["id"], doc["status"], doc.get("reason", ""))
+    finally:
+        recv.close()
 
 
 def register_cohort(cohort_file: str | Path, root: str | Path, *, scheduler: str | None = None, n_workers: int = 2,

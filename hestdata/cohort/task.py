@@ -1,17 +1,24 @@
-"""The child side of an isolated registration task: read a job (JSON on stdin), convert, print the outcome.
+"""The child side of an isolated registration task: convert one sample, send back the outcome.
 
-Run as ``python -m hestdata.cohort.task`` by :func:`hestdata.cohort.register.convert_task`; a crash, kill or hang
-here costs that one sample, never the registration or its Dask worker.
+:func:`hestdata.cohort.register.convert_task` runs :func:`run_job` in a process forked from a *forkserver* that
+imported the conversion stack once (this module's imports), so isolation costs milliseconds, not an interpreter
+start. A crash, kill or hang here costs that one sample, never the registration or its Dask worker.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+from typing import Any
+
+# imported once in the forkserver, inherited by every forked conversion
+import hestdata.convert  # noqa: F401
+import hestdata.convert.spots  # noqa: F401
+from hestdata.sources.registry import all_sources
+
+all_sources()
 
 
-def main() -> None:
-    job = json.loads(sys.stdin.read())
+def run_job(job: dict[str, Any], conn: Any) -> None:
+    """Convert ``job["spec"]`` (no publication) and send ``{"status", "reason"}`` through ``conn``."""
     spec = job["spec"]
     try:
         from hestdata.cohort.register import read_sample
@@ -28,8 +35,5 @@ def main() -> None:
     except Exception as exc:  # reported for this sample; the parent decides about the others
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         out = {"status": "failed", "reason": f"{type(exc).__name__}: {msg}"}
-    print(json.dumps(out), flush=True)
-
-
-if __name__ == "__main__":
-    main()
+    conn.send(out)
+    conn.close()
