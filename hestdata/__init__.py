@@ -38,7 +38,7 @@ _EXPORTS = {
     "read_metadata": "hestdata.store.sample",
     "open_catalog": "hestdata.store.catalog",
     "validate": "hestdata.store.validate",
-    "download": "hestdata.remote.download",
+    "download": "hestdata.cohort.hest1k",
     "push": "hestdata.remote.push",
     "open_root": "hestdata.remote.root",
     "run_benchmark": "hestdata.bench.runner",

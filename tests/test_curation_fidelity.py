@@ -2,70 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import anndata as ad
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 import hestdata
 from hestdata.cli import app
 from tests.conftest import her2st_inputs, shared
+from tests.hest_layout import HEST_MPP as LAYOUT_MPP
+from tests.hest_layout import add_section, write_csv
 
 HID = "SPA_C2"
 HEST_MPP = 0.696  # HEST-1k's pixel_size_um_estimated for her2st C2 (the issue's numbers)
+assert HEST_MPP == LAYOUT_MPP["C2"]
 
 
 @pytest.fixture(scope="module")
 def hest_c2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """her2st C2 in the HEST-1k layout as HEST's release code writes it, TIFF resolution tags x10 off."""
-    import tifffile
-
-    counts, spots, image = her2st_inputs("C2")
     root = tmp_path_factory.mktemp("hest_c2") / "hest_data"
-    for sub in ("st", "wsis", "metadata", "patches"):
-        (root / sub).mkdir(parents=True)
-    cnt = pd.read_csv(counts, sep="\t", index_col=0)
-    sp = pd.read_csv(spots, sep="\t")
-    sp.index = [f"{x}x{y}" for x, y in zip(sp["x"], sp["y"], strict=True)]
-    sp = sp.loc[cnt.index.intersection(sp.index)]
-    cnt = cnt.loc[sp.index]
-    a = ad.AnnData(X=cnt.to_numpy(np.float32), obs=pd.DataFrame(index=sp.index), var=pd.DataFrame(index=cnt.columns))
-    a.obs["in_tissue"] = 1
-    a.obs["array_col"], a.obs["array_row"] = sp["x"].to_numpy(), sp["y"].to_numpy()
-    a.obs["pxl_col_in_fullres"], a.obs["pxl_row_in_fullres"] = sp["pixel_x"].to_numpy(), sp["pixel_y"].to_numpy()
-    a.obsm["spatial"] = sp[["pixel_x", "pixel_y"]].to_numpy(np.float64)
-    a.uns["spatial"] = {"ST": {"scalefactors": {"spot_diameter_fullres": 100 / HEST_MPP,
-                                                "tissue_downscaled_fullres_scalef": 0.025}}}
-    a.write_h5ad(root / "st" / f"{HID}.h5ad")
-    img = np.asarray(Image.open(image).convert("RGB"))
-    wrong = 1e4 / (HEST_MPP / 10)  # HEST's tiff_save: pixels per cm handed over where per mm is expected
-    with tifffile.TiffWriter(root / "wsis" / f"{HID}.tif", bigtiff=True) as tw:
-        tw.write(img, tile=(256, 256), resolution=(wrong, wrong), resolutionunit="CENTIMETER", subifds=2,
-                 photometric="rgb", compression="jpeg")
-        for k in (2, 4):
-            tw.write(img[::k, ::k], tile=(256, 256), subfiletype=1, photometric="rgb", compression="jpeg")
-    meta = {"id": HID, "organ": "Breast", "species": "Homo sapiens", "st_technology": "Spatial Transcriptomics",
-            "patient": "C", "oncotree_code": "IDC", "pixel_size_um_embedded": HEST_MPP / 10,
-            "pixel_size_um_estimated": HEST_MPP, "license": "CC BY 4.0", "dataset_title": "her2st"}
-    (root / "metadata" / f"{HID}.json").write_text(json.dumps(meta).replace('"oncotree_code": "IDC"',
-                                                                            '"oncotree_code": "IDC", "x": NaN'))
-    (root / "HEST_v1_1_0.csv").write_text("\ufeffid,st_technology,organ,pixel_size_um_estimated\n"
-                                          f"{HID},Spatial Transcriptomics,Breast,{HEST_MPP}\n")
-    win = round(224 * 0.5 / HEST_MPP)  # HEST's patches: top-left = centre - win // 2, bilinear to 224
-    pil = Image.fromarray(img)
-    patches = [np.asarray(pil.crop((int(x - win // 2), int(y - win // 2), int(x - win // 2) + win,
-                                    int(y - win // 2) + win)).resize((224, 224), Image.BILINEAR))
-               for x, y in a.obsm["spatial"]]
-    with h5py.File(root / "patches" / f"{HID}.h5", "w") as f:
-        f.create_dataset("img", data=np.stack(patches)).attrs["patch_size_target"] = 224
-        f["barcode"] = np.array(a.obs_names, dtype="S")
-        f["coords"] = np.array([(int(x - win // 2), int(y - win // 2)) for x, y in a.obsm["spatial"]])
+    root.mkdir(parents=True)
+    write_csv(root, [add_section(root, "C2", HID)])
     return root
 
 

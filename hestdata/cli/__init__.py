@@ -7,7 +7,7 @@ show a progress bar. Heavy imports happen inside the commands, so ``hestdata --h
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -126,7 +126,7 @@ def repair(root: Annotated[Path, typer.Argument(help="A root left inconsistent b
 
 @app.command()
 @handle_errors
-def download(source: Annotated[str, typer.Argument(help="Root URL, path, or configured remote name.")],
+def download(source: Annotated[str, typer.Argument(help="Root URL, path, remote name, or hest1k.")],
              dest: Annotated[Path, typer.Argument(help="Local root to create or update.")],
              sample_id: Annotated[list[str] | None, typer.Option("--id", help="Sample id, repeatable.")] = None,
              where: Annotated[str | None, typer.Option(help="SQL filter on the catalog, e.g. \"organ = 'breast'\".")] = None,
@@ -134,24 +134,40 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, or conf
              patch: Annotated[list[str] | None, typer.Option(help="Patch array name, repeatable.")] = None,
              workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 8,
              overwrite: Annotated[bool, typer.Option(
-                 "--overwrite", help="Replace local samples whose content differs from the remote's.")] = False) -> None:
-    """Download a subset of a root (by id / catalog filter / element), resumable and checksum-verified."""
-    from hestdata.remote.download import download as run
+                 "--overwrite", help="Replace local samples whose content differs from the remote's.")] = False,
+             limit: Annotated[int | None, typer.Option(help="HEST-1k: at most this many samples.")] = None,
+             dry_run: Annotated[bool, typer.Option("--dry-run", help="HEST-1k: list ids and sizes, fetch nothing.")] = False,
+             patches_from: Annotated[str, typer.Option(
+                 help="HEST-1k: 'recut' (cut from the WSI) or 'hest' (keep HEST's patches).")] = "recut") -> None:
+    """Download a subset of a root (by id / SQL filter / element), resumable and checksum-verified; HEST-1k
+    layouts (``hest1k``: the Hub's MahmoodLab/hest) are fetched and converted sample by sample."""
+    from hestdata.cohort.hest1k import HestReport
+    from hestdata.cohort.hest1k import download as run
 
-    expr = None
-    if where:
-        import polars as pl
-
-        try:
-            expr = pl.sql_expr(where)
-        except Exception as exc:
-            _fail(f"--where {where!r} is not a valid SQL condition on the catalog ({exc})")
     elements = [e.strip() for e in only.split(",")] if only else None
-    root = run(source, dest, ids=sample_id or None, where=expr, elements=elements, patches=patch or None,
-               workers=workers, overwrite=overwrite)
+    out = run(source, dest, ids=sample_id or None, where=where, elements=elements, patches=patch or None,
+              workers=workers, overwrite=overwrite, limit=limit, dry_run=dry_run, patches_from=patches_from,
+              echo=typer.echo)
+    if isinstance(out, HestReport):
+        _hest_summary(out, dry_run)
+        return
     from hestdata.store.catalog import open_catalog
 
-    typer.echo(f"{root}: {open_catalog(root).height} sample(s) present")
+    typer.echo(f"{out}: {open_catalog(out).height} sample(s) present")
+
+
+def _hest_summary(rep: Any, dry_run: bool) -> None:
+    if dry_run:
+        for line in rep.selection.lines():
+            typer.echo(line)
+        return
+    for o in rep.outcomes:
+        if o.status in ("failed", "refused"):
+            typer.secho(f"{o.status}: {o.id}: {o.reason}", fg=typer.colors.RED, err=True)
+    typer.echo(f"{rep.dest}: {len(rep.ids('converted'))} converted, {len(rep.ids('unchanged'))} unchanged, "
+               f"{len(rep.ids('refused'))} refused, {len(rep.ids('failed'))} failed")
+    if not rep.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

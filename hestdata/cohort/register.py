@@ -90,13 +90,6 @@ def _resolve(cohort: Cohort, s: SampleSpec) -> dict[str, Any]:
             "options": opts.model_dump(mode="json", exclude_unset=True)}
 
 
-def read_sample(spec: dict[str, Any], base: str) -> Any:
-    """Run the source's reader for one resolved spec (inputs relative to ``base``)."""
-    src = get_source(spec["technology"])
-    return src.read({k: Path(base) / v for k, v in spec["inputs"].items()}, sample_id=spec["id"],
-                    options=spec["options"])
-
-
 def convert_task(spec: dict[str, Any], base: str, root: str, overwrite: bool = False,
                  timeout_s: float | None = DEFAULT_TIMEOUT_S) -> SampleOutcome:
     """One Dask task: skip if unchanged, refuse an id owned by someone else, else convert in a child process.
@@ -210,13 +203,13 @@ def register_cohort(cohort_file: str | Path, root: str | Path, *, scheduler: str
     specs = [_resolve(cohort, s) for s in cohort.samples]
     report = RegistrationReport(cohort.name, str(r), started_at=now_iso())
     try:
-        _run_tasks(specs, str(base), r, scheduler, n_workers, overwrite, timeout_s, report, echo)
+        run_tasks(specs, str(base), r, scheduler, n_workers, overwrite, timeout_s, report, echo)
     finally:
         _finish(cohort, base, r, report)
     return report
 
 
-def _run_tasks(specs: list[dict[str, Any]], base: str, r: Path, scheduler: str | None, n_workers: int,
+def run_tasks(specs: list[dict[str, Any]], base: str, r: Path, scheduler: str | None, n_workers: int,
                overwrite: bool, timeout_s: float | None, report: RegistrationReport, echo: Any) -> None:
     """Submit one task per sample; a task whose worker was lost (twice) is a failed sample, not a failed run."""
     from hestdata.distributed import dask_client
@@ -242,21 +235,28 @@ def _finish(cohort: Cohort, base: Path, r: Path, report: RegistrationReport) -> 
     from hestdata.metadata import now_iso
     from hestdata.store.atomic import atomic_write_bytes
     from hestdata.store.catalog import publish
-    from hestdata.store.recovery import recover_root
 
     done = {o.id for o in report.outcomes}
     report.outcomes += [SampleOutcome(s.id, "failed", "not run (the registration stopped early)")
                         for s in cohort.samples if s.id not in done]
-    report.outcomes.sort(key=lambda o: o.id)
-    recover_root(r, publish=False)  # temporary folders of conversions that were killed
-    ready = report.ids("converted") + report.ids("unchanged")
-    if ready:
-        publish(r, ready)
+    publish_outcomes(r, report)
     report.finished_at = now_iso()
     cdir = r / L.COHORTS
     atomic_write_bytes(cdir / f"{cohort.name}.json", (json.dumps(public_descriptor(cohort, base), indent=2) + "\n").encode())
     atomic_write_bytes(cdir / f"{cohort.name}.report.json", (json.dumps(asdict(report), indent=2) + "\n").encode())
     publish(r, [])  # the cohort files join the manifest
+
+
+def publish_outcomes(r: Path, report: RegistrationReport) -> None:
+    """Sort the outcomes, remove what killed conversions left, and publish every converted or unchanged sample."""
+    from hestdata.store.catalog import publish
+    from hestdata.store.recovery import recover_root
+
+    report.outcomes.sort(key=lambda o: o.id)
+    recover_root(r, publish=False)  # temporary folders of conversions that were killed
+    ready = report.ids("converted") + report.ids("unchanged")
+    if ready:
+        publish(r, ready)
 
 
 def public_descriptor(cohort: Cohort, base: Path) -> dict[str, Any]:

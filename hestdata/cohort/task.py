@@ -7,23 +7,29 @@ start. A crash, kill or hang here costs that one sample, never the registration 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # imported once in the forkserver, inherited by every forked conversion
 import hestdata.convert  # noqa: F401
 import hestdata.convert.spots  # noqa: F401
-from hestdata.sources.registry import all_sources
+from hestdata.sources.registry import all_sources, get_source
 
 all_sources()
+
+
+def read_sample(spec: dict[str, Any], base: str) -> Any:
+    """Run the source's reader for one resolved spec (inputs relative to ``base``)."""
+    src = get_source(spec["technology"])
+    return src.read({k: Path(base) / v for k, v in spec["inputs"].items()}, sample_id=spec["id"],
+                    options=spec["options"])
 
 
 def run_job(job: dict[str, Any], conn: Any) -> None:
     """Convert ``job["spec"]`` (no publication) and send ``{"status", "reason"}`` through ``conn``."""
     spec = job["spec"]
     try:
-        from hestdata.cohort.register import read_sample
         from hestdata.convert import convert
-        from hestdata.sources.registry import get_source
         from hestdata.store.failpoints import failpoint
 
         failpoint("registration-task", spec["id"])

@@ -41,6 +41,10 @@ def load_remotes() -> dict[str, dict[str, Any]]:
     return remotes
 
 
+# built-in named remotes; huggingface_hub reads the token from the usual login or $HF_TOKEN (never printed)
+BUILTIN_REMOTES = {"hest1k": "hf://datasets/MahmoodLab/hest"}
+
+
 def resolve_remote(source: str | os.PathLike[str] | None,
                    storage_options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """``(url_or_path, storage_options)`` for a URL, a local path, a configured remote name, or ``$HESTDATA_REMOTE``."""
@@ -53,6 +57,8 @@ def resolve_remote(source: str | os.PathLike[str] | None,
     if "://" in s or os.path.exists(s) or os.path.isabs(s) or s.startswith("."):
         return s, opts
     remotes = load_remotes()
+    if s not in remotes and s in BUILTIN_REMOTES:  # a user's config may redefine a built-in name
+        return BUILTIN_REMOTES[s], opts
     if s in remotes:
         r = remotes[s]
         if "url" not in r:

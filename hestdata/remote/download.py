@@ -54,7 +54,9 @@ def element_of(rel_in_sample: str) -> tuple[str, str | None]:
 
 
 @dataclass
-class _Remote:
+class Remote:
+    """A remote folder (any fsspec URL) files are read from, relative to ``base``."""
+
     fs: ProcessLocalFS
     base: str
 
@@ -70,7 +72,7 @@ class _Remote:
             raise StoreError(f"{path}: cannot read from the remote ({type(exc).__name__}: {exc})") from None
 
 
-def _load_manifest(remote: _Remote) -> dict[str, tuple[int, str]]:
+def _load_manifest(remote: Remote) -> dict[str, tuple[int, str]]:
     where = join(remote.base, L.MANIFEST)
     try:
         m = json.loads(remote.read(L.MANIFEST))
@@ -89,12 +91,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fetch(remote: _Remote, rel: str, size: int, sha: str, target: Path, progress: Progress | None) -> None:
+def _fetch(remote: Remote, rel: str, size: int, sha: str | None, target: Path, progress: Progress | None) -> None:
     """Download one file to ``target`` (resuming ``target.part``), verify size and sha256, rename into place.
 
     A resumed file that fails verification is fetched once more from the start (its ``.part`` may have come
-    from another run, or be garbage); a second failure is an error."""
-    if target.exists() and target.stat().st_size == size and _sha256(target) == sha:
+    from another run, or be garbage); a second failure is an error. ``sha=None`` (a source that publishes no
+    digest) verifies the size only."""
+    if target.exists() and target.stat().st_size == size and (sha is None or _sha256(target) == sha):
         return
     part = target.with_name(target.name + ".part")
     if part.is_symlink():
@@ -109,7 +112,8 @@ def _fetch(remote: _Remote, rel: str, size: int, sha: str, target: Path, progres
         _fetch_once(remote, rel, size, sha, target, progress)
 
 
-def _fetch_once(remote: _Remote, rel: str, size: int, sha: str, target: Path, progress: Progress | None) -> None:
+def _fetch_once(remote: Remote, rel: str, size: int, sha: str | None, target: Path,
+                progress: Progress | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -146,7 +150,7 @@ def _fetch_once(remote: _Remote, rel: str, size: int, sha: str, target: Path, pr
     if got != size:
         part.unlink(missing_ok=True)
         raise IntegrityError(f"{src}: size {got} differs from the manifest's {size}; partial file removed")
-    if _sha256(part) != sha:
+    if sha is not None and _sha256(part) != sha:
         part.unlink()
         raise IntegrityError(f"{src}: sha256 differs from the manifest; file removed")
     os.replace(part, target)
@@ -211,7 +215,7 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
 
     url, opts = resolve_remote(source, storage_options)
     protocol, base = split_url(url)
-    remote = _Remote(ProcessLocalFS(protocol, opts), base)
+    remote = Remote(ProcessLocalFS(protocol, opts), base)
     manifest = _load_manifest(remote)
     wanted = set(elements or ELEMENTS)
     unknown = wanted - set(ELEMENTS)
@@ -231,7 +235,7 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
             continue  # an identical complete copy: nothing to fetch, nothing to rewrite
         plans[sid] = _plan_sample(sid, manifest, base, dest_p, wanted, want_patches, local)
     plan = [item for p in plans.values() for item in p.files]
-    failures = _fetch_all(remote, plan, progress, workers)
+    failures = fetch_files(remote, plan, progress, workers)
     done = [sid for sid in plans if sid not in failures]
     for sid in done:
         p = plans[sid]
@@ -246,7 +250,7 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
     return dest_p
 
 
-def _select(remote: _Remote, manifest: dict[str, Any], url: str, ids: list[str] | None, where: Any) -> list[str]:
+def _select(remote: Remote, manifest: dict[str, Any], url: str, ids: list[str] | None, where: Any) -> list[str]:
     """Sample ids chosen by ``ids`` and ``where`` from the remote catalog (verified against the manifest)."""
     import polars as pl
 
@@ -389,9 +393,10 @@ def _verify_staged(staged: Path, planned: set[Path], dest: Path) -> None:
             raise IntegrityError(f"{p}: expected after download, missing")
 
 
-def _fetch_all(remote: _Remote, plan: list[tuple[str, str, int, str, Path]], progress: Progress | None,
-               workers: int) -> dict[str, str]:
-    """Fetch every planned file in parallel; returns the first failure of each sample that had one."""
+def fetch_files(remote: Remote, plan: list[tuple[str, str, int, str | None, Path]], progress: Progress | None,
+                workers: int) -> dict[str, str]:
+    """Fetch ``(sample id, remote rel, size, sha256 or None, local target)`` files in parallel, resumably and
+    verified; returns the first failure of each sample that had one (the others complete)."""
     bar_cb, bar = _bar(progress, sum(p[2] for p in plan))
     failures: dict[str, str] = {}
     try:

@@ -40,7 +40,7 @@ def _metadata(root: Path, hest_id: str) -> dict[str, Any]:
         import pandas as pd
 
         try:
-            df = pd.read_csv(c)
+            df = pd.read_csv(c, encoding="utf-8-sig")  # HEST's CSV starts with a BOM
         except Exception as exc:
             raise InputError(c, f"cannot parse metadata CSV: {exc}") from exc
         if "id" in df.columns and (df["id"].astype(str) == hest_id).any():
