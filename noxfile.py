@@ -20,8 +20,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Install hestdata and run the offline demo (writes ./hestdata-demo/)."""
-    session.install(".")
+    """Install hestdata with the loader/benchmark extra and run the offline demo (writes ./hestdata-demo/)."""
+    session.install(".[ml]")
     session.run("hestdata", "demo", *session.posargs)
 
 

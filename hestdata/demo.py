@@ -208,9 +208,26 @@ def run_demo(out: Path, *, data: Path | None = None, image: Path | None = None,
     echo(f"overview: {png}")
     if hestdata_patches(paths[0]):
         echo(loader_epoch(root))
+    else:
+        echo("loader: skipped (this sample has no patch arrays: its image is too coarse for 224px_0.5um)")
     if bench and data is None:
         echo(benchmark_baselines(root))
+    elif bench:
+        echo("leaderboard: skipped (the demo's benchmark task is defined on the built-in synthetic samples)")
+    echo(next_steps(root))
     return root
+
+
+def next_steps(root: Path) -> str:
+    """What a user would run next on the demo root."""
+    return "\n".join([
+        "next:",
+        f"  hestdata info {root}                      # the catalog",
+        f"  hestdata validate {root}                  # every file against the manifest and the specification",
+        f"  hestdata bench leaderboard {root}         # the leaderboard as Markdown and HTML",
+        "  hestdata convert --help                   # convert your own data (one command per technology)",
+        "  hestdata download hest1k ROOT --where \"organ = 'Bowel'\" --dry-run   # HEST-1k by query (docs/hest1k.md)",
+    ])
 
 
 def benchmark_baselines(root: Path) -> str:

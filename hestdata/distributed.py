@@ -19,8 +19,9 @@ def dask_client(scheduler: str | None = None, n_workers: int = 2, threads_per_wo
         return
     import dask
 
-    # workers may start processes of their own (each conversion runs isolated in a child process)
+    # workers may start processes of their own (each conversion runs isolated in a child process); the scheduler's
+    # HTTP server (dashboard, metrics) takes a free port: a fixed 8787 warns whenever another cluster runs
     with dask.config.set({"distributed.worker.daemon": False}), \
             LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+                         dashboard_address=":0", scheduler_port=0) as cluster, Client(cluster) as client:
         yield client

@@ -44,3 +44,11 @@ class IntegrityError(HestdataError):
 
 class StoreError(HestdataError):
     """A store cannot be written or read (e.g. an existing sample and no ``overwrite``)."""
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Raise a clear :class:`HestdataError` when an optional dependency (installed by an extra) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise HestdataError(f"{what} needs {module}, which is not installed: pip install 'hestdata[{extra}]'")

@@ -22,11 +22,12 @@ CSV_COLUMNS = ["dataset_title", "id", "organ", "species", "patient", "st_technol
                "pixel_size_um_embedded", "pixel_size_um_estimated", "license"]
 
 
-def add_section(root: Path, section: str, hid: str, *, patches: bool = True) -> dict:
-    """Write one her2st section as HEST sample ``hid``; return its CSV row."""
+def add_section(root: Path, section: str, hid: str, *, patches: bool = True, scale: int = 1) -> dict:
+    """Write one her2st section as HEST sample ``hid`` (``scale`` > 1: the image reduced that many times, for
+    fast tests; spot coordinates and pixel size follow); return its CSV row."""
     import tifffile
 
-    mpp = HEST_MPP[section]
+    mpp = HEST_MPP[section] * scale
     counts, spots, image = her2st_inputs(section)
     for sub in ("st", "wsis", "metadata", "patches"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -38,12 +39,14 @@ def add_section(root: Path, section: str, hid: str, *, patches: bool = True) -> 
     a = ad.AnnData(X=cnt.to_numpy(np.float32), obs=pd.DataFrame(index=sp.index), var=pd.DataFrame(index=cnt.columns))
     a.obs["in_tissue"] = 1
     a.obs["array_col"], a.obs["array_row"] = sp["x"].to_numpy(), sp["y"].to_numpy()
-    a.obs["pxl_col_in_fullres"], a.obs["pxl_row_in_fullres"] = sp["pixel_x"].to_numpy(), sp["pixel_y"].to_numpy()
-    a.obsm["spatial"] = sp[["pixel_x", "pixel_y"]].to_numpy(np.float64)
+    xy = sp[["pixel_x", "pixel_y"]].to_numpy(np.float64) / scale
+    a.obs["pxl_col_in_fullres"], a.obs["pxl_row_in_fullres"] = xy[:, 0], xy[:, 1]
+    a.obsm["spatial"] = xy
     a.uns["spatial"] = {"ST": {"scalefactors": {"spot_diameter_fullres": 100 / mpp,
                                                 "tissue_downscaled_fullres_scalef": 0.025}}}
     a.write_h5ad(root / "st" / f"{hid}.h5ad")
-    img = np.asarray(Image.open(image).convert("RGB"))
+    pil_full = Image.open(image).convert("RGB")
+    img = np.asarray(pil_full.reduce(scale) if scale > 1 else pil_full)
     wrong = 1e4 / (mpp / 10)  # HEST's tiff_save: pixels per cm handed over where per mm is expected
     with tifffile.TiffWriter(root / "wsis" / f"{hid}.tif", bigtiff=True) as tw:
         tw.write(img, tile=(256, 256), resolution=(wrong, wrong), resolutionunit="CENTIMETER", subifds=1,

@@ -62,12 +62,14 @@ def test_demo_offline(tmp_path):
     r = runner.invoke(app, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "SYNTHETIC" in r.output
-    assert "loader: one epoch of 87 pairs" in r.output and "pairs/s" in r.output
+    assert "loader: one epoch of" in r.output and "pairs/s" in r.output
     assert "| color-stats |" in r.output and "| random-vit-s16 |" in r.output  # the baseline leaderboard
     assert (out / "overview.png").stat().st_size > 10_000
     cat = hestdata.open_catalog(out / "root")
     assert cat["synthetic"].to_list() == [True, True] and cat["patient"].to_list() == ["P0", "P1"]
-    assert cat["n_patches"][0] == cat["n_obs"][0] > 20
+    first = hestdata.read_metadata(out / "root" / "samples" / f"{cat['id'][0]}.zarr")
+    assert 20 < first.qc.n_obs_in_tissue <= cat["n_patches"][0] <= cat["n_obs"][0]  # every marked spot patched
+    assert "next:" in r.output and "hestdata validate" in r.output
     assert hestdata.validate(out / "root").ok
     meta = hestdata.read_metadata(out / "root" / "samples" / "demo_synthetic_ihc_0.zarr")
     assert meta.pixel_size_um.trusted == "embedded" and meta.pixel_size_um.value == 0.5  # from TIFF tags

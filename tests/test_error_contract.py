@@ -150,7 +150,7 @@ def test_fuzzed_st_inputs_convert_or_fail_in_one_line(st_inputs, tmp_path, seed)
         c.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
     root = tmp_path / "R"
     r = runner.invoke(app, _st(st_inputs, root))
-    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
     if r.exit_code:
         lines_out = [ln for ln in r.output.strip().splitlines() if ln.strip()]
         assert r.exit_code == 1 and len(lines_out) == 1 and lines_out[0].startswith("error: "), r.output

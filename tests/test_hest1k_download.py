@@ -18,6 +18,7 @@ from tests.conftest import make_bucket
 from tests.hest_layout import HEST_MPP, add_section, write_csv
 
 BREAST_ST = "organ = 'Breast' and st_technology = 'Spatial Transcriptomics'"
+PATCHES = ["112px_1um"]  # the fixture's images are reduced 2x (1.38 µm/px) to keep the tests fast
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def hest_local(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A HEST layout: two her2st sections, a Xenium entry (not imported yet) and a brain entry (filtered out)."""
     root = tmp_path_factory.mktemp("hestdl") / "hest"
     root.mkdir()
-    rows = [add_section(root, "C2", "SPA_C2"), add_section(root, "C3", "SPA_C3", patches=False)]
+    rows = [add_section(root, "C2", "SPA_C2", scale=2), add_section(root, "C3", "SPA_C3", patches=False, scale=2)]
     rows.append({"dataset_title": "xenium", "id": "XEN_1", "organ": "Breast", "species": "Homo sapiens",
                  "st_technology": "Xenium", "pixel_size_um_estimated": 0.2125, "license": "CC BY 4.0"})
     rows.append({"dataset_title": "brain", "id": "MB_1", "organ": "Brain", "species": "Mus musculus",
@@ -84,16 +85,16 @@ def test_dry_run_lists_ids_sizes_and_total_and_fetches_nothing(hest_s3, tmp_path
 def test_query_fetches_only_what_it_needs_and_converts(hest_s3, tmp_path):
     url, opts, log = hest_s3
     log.clear()
-    rep = hestdata.download(url, tmp_path / "dest", where=BREAST_ST, storage_options=opts, workers=4)
+    rep = hestdata.download(url, tmp_path / "dest", where=BREAST_ST, storage_options=opts, workers=4, patches=PATCHES)
     assert rep.ids("converted") == ["SPA_C2", "SPA_C3"] and rep.ok, rep.outcomes
     gets = " ".join(ln for ln in log.lines if "GET /hest-mirror/" in ln)
     assert "/patches/" not in gets and "MB_1" not in gets and "XEN_1" not in gets  # recut: HEST patches not needed
     dest = tmp_path / "dest"
     assert hestdata.open_catalog(dest)["id"].to_list() == ["SPA_C2", "SPA_C3"] and hestdata.validate(dest).ok
     m = hestdata.read_metadata(dest / "samples" / "SPA_C2.zarr")
-    assert m.pixel_size_um.value == pytest.approx(HEST_MPP["C2"]) and "x10" in m.pixel_size_um.unit_confusion
+    assert m.pixel_size_um.value == pytest.approx(2 * HEST_MPP["C2"]) and "x10" in m.pixel_size_um.unit_confusion
     assert m.organ == "Breast" and m.cohort == "hest1k" and m.qc.genes.n_with_gene_id > 14_000
-    again = hestdata.download(url, dest, where=BREAST_ST, storage_options=opts)
+    again = hestdata.download(url, dest, where=BREAST_ST, storage_options=opts, patches=PATCHES)
     assert again.ids("unchanged") == ["SPA_C2", "SPA_C3"]  # idempotent: nothing converted twice
 
 
@@ -109,16 +110,17 @@ def test_resume_after_a_dropped_connection(hest_s3, tmp_path, monkeypatch):
 
     def drop(rel: str, n: int) -> None:
         got.append(n)
-        if sum(got) > 6 << 20:
+        if sum(got) > 2 << 20:
             raise Dropped("connection dropped")
 
-    rep = hestdata.download(url, tmp_path / "dest", ids=["SPA_C3"], storage_options=opts, progress=drop, workers=1)
+    rep = hestdata.download(url, tmp_path / "dest", ids=["SPA_C3"], storage_options=opts, progress=drop, workers=1,
+                            patches=PATCHES)
     assert rep.ids("failed") == ["SPA_C3"] and "connection dropped" in rep.outcomes[0].reason
     assert not (tmp_path / "dest" / "samples" / "SPA_C3.zarr").exists()
     first = sum(got)
     second: list[int] = []
     rep = hestdata.download(url, tmp_path / "dest", ids=["SPA_C3"], storage_options=opts,
-                            progress=lambda r, n: second.append(n), workers=1)
+                            progress=lambda r, n: second.append(n), workers=1, patches=PATCHES)
     assert rep.ids("converted") == ["SPA_C3"]
     total = rep.selection.total_bytes
     assert first + sum(second) <= total + (1 << 20)  # resumed by byte range: at most one chunk fetched twice
@@ -137,7 +139,7 @@ def test_checksum_failure_fails_that_sample_only(hest_local, s3_server, tmp_path
             sums.append(f"{digest}  {p.relative_to(local).as_posix()}")
     (local / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     url = _upload(local, opts, "hest-sums")
-    rep = hestdata.download(url, tmp_path / "dest", where=BREAST_ST, storage_options=opts)
+    rep = hestdata.download(url, tmp_path / "dest", where=BREAST_ST, storage_options=opts, patches=PATCHES)
     assert rep.ids("converted") == ["SPA_C2"] and rep.ids("failed") == ["SPA_C3"]
     assert "sha256 differs" in next(o.reason for o in rep.outcomes if o.id == "SPA_C3")
     assert hestdata.validate(tmp_path / "dest").ok

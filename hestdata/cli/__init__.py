@@ -22,6 +22,20 @@ bench_app = typer.Typer(help="Benchmark image encoders on standardized tasks.", 
 app.add_typer(bench_app, name="bench")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from hestdata import __version__
+
+        typer.echo(f"hestdata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
+                                                        help="Print the version and exit.")] = None) -> None:
+    """Curate spatial-omics / pathology samples into SpatialData/Zarr stores."""
+
+
 def _print_summary(path: Path) -> None:
     """One line per converted sample, then its warnings (a variant's own counts)."""
     from hestdata.store import layout as L
