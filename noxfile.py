@@ -15,7 +15,9 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """Install hestdata with its test extras and run the whole suite (GPU tests skip without CUDA)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "-ra", *session.posargs)
+    # two processes per machine: many tests wait on subprocesses, servers and Dask clusters; per-test durations
+    # are printed so a slow test is noticed
+    session.run("pytest", "-q", "-ra", "-n", "2", "--dist", "loadfile", "--durations=15", *session.posargs)
 
 
 @nox.session

@@ -53,6 +53,7 @@ _EXPORTS = {
     "SchemaError": "hestdata.errors",
     "StoreError": "hestdata.errors",
     "IntegrityError": "hestdata.errors",
+    "HestdataWarning": "hestdata.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

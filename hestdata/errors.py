@@ -42,6 +42,10 @@ class IntegrityError(HestdataError):
     """Stored bytes do not match their recorded size or checksum."""
 
 
+class HestdataWarning(UserWarning):
+    """A doubt recorded at conversion (flagged pixel size, skipped spots, …): also kept in the sample's QC."""
+
+
 class StoreError(HestdataError):
     """A store cannot be written or read (e.g. an existing sample and no ``overwrite``)."""
 

@@ -121,3 +121,10 @@ def test_demo_sample_has_no_pixel_size_warning(tmp_path):
     path = hestdata.convert(hestdata.read_visium(outs, sample_id="d", image=img), tmp_path / "root")
     m = hestdata.read_metadata(path)
     assert not m.pixel_size_um.flagged and not [w for w in m.qc.warnings if "pixel size" in w], m.qc.warnings
+
+
+def test_conversion_warnings_reach_api_users(tmp_path):
+    counts, spots, image = her2st_inputs("C3")
+    s = hestdata.read_st(counts, spots=spots, image=image, sample_id="c3", pixel_size_um=0.69 * 10)
+    with pytest.warns(hestdata.HestdataWarning, match="c3: .*pixel size .* disagrees"):
+        hestdata.convert(s, tmp_path / "root", patches=[], allow_image_mismatch=True)

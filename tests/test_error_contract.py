@@ -69,7 +69,7 @@ def test_bad_numbers_in_the_spot_file(st_inputs, tmp_path):
 def test_counts_and_spots_swapped(st_inputs, tmp_path):
     c, s, img = st_inputs
     _one_line_error(["convert", "st", str(s), "--spots", str(c), "--image", str(img), "--out", str(tmp_path / "R"),
-                     "--id", "c3"], "error: ")
+                     "--id", "c3"], str(s), "spot file", "swapped")
     _no_sample_written(tmp_path / "R")
 
 

@@ -24,7 +24,7 @@ app.add_typer(bench_app, name="bench")
 
 def _version(value: bool) -> None:
     if value:
-        from hestdata import __version__
+        from hestdata._version import __version__
 
         typer.echo(f"hestdata {__version__}")
         raise typer.Exit()
@@ -330,6 +330,11 @@ def export_cmd(layout: Annotated[str, typer.Argument(help="stamp or trident.")],
 
 def main() -> None:
     """Console-script entry point."""
+    import warnings
+
+    from hestdata.errors import HestdataWarning
+
+    warnings.filterwarnings("ignore", category=HestdataWarning)  # printed from each sample's QC instead
     app()
 
 

@@ -155,6 +155,12 @@ def commit_and_publish(w: Any, req: Request, meta: SampleMetadata, publish_root:
     path = w.commit(meta)
     if publish_root:
         publish(req.root, [req.sample.sample_id])
+    import warnings
+
+    from hestdata.errors import HestdataWarning
+
+    for msg in req.warnings:  # API users see them too (the CLI prints them from the stored QC instead)
+        warnings.warn(f"{req.sample.sample_id}: {msg}", HestdataWarning, stacklevel=4)
     return path
 
 

@@ -33,6 +33,9 @@ def _read_counts(path: Path) -> pd.DataFrame:
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read counts table: {exc}") from exc
     genes = [g.strip().strip('"') for g in header[1:]]
+    if {"pixel_x", "pixel_y"} <= {h.strip().strip('"') for h in header}:
+        raise InputError(path, "this is a spot file (it has pixel_x/pixel_y columns), not a counts table",
+                         "counts and --spots swapped? the counts table comes first, the spot file after --spots")
     seen: set[str] = set()
     dups = sorted({g for g in genes if g in seen or seen.add(g)})  # type: ignore[func-returns-value]
     if dups:
@@ -59,6 +62,9 @@ def _read_spots(path: Path) -> pd.DataFrame:
     except Exception as exc:
         raise InputError(path, f"cannot parse spot file: {exc}") from exc
     need = {"x", "y", "pixel_x", "pixel_y"}
+    if not need <= set(spots.columns) and len(spots.columns) > 50:
+        raise InputError(path, f"this looks like a counts table ({len(spots.columns)} columns), not a spot file",
+                         "counts and --spots swapped? the counts table comes first, the spot file after --spots")
     if not need <= set(spots.columns):
         raise InputError(path, f"spot file lacks column(s) {sorted(need - set(spots.columns))}")
     xy = spots[["x", "y", "pixel_x", "pixel_y"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
