@@ -15,10 +15,13 @@ from hestdata.cli.common import fail as _fail
 from hestdata.cli.common import handle_errors
 
 app = typer.Typer(help="Curate spatial-omics / pathology samples into SpatialData/Zarr stores.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-convert_app = typer.Typer(help="Convert one sample into ROOT/samples/<ID>.zarr.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)  # plain help: readable placeholders, no <bool> on flags
+convert_app = typer.Typer(help="Convert one sample into ROOT/samples/<ID>.zarr.", no_args_is_help=True,
+                          rich_markup_mode=None)
 app.add_typer(convert_app, name="convert")
-bench_app = typer.Typer(help="Benchmark image encoders on standardized tasks.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmark image encoders on standardized tasks.", no_args_is_help=True,
+                        rich_markup_mode=None)
 app.add_typer(bench_app, name="bench")
 
 
