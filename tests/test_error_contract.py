@@ -157,3 +157,34 @@ def test_fuzzed_st_inputs_convert_or_fail_in_one_line(st_inputs, tmp_path, seed)
         _no_sample_written(root)
     else:
         assert hestdata.validate(root).ok
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fuzzed_visium_side_files_convert_or_fail_in_one_line(tmp_path, seed):
+    """Corrupt cells of the Visium positions file and values of its scale factors: a conversion or one line."""
+    rng = random.Random(100 + seed)
+    outs = tmp_path / "outs"
+    shutil.copytree(shared("visium", "seurat_mouse_brain_anterior"), outs)
+    pos = outs / "spatial" / "tissue_positions_list.csv"
+    lines = pos.read_text().splitlines()
+    junk = ["", "NaN", "-1", "1e308", "inf", "abc", "0", "2.5", "9" * 30]
+    for _ in range(3):
+        i = rng.randrange(len(lines))
+        cols = lines[i].split(",")
+        cols[rng.randrange(len(cols))] = rng.choice(junk)
+        lines[i] = ",".join(cols)
+    pos.write_text("\n".join(lines) + "\n")
+    if seed % 2:
+        sf = outs / "spatial" / "scalefactors_json.json"
+        doc = json.loads(sf.read_text())
+        doc[rng.choice(sorted(doc))] = rng.choice([0, -1, "x", None, 1e308, float("nan")])
+        sf.write_text(json.dumps(doc))
+    root = tmp_path / "R"
+    r = runner.invoke(app, ["convert", "visium", str(outs), "--out", str(root), "--id", "v", "--no-patches"])
+    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+    if r.exit_code:
+        lines_out = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines_out) == 1 and lines_out[0].startswith("error: "), r.output
+        _no_sample_written(root)
+    else:
+        assert hestdata.validate(root).ok
