@@ -104,11 +104,82 @@ def from_module(module: Any, name: str, *, input_size: int | None = 224, mean: t
     return Encoder(name, module, input_size, mean, std, precision, _state_hash(module), module)
 
 
+def _value_digest(h: Any, v: Any, depth: int = 0) -> None:
+    """Feed a value that can change a callable's output into ``h`` (arrays and tensors by content)."""
+    import types
+
+    if depth > 6:
+        h.update(b"<deep>")
+    elif isinstance(v, types.CodeType):
+        h.update(v.co_code)
+        h.update(repr((v.co_names, v.co_varnames, v.co_freevars)).encode())
+        for c in v.co_consts:
+            _value_digest(h, c, depth + 1)
+    elif isinstance(v, types.FunctionType):
+        _function_digest(h, v, depth + 1)
+    elif type(v).__module__.startswith("torch") and type(v).__name__ in ("Tensor", "Parameter"):
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    elif not isinstance(v, type) and callable(getattr(v, "state_dict", None)) and hasattr(v, "parameters"):
+        h.update(_state_hash(v).encode())  # a torch module
+    elif type(v).__module__ == "numpy" and type(v).__name__ == "ndarray":
+        h.update(str(v.dtype).encode() + str(v.shape).encode() + v.tobytes())
+    elif isinstance(v, dict):
+        for k in sorted(v, key=repr):
+            h.update(repr(k).encode())
+            _value_digest(h, v[k], depth + 1)
+    elif isinstance(v, list | tuple | set | frozenset):
+        for x in (sorted(v, key=repr) if isinstance(v, set | frozenset) else v):
+            _value_digest(h, x, depth + 1)
+    else:
+        h.update(repr(v).encode())
+
+
+def _function_digest(h: Any, fn: Any, depth: int = 0) -> None:
+    _value_digest(h, fn.__code__, depth)
+    _value_digest(h, fn.__defaults__ or (), depth + 1)
+    _value_digest(h, fn.__kwdefaults__ or {}, depth + 1)
+    for cell in fn.__closure__ or ():
+        try:
+            _value_digest(h, cell.cell_contents, depth + 1)
+        except ValueError:  # an empty cell
+            h.update(b"<empty>")
+    for g in fn.__code__.co_names:  # module-level values the function reads (not modules or classes)
+        v = fn.__globals__.get(g)
+        if v is not None and not isinstance(v, type) and type(v).__name__ != "module":
+            h.update(g.encode())
+            _value_digest(h, v, depth + 1)
+
+
+def code_fingerprint(fn: Callable[[Any], Any]) -> str:
+    """sha256 of what determines a callable's output: its bytecode and constants, default arguments, closure
+    values and the module-level values it reads (arrays and tensors by content); for a callable object, its
+    ``__call__`` and its attributes. Two different lambdas named alike, or an edited function, never share it."""
+    import types
+
+    h = hashlib.sha256()
+    if isinstance(fn, types.FunctionType | types.MethodType):
+        f = fn.__func__ if isinstance(fn, types.MethodType) else fn
+        _function_digest(h, f)
+        if isinstance(fn, types.MethodType):
+            _value_digest(h, vars(fn.__self__) if hasattr(fn.__self__, "__dict__") else repr(fn.__self__))
+    elif hasattr(fn, "state_dict"):
+        h.update(_state_hash(fn).encode())
+    else:
+        call = type(fn).__call__
+        if isinstance(call, types.FunctionType):
+            _function_digest(h, call)
+        _value_digest(h, vars(fn) if hasattr(fn, "__dict__") else repr(fn))
+    return h.hexdigest()
+
+
 def from_callable(fn: Callable[[Any], Any], name: str, *, version: str = "1", raw_uint8: bool = True,
                   input_size: int | None = None, mean: tuple[float, ...] | None = None,
                   std: tuple[float, ...] | None = None) -> Encoder:
-    """Wrap a plain function; ``name`` and ``version`` identify it in the cache (bump ``version`` when it changes)."""
-    return Encoder(name, fn, input_size, mean, std, "fp32", None, None, raw_uint8, {"version": version})
+    """Wrap a plain function. Its cache key covers its code, closure values and defaults
+    (:func:`code_fingerprint`), so a changed function never reuses stale embeddings; ``version`` is kept for
+    changes the code cannot show (e.g. an external file it reads)."""
+    return Encoder(name, fn, input_size, mean, std, "fp32", None, None, raw_uint8,
+                   {"version": version, "code": code_fingerprint(fn)})
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -164,13 +235,35 @@ PUBLISHED: dict[str, tuple[str, str, dict[str, Any]]] = {
                 "embed_dim": 1536, "mlp_ratio": 2.66667 * 2, "num_classes": 0, "no_embed_class": True,
                 "reg_tokens": 8, "dynamic_img_size": True}),
     "h-optimus-0": ("hf-hub:bioptimus/H-optimus-0", "vit_giant_patch14_reg4_dinov2",
-                    {"init_values": 1e-5, "dynamic_img_size": False}),
+                    {"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False}),
     "gigapath": ("hf_hub:prov-gigapath/prov-gigapath", "vit_giant_patch14_dinov2",
                  {"img_size": 224, "in_chans": 3, "patch_size": 16, "embed_dim": 1536, "depth": 40, "num_heads": 24,
                   "init_values": 1e-5, "mlp_ratio": 5.33334}),
     "phikon-v2": ("hf-hub:owkin/phikon-v2", "vit_large_patch16_224", {}),
     "resnet50": ("resnet50.tv_in1k", "resnet50", {}),
 }
+HOPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
+HOPTIMUS_STD = (0.211883, 0.230117, 0.177517)
+# model-card preprocessing: (input size px, mean, std); used by every route that loads these encoders
+PUBLISHED_PREPROCESSING: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
+    "uni": (224, IMAGENET_MEAN, IMAGENET_STD), "uni2-h": (224, IMAGENET_MEAN, IMAGENET_STD),
+    "phikon-v2": (224, IMAGENET_MEAN, IMAGENET_STD), "gigapath": (224, IMAGENET_MEAN, IMAGENET_STD),
+    "virchow": (224, IMAGENET_MEAN, IMAGENET_STD), "virchow2": (224, IMAGENET_MEAN, IMAGENET_STD),
+    "h-optimus-0": (224, HOPTIMUS_MEAN, HOPTIMUS_STD), "h-optimus-1": (224, HOPTIMUS_MEAN, HOPTIMUS_STD),
+    "resnet50": (224, IMAGENET_MEAN, IMAGENET_STD),
+}
+
+
+def published_preprocessing(name: str) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(input_size, mean, std) from the encoder's model card (UNI, UNI2-h, Virchow/Virchow2, Phikon-v2,
+    H-optimus-0/1, Prov-GigaPath, ResNet50); a clear error for a name whose card we do not carry."""
+    key = name.lower()
+    if key not in PUBLISHED_PREPROCESSING:
+        raise InputError(None, f"no model-card preprocessing known for {name!r}",
+                         f"known: {', '.join(sorted(PUBLISHED_PREPROCESSING))}; pass input_size/mean/std yourself")
+    return PUBLISHED_PREPROCESSING[key]
+
+
 NOT_TIMM = {"conch": "CONCH ships its own package (pip install conch from MahmoodLab); wrap it with from_module",
             "virchow": "Virchow needs timm's SwiGLUPacked MLP and a gated login; wrap it with from_module",
             "ctranspath": "CTransPath needs its modified Swin (TransPath); wrap it with from_module",
@@ -236,6 +329,20 @@ def available() -> dict[str, str]:
     return out
 
 
+def _published(key: str, checkpoint: str | Path | None, precision: str, **overrides: Any) -> Encoder:
+    """A published encoder from its local checkpoint (architecture built here) or the hub, always with its
+    model card's preprocessing (never timm's defaults, which differ for several of them)."""
+    hub, arch, kwargs = PUBLISHED[key]
+    size, mean, std = published_preprocessing(key)
+    if checkpoint is not None or overrides:
+        kw = {k: v for k, v in {**kwargs, **overrides}.items() if k != "num_classes"}
+        enc = from_timm(arch, checkpoint=checkpoint, name=key, precision=precision, **kw)
+    else:
+        enc = from_timm(hub, pretrained=True, name=key, precision=precision)
+    enc.input_size, enc.mean, enc.std = size, tuple(mean), tuple(std)
+    return enc
+
+
 def load_encoder(spec: str | Encoder | Any, *, checkpoint: str | Path | None = None, pretrained: bool = True,
                  precision: str = "fp32") -> Encoder:
     """Resolve an encoder: an :class:`Encoder`, a module, a callable, a built-in or entry-point name,
@@ -263,11 +370,7 @@ def load_encoder(spec: str | Encoder | Any, *, checkpoint: str | Path | None = N
         return from_timm(spec[5:], checkpoint=checkpoint, pretrained=pretrained and checkpoint is None,
                          precision=precision)
     if key in PUBLISHED:
-        hub, arch, kwargs = PUBLISHED[key]
-        if checkpoint is not None:
-            kw = {k: v for k, v in kwargs.items() if k != "num_classes"}
-            return from_timm(arch, checkpoint=checkpoint, name=key, precision=precision, **kw)
-        return from_timm(hub, pretrained=True, name=key, precision=precision)
+        return _published(key, checkpoint, precision)
     if key in NOT_TIMM:
         raise InputError(None, f"encoder {spec!r}: {NOT_TIMM[key]}")
     raise InputError(None, f"unknown encoder {spec!r}; available: {', '.join(sorted(available()))}")

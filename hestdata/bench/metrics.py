@@ -21,12 +21,21 @@ def pearson_per_column(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 def recall_at_k(similarity: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
     """Row i's correct match is column i. Recall@k = fraction of rows whose match ranks within the top k;
-    also the median rank (1 = best). Computed over the whole matrix (the whole held-out set)."""
+    also the median rank (1 = best). Computed over the whole matrix (the whole held-out set).
+
+    Ties are broken at random, in expectation: with ``g`` candidates scoring strictly higher than the match and
+    ``t`` others scoring the same, the match's rank is uniform on ``g+1 … g+t+1``, so it is within the top k
+    with probability ``clip((k - g) / (t + 1), 0, 1)`` and its expected rank is ``g + (t + 2) / 2``. A constant
+    encoder (every score tied) therefore gets recall@k = k / n and median rank (n + 1) / 2 — chance, not 1.0.
+    NaN scores (e.g. cosine of zero vectors) are all equal to one another."""
     s = np.asarray(similarity, dtype=np.float64)
+    s = np.where(np.isnan(s), -np.inf, s)
+    n = s.shape[1]
     correct = np.diag(s)[:, None]
-    rank = (s > correct).sum(axis=1) + 1  # ties count in the row's favour
-    out = {f"recall@{k}": float((rank <= k).mean()) for k in ks}
-    out["median_rank"] = float(np.median(rank))
+    higher = (s > correct).sum(axis=1)
+    tied = (s == correct).sum(axis=1) - 1  # other candidates with the match's score
+    out = {f"recall@{k}": float(np.clip((min(k, n) - higher) / (tied + 1), 0.0, 1.0).mean()) for k in ks}
+    out["median_rank"] = float(np.median(higher + (tied + 2) / 2))
     return out
 
 

@@ -1,0 +1,109 @@
+"""Ranks and recall@k treat ties by their expectation: degenerate encoders score at chance, never 1.0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hestdata.bench.metrics import recall_at_k
+
+
+def _monte_carlo(sim: np.ndarray, ks: tuple[int, ...], draws: int = 4000, seed: int = 0) -> dict[str, float]:
+    """Independent reference: break ties by random jitter, average recall over many draws."""
+    rng = np.random.default_rng(seed)
+    hits = {k: 0.0 for k in ks}
+    for _ in range(draws):
+        jittered = sim + rng.uniform(0, 1e-9, size=sim.shape)
+        rank = (jittered > np.diag(jittered)[:, None]).sum(axis=1) + 1
+        for k in ks:
+            hits[k] += (rank <= k).mean()
+    return {f"recall@{k}": hits[k] / draws for k in ks}
+
+
+def test_constant_encoder_is_at_chance():
+    n = 40
+    emb = np.ones((n, 8))
+    sim = emb @ emb.T
+    m = recall_at_k(sim, ks=(1, 5, 10))
+    assert m["recall@1"] == pytest.approx(1 / n) and m["recall@5"] == pytest.approx(5 / n)
+    assert m["recall@10"] == pytest.approx(10 / n) and m["median_rank"] == pytest.approx((n + 1) / 2)
+
+
+def test_zero_embeddings_give_nan_cosines_and_chance():
+    n = 20
+    z = np.zeros((n, 4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sim = (z @ z.T) / (np.linalg.norm(z, axis=1)[:, None] * np.linalg.norm(z, axis=1)[None])
+    assert np.isnan(sim).all()
+    assert recall_at_k(sim, ks=(5,))["recall@5"] == pytest.approx(5 / n)
+
+
+def test_two_valued_encoder_and_an_independent_reference():
+    n = 30
+    emb = np.repeat(np.array([[1.0, 0.0], [0.0, 1.0]]), n // 2, axis=0)
+    sim = emb @ emb.T
+    m = recall_at_k(sim, ks=(1, 5, 10))
+    assert m["recall@5"] == pytest.approx(5 / (n // 2))  # tied with its own half only
+    ref = _monte_carlo(sim, (1, 5, 10))
+    for k in (1, 5, 10):
+        assert m[f"recall@{k}"] == pytest.approx(ref[f"recall@{k}"], abs=0.01)
+
+
+def test_mixed_ties_match_the_reference_and_a_perfect_encoder_scores_one():
+    rng = np.random.default_rng(3)
+    sim = np.round(rng.normal(size=(25, 25)), 1)  # many ties, some not
+    m = recall_at_k(sim, ks=(1, 3, 7))
+    ref = _monte_carlo(sim, (1, 3, 7), draws=3000)
+    for k in (1, 3, 7):
+        assert m[f"recall@{k}"] == pytest.approx(ref[f"recall@{k}"], abs=0.015)
+    perfect = np.eye(25) + 0.01 * rng.uniform(size=(25, 25)) * (1 - np.eye(25))
+    assert recall_at_k(perfect, ks=(1,)) == {"recall@1": 1.0, "median_rank": 1.0}
+    shuffled = perfect[rng.permutation(25)]
+    assert recall_at_k(shuffled, ks=(1,))["recall@1"] < 0.2
+
+
+def test_callable_fingerprints_follow_the_code():
+    import torch
+
+    from hestdata.bench.encoders import from_callable
+
+    a = from_callable(lambda x: x.float().mean(dim=(2, 3)), "mine")
+    b = from_callable(lambda x: x.float().std(dim=(2, 3)), "mine")  # same name, different code
+    assert a.fingerprint != b.fingerprint
+    again = from_callable(lambda x: x.float().mean(dim=(2, 3)), "mine")
+    assert again.fingerprint == a.fingerprint  # same code, same constants: the cache is reused
+
+    def scaled(k: float):
+        return lambda x: x.float().mean(dim=(2, 3)) * k
+
+    assert from_callable(scaled(1.0), "s").fingerprint != from_callable(scaled(2.0), "s").fingerprint
+    w1, w2 = torch.ones(3), torch.ones(3)
+    w2[0] = 2
+    f1 = from_callable(lambda x, w=w1: x.float().mean(dim=(2, 3)) * w, "w")
+    f2 = from_callable(lambda x, w=w2: x.float().mean(dim=(2, 3)) * w, "w")
+    assert f1.fingerprint != f2.fingerprint  # weights captured as defaults count by content
+
+
+@pytest.mark.parametrize("name", ["uni", "uni2-h", "h-optimus-0", "gigapath", "phikon-v2", "resnet50"])
+def test_published_encoders_get_their_model_card_preprocessing(name):
+    """Each published architecture built here with random weights (one block deep: cheap, no download): the
+    transform resizes to the card's size with the card's statistics, and the forward pass runs at that size."""
+    import torch
+
+    from hestdata.bench.encoders import PUBLISHED, _published, published_preprocessing
+
+    size, mean, std = published_preprocessing(name)
+    assert size == 224
+    if name.startswith("h-optimus"):
+        assert mean == (0.707223, 0.578729, 0.703617) and std == (0.211883, 0.230117, 0.177517)
+    else:
+        assert mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225)
+    shallow = {"depth": 1} if PUBLISHED[name][1].startswith("vit") else {"drop_rate": 0.0}  # built here, no hub
+    enc = _published(name, None, "fp32", **shallow)
+    assert (enc.input_size, enc.mean, enc.std) == (size, tuple(mean), tuple(std))
+    x = enc.preprocess(torch.full((2, 3, 112, 112), 128, dtype=torch.uint8))
+    assert tuple(x.shape) == (2, 3, size, size)
+    assert torch.allclose(x[:, :, 0, 0], ((128 / 255 - torch.tensor(mean)) / torch.tensor(std)).expand(2, 3), atol=1e-5)
+    assert enc(torch.full((2, 3, 224, 224), 128, dtype=torch.uint8)).shape[0] == 2
+    with pytest.raises(Exception, match="no model-card preprocessing"):
+        published_preprocessing("nosuch")
