@@ -107,3 +107,50 @@ def test_published_encoders_get_their_model_card_preprocessing(name):
     assert enc(torch.full((2, 3, 224, 224), 128, dtype=torch.uint8)).shape[0] == 2
     with pytest.raises(Exception, match="no model-card preprocessing"):
         published_preprocessing("nosuch")
+
+
+def test_normalisation_fixed_genes_and_the_library_size_confound(tmp_path):
+    """A 'depth' signal: every gene scales with library size. log1p targets reward predicting depth; CP10k
+    removes it; the library-size baseline exposes it; fixed genes make folds score the same genes."""
+    import json
+
+    from hestdata.bench.tasks.expression import expression_protocol, spatial_blocks, targets
+
+    rng = np.random.default_rng(0)
+    n, g = 240, 30
+    depth = rng.lognormal(7, 0.6, size=n)
+    profile = rng.dirichlet(np.ones(g))
+    counts = rng.poisson(np.outer(depth, profile))
+    groups = np.repeat(["p0", "p1", "p2"], n // 3)
+    lib = np.log1p(counts.sum(1, keepdims=True)).astype(np.float64)
+    raw = expression_protocol(lib, counts, groups, k=10, latent_dim=None)
+    cp10k = expression_protocol(lib, counts, groups, k=10, latent_dim=None, normalize="cp10k_log1p")
+    assert raw.mean > 0.5 and abs(cp10k.mean) < 0.2  # the depth-only predictor only 'works' on raw log1p
+    t = targets(counts, "cp10k_log1p")
+    assert np.allclose(np.expm1(t).sum(1)[counts.sum(1) > 0], 1e4)
+    names = [f"G{i}" for i in range(g)]
+    (tmp_path / "var_50genes.json").write_text(json.dumps({"genes": ["G3", "G7", "G11"]}))
+    fixed = expression_protocol(lib, counts, groups, genes=names, latent_dim=None,
+                                fixed_genes=tmp_path / "var_50genes.json")
+    assert all(f.genes == ["G3", "G7", "G11"] for f in fixed.folds)
+    with pytest.raises(ValueError, match="absent"):
+        expression_protocol(lib, counts, groups, genes=names, latent_dim=None, fixed_genes=["NOPE"])
+    blocks = spatial_blocks(rng.uniform(size=(50, 2)), 50)
+    assert len(set(blocks)) == 5 and min(np.unique(blocks, return_counts=True)[1]) == 10
+    one = expression_protocol(lib, counts, groups, k=10, latent_dim=None, cv_alpha=True, coords=rng.uniform(size=(n, 2)),
+                              n_folds=None)
+    assert all(np.isfinite(f.alpha) for f in one.folds)
+
+
+def test_library_size_baseline_runs_as_an_encoder(her2st_root, tmp_path):
+    import shutil
+
+    import hestdata
+    from hestdata.bench.runner import run_benchmark
+
+    root = tmp_path / "root"
+    shutil.copytree(her2st_root, root, ignore=shutil.ignore_patterns("embeddings", "leaderboard*"))
+    rows = run_benchmark(root, "library-size", "her2st_expression")
+    assert rows[0]["encoder"].startswith("library-size") and rows[0]["metric"] == "pearson_mean"
+    assert len(rows[0]["fold_values"]) == 2 and np.isfinite(rows[0]["mean"])
+    assert hestdata.validate(root).ok

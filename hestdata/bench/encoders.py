@@ -326,6 +326,7 @@ def available() -> dict[str, str]:
     out.update({k: f"published ({hub}); needs its weights" for k, (hub, _, _) in PUBLISHED.items()})
     out.update({k: f"not loadable by name: {why}" for k, why in NOT_TIMM.items()})
     out["timm:<arch>"] = "any timm architecture (random init unless --checkpoint / pretrained)"
+    out["library-size"] = "baseline without images: log1p total counts per spot (expression/retrieval tasks)"
     return out
 
 

@@ -133,13 +133,19 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     t = task if isinstance(task, Task) else load_task(task)
     if patch is not None:
         t = Task(**{**t.__dict__, "patch": patch})
-    enc = load_encoder(encoder)
+    baseline = isinstance(encoder, str) and encoder.lower() == LIBRARY_SIZE
+    enc = library_size_encoder() if baseline else load_encoder(encoder)
     r = open_root(root, storage_options)
     ids, groups_of = _task_samples(t, r)
-    embs = embed_samples(r.url, enc, ids, patch=t.patch, batch_size=batch_size, num_workers=num_workers, device=device,
-                         cache_dir=cache_dir or (None if "://" in r.url else Path(r.url) / "embeddings"),
-                         storage_options=r.storage_options,
-                         on_sample=(lambda s, hit: echo(f"  {s}: {'cached' if hit else 'embedded'}")) if echo else None)
+    if baseline:
+        if t.type not in ("expression", "retrieval"):
+            raise InputError(None, f"the {LIBRARY_SIZE} baseline needs an expression or retrieval task, not {t.type}")
+        embs = {s: lib for s, lib in _library_sizes(t, r, ids).items()}
+    else:
+        embs = embed_samples(r.url, enc, ids, patch=t.patch, batch_size=batch_size, num_workers=num_workers,
+                             device=device, cache_dir=cache_dir or (None if "://" in r.url else Path(r.url) / "embeddings"),
+                             storage_options=r.storage_options,
+                             on_sample=(lambda s, hit: echo(f"  {s}: {'cached' if hit else 'embedded'}")) if echo else None)
     emb = np.concatenate([embs[s] for s in ids])
     if t.type == "slide_mil":
         results = _run_slide_mil(t, r, enc, ids, embs, echo)
@@ -154,6 +160,34 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     if leaderboard and "://" not in r.url:
         append_rows(Path(r.url), rows)
     return rows
+
+
+LIBRARY_SIZE = "library-size"
+
+
+def library_size_encoder() -> Any:
+    """The ``library-size`` baseline: each spot is represented by log1p of its total counts alone (no image).
+    Run beside every encoder, it shows how much of a score sequencing depth and cellularity explain."""
+    from hestdata.bench.encoders import Encoder
+
+    def no_images(_: Any) -> Any:
+        raise RuntimeError("the library-size baseline reads counts, not images")
+
+    return Encoder(LIBRARY_SIZE, no_images, None, None, None, "fp32", None, None, True,
+                   {"baseline": "log1p(total counts of the spot)"})
+
+
+def _library_sizes(t: Task, r: Any, ids: list[str]) -> dict[str, np.ndarray]:
+    """(n_patches, 1) log1p library size per sample, in patch order."""
+    import scipy.sparse as sp
+
+    out = {}
+    for s in ids:
+        X, _, _ = _table(r.url, s, r.storage_options, [])
+        rows = _patch_rows(r.url, s, t.patch, r.storage_options)
+        Xs = (X if sp.issparse(X) else sp.csr_matrix(X)).tocsr()
+        out[s] = np.log1p(np.asarray(Xs[rows].sum(axis=1), dtype=np.float64)).reshape(-1, 1).astype(np.float32)
+    return out
 
 
 def _task_samples(t: Task, r: Any) -> tuple[list[str], dict[str, str]]:

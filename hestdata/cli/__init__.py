@@ -243,6 +243,8 @@ def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
               encoder: Annotated[list[str], typer.Option(help="Encoder name, repeatable (see 'bench list').")],
               task: Annotated[list[str], typer.Option(help="Task name or YAML path, repeatable.")],
               checkpoint: Annotated[Path | None, typer.Option(help="Local weights for a timm/published encoder.")] = None,
+              random_init: Annotated[bool, typer.Option(
+                  "--random-init", help="timm architectures with random weights (no download).")] = False,
               device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: cuda if available).")] = None,
               batch_size: Annotated[int, typer.Option(help="Patches per batch.")] = 64,
               workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 0,
@@ -252,9 +254,9 @@ def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
     from hestdata.bench.runner import PRIMARY, load_task, run_benchmark
 
     for e in encoder:
-        enc = load_encoder(e, checkpoint=checkpoint)
+        enc = load_encoder(e, checkpoint=checkpoint, pretrained=not random_init) if e != "library-size" else e
         for t in task:
-            typer.echo(f"{enc.name} on {t}:")
+            typer.echo(f"{getattr(enc, 'name', enc)} on {t}:")
             rows = run_benchmark(root, enc, t, batch_size=batch_size, num_workers=workers, device=device,
                                  patch=patch, echo=typer.echo)
             primary = PRIMARY[load_task(t).type]

@@ -109,13 +109,29 @@ def _fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, latent_di
     return model.predict(b), alpha
 
 
-def _cv_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, latent_dim: int | None, seed: int,
-              grid: tuple[float, ...]) -> float:
-    inner = _folds(groups, None) if len(np.unique(groups)) >= 2 else None
-    if inner is None:
-        from sklearn.model_selection import KFold
+ALPHA_GRID = tuple(float(a) for a in np.logspace(-2, 5, 8))  # 1e-2 … 1e5 (HEST's tracker reports ~5e3 as best)
+NORMALIZATIONS = ("log1p", "cp10k_log1p")
 
-        inner = [(tr, te, str(i)) for i, (tr, te) in enumerate(KFold(5, shuffle=True, random_state=seed).split(x))]
+
+def spatial_blocks(coords: np.ndarray | None, n: int, n_blocks: int = 5) -> np.ndarray:
+    """Block labels for inner folds when only one training group exists: stripes of equal count along x (or, with
+    no coordinates, contiguous runs of rows) — never a shuffled KFold, which leaks neighbouring spots."""
+    if coords is not None and len(coords) == n:
+        order = np.argsort(np.asarray(coords)[:, 0], kind="stable")
+    else:
+        order = np.arange(n)
+    labels = np.empty(n, dtype=object)
+    for b, chunk in enumerate(np.array_split(order, min(n_blocks, max(2, n)))):
+        labels[chunk] = f"block{b}"
+    return labels.astype(str)
+
+
+def _cv_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, latent_dim: int | None, seed: int,
+              grid: tuple[float, ...], coords: np.ndarray | None = None) -> float:
+    """The alpha with the best mean Pearson r over inner folds: one per training group, or spatial blocks when
+    the training rows come from a single group."""
+    inner_groups = groups if len(np.unique(groups)) >= 2 else spatial_blocks(coords, len(groups))
+    inner = _folds(inner_groups, None)
     best, best_score = grid[0], -np.inf
     for a in grid:
         scores = []
@@ -128,32 +144,72 @@ def _cv_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, latent_dim: int 
     return best
 
 
+def fixed_gene_list(fixed: Any) -> list[str]:
+    """A gene list: a list, or a HEST-style ``var_50genes.json`` (``{"genes": [...]}``) path."""
+    import json
+    from pathlib import Path
+
+    if isinstance(fixed, str | Path):
+        doc = json.loads(Path(fixed).read_text())
+        return [str(g) for g in (doc["genes"] if isinstance(doc, dict) else doc)]
+    return [str(g) for g in fixed]
+
+
+def targets(counts: np.ndarray, normalize: str) -> np.ndarray:
+    """``log1p`` of raw counts (HEST), or ``cp10k_log1p``: counts per 10,000 of each spot's library, then log1p
+    (removes sequencing depth and cellularity from the targets)."""
+    c = counts.astype(np.float64)
+    if normalize == "log1p":
+        return np.log1p(c)
+    if normalize == "cp10k_log1p":
+        lib = c.sum(axis=1, keepdims=True)
+        return np.log1p(np.divide(c * 1e4, lib, out=np.zeros_like(c), where=lib > 0))
+    raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+
+
+def _chosen(y_tr: np.ndarray, names: list[Any], k: int, fixed: list[str] | None) -> np.ndarray:
+    if fixed is None:
+        return top_variable_genes(y_tr, k)
+    pos = {str(n): i for i, n in enumerate(names)}
+    missing = [g for g in fixed if g not in pos]
+    if missing:
+        raise ValueError(f"{len(missing)} fixed gene(s) absent from every sample's table, e.g. {missing[:5]}")
+    return np.array([pos[g] for g in fixed])
+
+
 def expression_protocol(embeddings: np.ndarray, counts: Any, groups: Any, genes: list[Any] | None = None, k: int = 50,
                         latent_dim: int | None = 256, seed: int = 1, alpha: float | None = None,
                         cv_alpha: bool = False, n_folds: int | None = None,
-                        alpha_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
-                        regressor: str = "ridge") -> ExpressionResult:
+                        alpha_grid: tuple[float, ...] = ALPHA_GRID, regressor: str = "ridge",
+                        fixed_genes: Any = None, normalize: str = "log1p",
+                        coords: np.ndarray | None = None) -> ExpressionResult:
     """Run the protocol on arrays: ``embeddings`` (N, D), raw ``counts`` (N, G; dense or sparse), ``groups`` (N,).
 
     Returns per-fold per-gene Pearson r keyed by the held-out group, with the genes chosen on each fold's
     training rows (names from ``genes`` if given, else column indices). ``n_folds=None`` = leave one group out.
     ``regressor``: ``"ridge"`` (the protocol), or the optional ``"knn"`` (20 neighbours) / ``"mlp"`` (one hidden
-    layer of 256) on the same standardised PCA features.
+    layer of 256) on the same standardised PCA features. ``fixed_genes`` (a list or a HEST ``var_50genes.json``)
+    replaces the per-fold HVG choice so every fold scores the same genes; ``normalize`` is ``"log1p"`` (HEST) or
+    ``"cp10k_log1p"``; ``cv_alpha`` searches ``alpha_grid`` (1e-2 … 1e5) with inner folds by group, or by
+    spatial blocks of ``coords`` when a fold trains on one group.
     """
     import scipy.sparse as sp
 
     x = np.asarray(embeddings, dtype=np.float64)
     c = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    y_all = np.log1p(c.astype(np.float64))
+    y_all = targets(c, normalize)
+    fixed = fixed_gene_list(fixed_genes) if fixed_genes is not None else None
     g = np.asarray(groups).astype(str)
     if not (len(x) == len(y_all) == len(g)):
         raise ValueError(f"embeddings {x.shape}, counts {c.shape} and groups {g.shape} disagree in length")
     names = list(genes) if genes is not None else list(range(c.shape[1]))
     result = ExpressionResult()
     for tr, te, label in _folds(g, n_folds):
-        chosen = top_variable_genes(y_all[tr], k)
+        chosen = _chosen(y_all[tr], names, k, fixed)
         y_tr, y_te = y_all[tr][:, chosen], y_all[te][:, chosen]
-        a = _cv_alpha(x[tr], y_tr, g[tr], latent_dim, seed, alpha_grid) if cv_alpha and regressor == "ridge" else alpha
+        xy = None if coords is None else np.asarray(coords)[tr]
+        a = (_cv_alpha(x[tr], y_tr, g[tr], latent_dim, seed, tuple(alpha_grid), xy) if cv_alpha and regressor == "ridge"
+             else alpha)
         pred, used = _fit_predict(x[tr], y_tr, x[te], latent_dim, a, seed, regressor)
         result.folds.append(ExpressionFold(label, [names[i] for i in chosen], pearson_per_column(pred, y_te),
                                            used, len(tr), len(te), te, pred))
