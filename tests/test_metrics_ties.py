@@ -154,3 +154,22 @@ def test_library_size_baseline_runs_as_an_encoder(her2st_root, tmp_path):
     assert rows[0]["encoder"].startswith("library-size") and rows[0]["metric"] == "pearson_mean"
     assert len(rows[0]["fold_values"]) == 2 and np.isfinite(rows[0]["mean"])
     assert hestdata.validate(root).ok
+
+
+def test_leaderboard_rows_per_fingerprint_direction_and_order():
+    import polars as pl
+
+    from hestdata.bench.leaderboard import render_markdown
+
+    def row(enc, fp, metric, mean):
+        return {"task": "t", "task_type": "retrieval", "encoder": enc, "fingerprint": fp, "metric": metric,
+                "folds": ["a", "b"], "fold_values": [mean, mean], "mean": mean, "std": 0.0, "date": "2026-01-01"}
+
+    df = pl.DataFrame([row("enc", "f" * 64, "img2expr_recall@5", 0.2), row("enc", "e" * 64, "img2expr_recall@5", 0.4),
+                       row("enc", "f" * 64, "img2expr_median_rank", 30.0),
+                       row("enc", "e" * 64, "img2expr_median_rank", 10.0)])
+    md = render_markdown(df)
+    assert "enc #ffffffff" in md and "enc #eeeeeeee" in md  # same name, two fingerprints: two rows
+    assert "img2expr_recall@5 ↑" in md and "img2expr_median_rank ↓" in md
+    assert md.index("enc #eeeeeeee |") < md.index("enc #ffffffff |")  # the better recall first
+    assert "per fold (2)" in md

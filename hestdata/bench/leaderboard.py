@@ -85,25 +85,46 @@ def _fmt(m: float, s: float) -> str:
     return "n/a" if not math.isfinite(m) else f"{m:.4f} ± {s:.4f}"
 
 
+def lower_is_better(metric: str) -> bool:
+    """Ranks (median rank) are better when lower; every other metric here is better when higher."""
+    return "rank" in metric
+
+
+def _labels(sub: Any) -> dict[str, str]:
+    """Display label per fingerprint: the encoder name, with a short hash when names collide."""
+    by_fp = dict(zip(sub["fingerprint"].to_list(), sub["encoder"].to_list(), strict=True))
+    names = list(by_fp.values())
+    return {fp: (n if names.count(n) == 1 else f"{n} #{fp[:8]}") for fp, n in by_fp.items()}
+
+
 def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
-    """One table per task: encoders (rows) by metric (columns), mean ± std over folds."""
+    """One table per task: one row per encoder fingerprint (runs whose names collide get a short hash), one column
+    per metric with its direction (↑ higher is better, ↓ lower), rows sorted by the task's primary metric in its
+    direction; then the primary metric's per-fold values."""
     df = latest(df)
     out = []
     for task in sorted(set(df["task"].to_list())):
         sub = df.filter(df["task"] == task)
         mets = sorted(set(sub["metric"].to_list()))
-        if metrics and task in metrics:
-            mets = [metrics[task]] + [m for m in mets if m != metrics[task]]
-        encs = list(dict.fromkeys(sub.sort("mean", descending=True)["encoder"].to_list()))
+        primary = (metrics or {}).get(task) or PRIMARY.get(sub["task_type"][0], mets[0])
+        mets = [primary] + [m for m in mets if m != primary] if primary in mets else mets
+        labels = _labels(sub)
+        prim = sub.filter(sub["metric"] == mets[0]).sort("mean", descending=not lower_is_better(mets[0]),
+                                                           nulls_last=True)
+        fps = list(dict.fromkeys(prim["fingerprint"].to_list() + sub["fingerprint"].to_list()))
         out.append(f"### {task}\n")
-        out.append("| encoder | " + " | ".join(mets) + " |")
+        out.append("| encoder | " + " | ".join(f"{m} {'↓' if lower_is_better(m) else '↑'}" for m in mets) + " |")
         out.append("|---|" + "---|" * len(mets))
-        for e in encs:
+        for fp in fps:
             cells = []
             for m in mets:
-                r = sub.filter((sub["encoder"] == e) & (sub["metric"] == m))
+                r = sub.filter((sub["fingerprint"] == fp) & (sub["metric"] == m))
                 cells.append(_fmt(r["mean"][0], r["std"][0]) if r.height else "")
-            out.append(f"| {e} | " + " | ".join(cells) + " |")
+            out.append(f"| {labels[fp]} | " + " | ".join(cells) + " |")
+        out.append("")
+        for row in prim.iter_rows(named=True):
+            folds = ", ".join(f"{f}={v:.4f}" for f, v in zip(row["folds"], row["fold_values"], strict=True))
+            out.append(f"- {labels[row['fingerprint']]}: {mets[0]} per fold ({len(row['folds'])}): {folds}")
         out.append("")
     return "\n".join(out)
 
