@@ -40,6 +40,17 @@ def _no_sample_written(root: Path) -> None:
     assert not (root / "catalog.parquet").exists()
 
 
+def _converted_or_one_line_error(r: object, root: Path) -> None:
+    """A fuzzed input either converts into a valid root or fails with one clean line, leaving nothing."""
+    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+    if r.exit_code:
+        lines_out = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines_out) == 1 and lines_out[0].startswith("error: "), r.output
+        _no_sample_written(root)
+    else:
+        assert hestdata.validate(root).ok
+
+
 @pytest.fixture
 def st_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     counts, spots, image = her2st_inputs("C3")
@@ -150,13 +161,7 @@ def test_fuzzed_st_inputs_convert_or_fail_in_one_line(st_inputs, tmp_path, seed)
         c.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
     root = tmp_path / "R"
     r = runner.invoke(app, _st(st_inputs, root))
-    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
-    if r.exit_code:
-        lines_out = [ln for ln in r.output.strip().splitlines() if ln.strip()]
-        assert r.exit_code == 1 and len(lines_out) == 1 and lines_out[0].startswith("error: "), r.output
-        _no_sample_written(root)
-    else:
-        assert hestdata.validate(root).ok
+    _converted_or_one_line_error(r, root)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -181,10 +186,4 @@ def test_fuzzed_visium_side_files_convert_or_fail_in_one_line(tmp_path, seed):
         sf.write_text(json.dumps(doc))
     root = tmp_path / "R"
     r = runner.invoke(app, ["convert", "visium", str(outs), "--out", str(root), "--id", "v", "--no-patches"])
-    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
-    if r.exit_code:
-        lines_out = [ln for ln in r.output.strip().splitlines() if ln.strip()]
-        assert r.exit_code == 1 and len(lines_out) == 1 and lines_out[0].startswith("error: "), r.output
-        _no_sample_written(root)
-    else:
-        assert hestdata.validate(root).ok
+    _converted_or_one_line_error(r, root)

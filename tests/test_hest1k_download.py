@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import hestdata
 from hestdata.cli import app
-from tests.conftest import make_bucket
+from tests.conftest import upload
 from tests.hest_layout import HEST_MPP, add_section, write_csv
 
 BREAST_ST = "organ = 'Breast' and st_technology = 'Spatial Transcriptomics'"
@@ -36,14 +36,7 @@ def hest_local(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _upload(local: Path, opts: dict, bucket: str) -> str:
-    import s3fs
-
-    make_bucket(bucket, opts)
-    fs = s3fs.S3FileSystem(skip_instance_cache=True, **opts)
-    for p in sorted(local.rglob("*")):
-        if p.is_file():
-            fs.put_file(str(p), f"{bucket}/hest/{p.relative_to(local).as_posix()}")
-    return f"s3://{bucket}/hest"
+    return upload(local, bucket, "hest", opts)
 
 
 @pytest.fixture(scope="module")
