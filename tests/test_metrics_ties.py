@@ -152,8 +152,16 @@ def test_library_size_baseline_runs_as_an_encoder(her2st_root, tmp_path):
     shutil.copytree(her2st_root, root, ignore=shutil.ignore_patterns("embeddings", "leaderboard*"))
     rows = run_benchmark(root, "library-size", "her2st_expression")
     assert rows[0]["encoder"].startswith("library-size") and rows[0]["metric"] == "pearson_mean"
-    assert len(rows[0]["fold_values"]) == 2 and np.isfinite(rows[0]["mean"])
-    assert hestdata.validate(root).ok
+    assert len(rows[0]["fold_values"]) == 2 and np.isfinite(rows[0]["mean"]) and len(rows[0]["data_version"]) == 64
+    import polars as pl
+
+    genes = pl.read_parquet(root / "leaderboard_genes.parquet")
+    assert genes.height == 2 * 50 and set(genes["fold"]) == {"B", "C"} and genes["pearson"].is_finite().any()
+    from hestdata.bench.leaderboard import read, render_markdown
+
+    md = render_markdown(read(root))
+    assert "chance level of pearson_mean: 0" in md and "data version(s):" in md
+    assert hestdata.validate(root).ok  # derived artefacts stay outside the manifest
 
 
 def test_leaderboard_rows_per_fingerprint_direction_and_order():

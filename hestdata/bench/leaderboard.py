@@ -29,7 +29,7 @@ def _versions() -> str:
 
 
 def make_rows(task: Any, encoder: Any, results: dict[str, list[tuple[str, float]]], *, n_items: int,
-              samples: list[str]) -> list[dict[str, Any]]:
+              samples: list[str], data_version: str | None = None) -> list[dict[str, Any]]:
     import numpy as np
 
     date = datetime.now(UTC).replace(microsecond=0).isoformat()
@@ -41,8 +41,33 @@ def make_rows(task: Any, encoder: Any, results: dict[str, list[tuple[str, float]
                      "fingerprint": encoder.fingerprint, "metric": metric, "folds": [str(f) for f, _ in folds],
                      "fold_values": vals, "mean": float(np.mean(finite)) if finite else float("nan"),
                      "std": float(np.std(finite)) if finite else float("nan"), "n_items": int(n_items),
-                     "samples": list(samples), "config_hash": task.config_hash, "versions": _versions(), "date": date})
+                     "samples": list(samples), "config_hash": task.config_hash, "versions": _versions(), "date": date,
+                     "data_version": data_version})
     return rows
+
+
+GENE_LEADERBOARD = "leaderboard_genes.parquet"
+
+
+def append_gene_rows(root: Path, task: Any, encoder: Any, per_gene: list[tuple[str, str, float]]) -> Path:
+    """Per-gene Pearson r of an expression run, one row per (fold, gene), beside the leaderboard (HEST users
+    compare encoders gene by gene; a fold mean hides which genes an encoder gets)."""
+    import polars as pl
+
+    from hestdata.store import layout as L
+    from hestdata.store.atomic import atomic_write_bytes, root_lock
+
+    date = datetime.now(UTC).replace(microsecond=0).isoformat()
+    new = pl.DataFrame({"task": task.name, "encoder": encoder.name, "fingerprint": encoder.fingerprint,
+                        "fold": [f for f, _, _ in per_gene], "gene": [g for _, g, _ in per_gene],
+                        "pearson": [r for _, _, r in per_gene], "date": date})
+    path = root / GENE_LEADERBOARD
+    with root_lock(root, L.LOCK):
+        df = pl.concat([pl.read_parquet(path), new], how="vertical_relaxed") if path.exists() else new
+        buf = io.BytesIO()
+        df.write_parquet(buf)
+        atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def append_rows(root: Path, rows: list[dict[str, Any]]) -> Path:
@@ -85,6 +110,11 @@ def _fmt(m: float, s: float) -> str:
     return "n/a" if not math.isfinite(m) else f"{m:.4f} ± {s:.4f}"
 
 
+CHANCE = {"pearson_mean": "0 (no correlation)", "auroc": "0.5", "recall@1": "1/n of the held-out set",
+          "recall@5": "5/n of the held-out set", "recall@10": "10/n of the held-out set",
+          "median_rank": "(n + 1) / 2 of the held-out set"}
+
+
 def lower_is_better(metric: str) -> bool:
     """Ranks (median rank) are better when lower; every other metric here is better when higher."""
     return "rank" in metric
@@ -125,6 +155,13 @@ def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
         for row in prim.iter_rows(named=True):
             folds = ", ".join(f"{f}={v:.4f}" for f, v in zip(row["folds"], row["fold_values"], strict=True))
             out.append(f"- {labels[row['fingerprint']]}: {mets[0]} per fold ({len(row['folds'])}): {folds}")
+        chance = CHANCE.get(mets[0].split("_", 1)[-1] if mets[0] not in CHANCE else mets[0])
+        if chance:
+            out.append(f"- chance level of {mets[0]}: {chance}")
+        versions = sorted({str(v)[:12] for v in sub["data_version"].to_list()}) if "data_version" in sub.columns else []
+        if versions:
+            out.append(f"- data version(s): {', '.join(versions)}" + (" — rows compare only within one version"
+                                                                       if len(versions) > 1 else ""))
         out.append("")
     return "\n".join(out)
 

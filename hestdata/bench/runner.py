@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hestdata.bench.leaderboard import PRIMARY  # noqa: F401  (re-exported: primary metric per task type)
+from hestdata.bench.leaderboard import PRIMARY, append_gene_rows  # noqa: F401  (PRIMARY re-exported)
 from hestdata.errors import InputError
 from hestdata.store import layout as L
 from hestdata.units import DEFAULT_PATCH
@@ -156,10 +156,24 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
         if t.type in ("expression", "retrieval") or (t.label and t.type == "classification"):
             counts, genes, labels = _task_targets(t, r, ids)
         results = _run(t, emb, counts, genes, groups, batch, labels)
-    rows = make_rows(t, enc, results, n_items=len(emb), samples=ids)
+    per_gene = results.pop("_per_gene", None)
+    rows = make_rows(t, enc, results, n_items=len(emb), samples=ids, data_version=data_version(r.catalog, ids))
     if leaderboard and "://" not in r.url:
         append_rows(Path(r.url), rows)
+        if per_gene:
+            append_gene_rows(Path(r.url), t, enc, per_gene)
     return rows
+
+
+def data_version(catalog: Any, ids: list[str]) -> str:
+    """sha256 over the (id, content digest) of the samples a run used: two runs compare only when it matches."""
+    import hashlib
+
+    digests = dict(zip(catalog["id"].to_list(), catalog["sha256"].to_list(), strict=True))
+    h = hashlib.sha256()
+    for s in sorted(ids):
+        h.update(f"{s}\t{digests.get(s)}\n".encode())
+    return h.hexdigest()
 
 
 LIBRARY_SIZE = "library-size"
@@ -283,7 +297,9 @@ def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, 
         from hestdata.bench.tasks.expression import expression_protocol
 
         res = expression_protocol(emb, counts, groups, genes=genes, **o)
-        return {"pearson_mean": [(f.test_group, f.mean) for f in res.folds]}
+        per_gene = [(f.test_group, str(gname), float(r)) for f in res.folds for gname, r in zip(f.genes, f.pearson,
+                                                                                               strict=True)]
+        return {"pearson_mean": [(f.test_group, f.mean) for f in res.folds], "_per_gene": per_gene}  # type: ignore[dict-item]
     if t.type == "retrieval":
         from hestdata.bench.tasks.retrieval import retrieval_protocol
 
