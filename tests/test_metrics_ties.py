@@ -161,6 +161,7 @@ def test_library_size_baseline_runs_as_an_encoder(her2st_root, tmp_path):
 
     md = render_markdown(read(root))
     assert "chance level of pearson_mean: 0" in md and "data version(s):" in md
+    assert rows[0]["ci_low"] <= rows[0]["mean"] <= rows[0]["ci_high"] and "[" in md.split("library-size")[1]
     assert hestdata.validate(root).ok  # derived artefacts stay outside the manifest
 
 

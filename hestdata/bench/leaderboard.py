@@ -130,7 +130,8 @@ def _labels(sub: Any) -> dict[str, str]:
 def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
     """One table per task: one row per encoder fingerprint (runs whose names collide get a short hash), one column
     per metric with its direction (↑ higher is better, ↓ lower), rows sorted by the task's primary metric in its
-    direction; then the primary metric's per-fold values."""
+    direction (mean ± std over folds, and the 95 % bootstrap interval over spots within folds where computed);
+    then the primary metric's per-fold values."""
     df = latest(df)
     out = []
     for task in sorted(set(df["task"].to_list())):
@@ -149,7 +150,10 @@ def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
             cells = []
             for m in mets:
                 r = sub.filter((sub["fingerprint"] == fp) & (sub["metric"] == m))
-                cells.append(_fmt(r["mean"][0], r["std"][0]) if r.height else "")
+                cell = _fmt(r["mean"][0], r["std"][0]) if r.height else ""
+                if r.height and "ci_low" in r.columns and r["ci_low"][0] is not None and math.isfinite(r["ci_low"][0]):
+                    cell += f" [{r['ci_low'][0]:.3f}, {r['ci_high'][0]:.3f}]"
+                cells.append(cell)
             out.append(f"| {labels[fp]} | " + " | ".join(cells) + " |")
         out.append("")
         for row in prim.iter_rows(named=True):

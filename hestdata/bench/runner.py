@@ -157,7 +157,11 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
             counts, genes, labels = _task_targets(t, r, ids)
         results = _run(t, emb, counts, genes, groups, batch, labels)
     per_gene = results.pop("_per_gene", None)
+    intervals = results.pop("_ci", {})
     rows = make_rows(t, enc, results, n_items=len(emb), samples=ids, data_version=data_version(r.catalog, ids))
+    for row in rows:
+        lo, hi = intervals.get(row["metric"], (float("nan"), float("nan")))  # type: ignore[union-attr]
+        row["ci_low"], row["ci_high"] = float(lo), float(hi)
     if leaderboard and "://" not in r.url:
         append_rows(Path(r.url), rows)
         if per_gene:
@@ -299,7 +303,10 @@ def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, 
         res = expression_protocol(emb, counts, groups, genes=genes, **o)
         per_gene = [(f.test_group, str(gname), float(r)) for f in res.folds for gname, r in zip(f.genes, f.pearson,
                                                                                                strict=True)]
-        return {"pearson_mean": [(f.test_group, f.mean) for f in res.folds], "_per_gene": per_gene}  # type: ignore[dict-item]
+        from hestdata.bench.tasks.expression import bootstrap_interval
+
+        return {"pearson_mean": [(f.test_group, f.mean) for f in res.folds], "_per_gene": per_gene,  # type: ignore[dict-item]
+                "_ci": {"pearson_mean": bootstrap_interval(res, seed=int(o.get("seed", 1)))}}
     if t.type == "retrieval":
         from hestdata.bench.tasks.retrieval import retrieval_protocol
 

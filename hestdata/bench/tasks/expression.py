@@ -31,6 +31,7 @@ class ExpressionFold:
     n_test: int
     test_index: np.ndarray | None = None  # rows of the input that formed the test fold
     predictions: np.ndarray | None = None  # (n_test, n_genes) log1p predictions
+    truth: np.ndarray | None = None  # (n_test, n_genes) targets
 
     @property
     def mean(self) -> float:
@@ -212,5 +213,21 @@ def expression_protocol(embeddings: np.ndarray, counts: Any, groups: Any, genes:
              else alpha)
         pred, used = _fit_predict(x[tr], y_tr, x[te], latent_dim, a, seed, regressor)
         result.folds.append(ExpressionFold(label, [names[i] for i in chosen], pearson_per_column(pred, y_te),
-                                           used, len(tr), len(te), te, pred))
+                                           used, len(tr), len(te), te, pred, y_te))
     return result
+
+
+def bootstrap_interval(result: ExpressionResult, n_boot: int = 200, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the across-fold mean Pearson r, resampling test spots with replacement within each
+    fold (the folds themselves are few and fixed: 2 patients give 2 folds, whatever the interval says)."""
+    rng = np.random.default_rng(seed)
+    reps = np.zeros((n_boot, len(result.folds)))
+    for j, f in enumerate(result.folds):
+        n = len(f.truth)
+        for b in range(n_boot):
+            idx = rng.integers(0, n, size=n)
+            reps[b, j] = np.nanmean(pearson_per_column(f.predictions[idx], f.truth[idx]))
+    means = np.nanmean(reps, axis=1)
+    lo, hi = np.nanpercentile(means, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
