@@ -182,3 +182,14 @@ def test_leaderboard_rows_per_fingerprint_direction_and_order():
     assert "img2expr_recall@5 ↑" in md and "img2expr_median_rank ↓" in md
     assert md.index("enc #eeeeeeee |") < md.index("enc #ffffffff |")  # the better recall first
     assert "per fold (2)" in md
+
+
+def test_offline_pretrained_weights_fail_at_once(monkeypatch):
+    import hestdata
+    from hestdata.bench import encoders
+
+    monkeypatch.setattr(encoders, "_hub_reachable", lambda timeout_s=3.0: False)
+    with pytest.raises(hestdata.InputError, match="not on disk and the Hugging Face Hub cannot be reached"):
+        encoders.load_encoder("timm:resnet18")
+    enc = encoders.load_encoder("timm:resnet18", pretrained=False)  # --random-init: no download at all
+    assert enc.name == "timm:resnet18" and enc.weights_sha256

@@ -11,9 +11,10 @@ initialised ViT-S/16, seed 0).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,16 +202,51 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in sd.items()}
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Can the Hugging Face Hub be reached at all? (One TCP connect, so that an offline machine fails at once
+    instead of retrying a download for minutes.)"""
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub in offline mode for the block (cache only: an absent file fails immediately)."""
+    if not offline:
+        yield
+        return
+    import huggingface_hub.constants as hub
+
+    old = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = old
+
+
 def from_timm(arch: str, *, checkpoint: str | Path | None = None, pretrained: bool = False, name: str | None = None,
               precision: str = "fp32", **kwargs: Any) -> Encoder:
     """A timm model (head removed: ``num_classes=0``), weights from ``checkpoint`` (local) or timm/HF hub."""
     import timm
 
+    download = pretrained and checkpoint is None
+    offline = download and not _hub_reachable()
     try:
-        model = timm.create_model(arch, pretrained=pretrained and checkpoint is None, num_classes=0, **kwargs)
+        with _hub_offline(offline):
+            model = timm.create_model(arch, pretrained=download, num_classes=0, **kwargs)
     except Exception as exc:
+        if offline:
+            raise InputError(None, f"the weights of {arch!r} are not on disk and the Hugging Face Hub cannot be reached",
+                             "pass --checkpoint with local weights, or --random-init for an untrained model") from None
         raise InputError(None, f"cannot build timm model {arch!r}: {type(exc).__name__}: {exc}",
-                         "the weights may need network access or a gated-model login; pass a local checkpoint") from exc
+                         "the weights may need network access or a gated-model login; pass a local checkpoint "
+                         "or --random-init") from exc
     if checkpoint is not None:
         sd = _load_checkpoint(Path(checkpoint))
         sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "fc.", "classifier."))}
