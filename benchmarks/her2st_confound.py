@@ -58,16 +58,16 @@ def main() -> None:
     encoders = ["library-size", from_callable(mean_rgb, "mean-rgb"), *args.encoders]
     print("package versions:", json.loads(_versions()))
     print(f"median r(gene, log library size) over the 50 most variable genes: {depth_correlation(root):.2f}")
-    print(f"{'encoder':<16} {'log1p (HEST)':>20} {'cp10k_log1p':>20}")
+    print(f"{'encoder':<16} {'log1p (HEST)':>30} {'cp10k_log1p':>30}")
     for enc in encoders:
         cells = []
         for norm in ("log1p", "cp10k_log1p"):
             t = Task(**{**base.__dict__, "name": f"her2st_expression_{norm}",
                         "options": {**base.options, "normalize": norm}})
             r = run_benchmark(root, enc, t, leaderboard=False)[0]
-            cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}")
+            cells.append(f"{r['mean']:.3f} ± {r['std']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
         name = enc if isinstance(enc, str) else enc.name
-        print(f"{name:<16} {cells[0]:>20} {cells[1]:>20}")
+        print(f"{name:<16} {cells[0]:>30} {cells[1]:>30}")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,9 @@ def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
         if versions:
             out.append(f"- data version(s): {', '.join(versions)}" + (" — rows compare only within one version"
                                                                        if len(versions) > 1 else ""))
+        if "versions" in sub.columns and sub.height:
+            pkgs = json.loads(sub.sort("date")["versions"][-1] or "{}")
+            out.append("- packages: " + ", ".join(f"{k} {v}" for k, v in sorted(pkgs.items()) if v))
         out.append("")
     return "\n".join(out)
 
@@ -183,14 +186,17 @@ def render_html(df: Any, title: str = "hestdata leaderboard") -> str:
         primary = PRIMARY.get(ttype)
         mets = sorted(set(sub["metric"].to_list()), key=lambda m: (m != primary, m))
         parts.append(f"<section class='task' data-task='{html.escape(task)}'><h2>{html.escape(task)}</h2>")
-        parts.append("<table><tr><th>encoder</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in mets) + "</tr>")
-        encs = list(dict.fromkeys(sub.sort("mean", descending=True)["encoder"].to_list()))
-        for e in encs:
+        parts.append("<table><tr><th>encoder</th>" + "".join(
+            f"<th>{html.escape(m)} {'↓' if lower_is_better(m) else '↑'}</th>" for m in mets) + "</tr>")
+        labels = _labels(sub)
+        prim = sub.filter(sub["metric"] == mets[0]).sort("mean", descending=not lower_is_better(mets[0]),
+                                                           nulls_last=True)
+        for fp in dict.fromkeys(prim["fingerprint"].to_list() + sub["fingerprint"].to_list()):
             cells = []
             for m in mets:
-                r = sub.filter((sub["encoder"] == e) & (sub["metric"] == m))
+                r = sub.filter((sub["fingerprint"] == fp) & (sub["metric"] == m))
                 cells.append(f"<td>{_fmt(r['mean'][0], r['std'][0]) if r.height else ''}</td>")
-            parts.append(f"<tr><td>{html.escape(e)}</td>{''.join(cells)}</tr>")
+            parts.append(f"<tr><td title='{fp}'>{html.escape(labels[fp])}</td>{''.join(cells)}</tr>")
         parts.append("</table>")
         for m in mets[:1] if primary else mets:
             parts.append(_svg_bars(sub.filter(sub["metric"] == m), m))
@@ -200,7 +206,9 @@ def render_html(df: Any, title: str = "hestdata leaderboard") -> str:
 
 
 def _svg_bars(sub: Any, metric: str) -> str:
-    rows = [(e, m, s) for e, m, s in zip(sub["encoder"], sub["mean"], sub["std"], strict=True) if math.isfinite(m)]
+    labels = _labels(sub)
+    rows = [(labels[f], m, s) for f, m, s in zip(sub["fingerprint"], sub["mean"], sub["std"], strict=True)
+            if math.isfinite(m)]
     if not rows:
         return ""
     w, bar, gap, left = 520, 22, 8, 150
