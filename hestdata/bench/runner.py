@@ -140,7 +140,7 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     if baseline:
         if t.type not in ("expression", "retrieval"):
             raise InputError(None, f"the {LIBRARY_SIZE} baseline needs an expression or retrieval task, not {t.type}")
-        embs = {s: lib for s, lib in _library_sizes(t, r, ids).items()}
+        embs = _library_sizes(t, r, ids)
     else:
         embs = embed_samples(r.url, enc, ids, patch=t.patch, batch_size=batch_size, num_workers=num_workers,
                              device=device, cache_dir=cache_dir or (None if "://" in r.url else Path(r.url) / "embeddings"),

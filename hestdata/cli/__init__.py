@@ -13,6 +13,7 @@ import typer
 
 from hestdata.cli.common import fail as _fail
 from hestdata.cli.common import handle_errors
+from hestdata.cohort.register import DEFAULT_TIMEOUT_S
 
 app = typer.Typer(help="Curate spatial-omics / pathology samples into SpatialData/Zarr stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -178,11 +179,16 @@ def _hest_summary(rep: Any, dry_run: bool) -> None:
         for line in rep.selection.lines():
             typer.echo(line)
         return
+    _report_outcomes(rep, f"{rep.dest}: {len(rep.ids('converted'))} converted, {len(rep.ids('unchanged'))} "
+                          f"unchanged, {len(rep.ids('refused'))} refused, {len(rep.ids('failed'))} failed")
+
+
+def _report_outcomes(rep: Any, summary: str) -> None:
+    """A registration's or HEST download's summary, each refused or failed sample with its reason; exit 1 if any."""
     for o in rep.outcomes:
         if o.status in ("failed", "refused"):
             typer.secho(f"{o.status}: {o.id}: {o.reason}", fg=typer.colors.RED, err=True)
-    typer.echo(f"{rep.dest}: {len(rep.ids('converted'))} converted, {len(rep.ids('unchanged'))} unchanged, "
-               f"{len(rep.ids('refused'))} refused, {len(rep.ids('failed'))} failed")
+    typer.echo(summary)
     if not rep.ok:
         raise typer.Exit(1)
 
@@ -198,18 +204,13 @@ def register(cohort: Annotated[Path, typer.Argument(help="Cohort descriptor (YAM
              allow_outside_inputs: Annotated[bool, typer.Option(
                  "--allow-outside-inputs", help="Accept inputs outside the descriptor's folder.")] = False,
              timeout_s: Annotated[float, typer.Option(
-                 "--timeout-s", help="Per-sample conversion timeout in seconds.")] = 6 * 3600.0) -> None:
+                 "--timeout-s", help="Per-sample conversion timeout in seconds.")] = DEFAULT_TIMEOUT_S) -> None:
     """Validate a cohort and convert its samples as Dask tasks; publish them once; report per sample."""
     from hestdata.cohort.register import register_cohort
 
     rep = register_cohort(cohort, root, scheduler=scheduler, n_workers=workers, echo=typer.echo, overwrite=overwrite,
                           allow_outside_inputs=allow_outside_inputs, timeout_s=timeout_s)
-    typer.echo(rep.summary())
-    for o in rep.outcomes:
-        if o.status in ("failed", "refused"):
-            typer.secho(f"failed: {o.id}: {o.reason}", fg=typer.colors.RED, err=True)
-    if not rep.ok:
-        raise typer.Exit(1)
+    _report_outcomes(rep, rep.summary())
 
 
 @app.command()

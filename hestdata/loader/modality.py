@@ -22,9 +22,10 @@ def choose_markers(panels: list[list[str]], markers: Any) -> list[str]:
     return list(dict.fromkeys(m for p in panels for m in p))
 
 
-def _decode_rgb(ds: Any, locs: list[tuple[int, int]], buf: np.ndarray | None, jpegs: list[Any]) -> tuple[np.ndarray, int]:
-    """Decode (or check and keep as bytes) every item's JPEG; returns which items succeeded and how many were
-    lost (skipped under ``on_error="skip"``)."""
+def _each_patch(ds: Any, locs: list[tuple[int, int]], handle: Any) -> tuple[np.ndarray, int]:
+    """Read every item's encoded patch and call ``handle(s_no, sample, k, data, where)`` on it; returns which
+    items succeeded and how many were lost. An ``IntegrityError`` from ``handle`` is raised or, under
+    ``on_error="skip"``, counted with the unreadable shards' patches."""
     ok = np.zeros(len(locs), dtype=bool)
     n_skipped = 0
     for s_no, ks, pidx, raw, lost in ds.read_by_sample(locs):
@@ -33,15 +34,8 @@ def _decode_rgb(ds: Any, locs: list[tuple[int, int]], buf: np.ndarray | None, jp
         for k, i, data in zip(ks, pidx, raw, strict=True):
             if data is None:
                 continue
-            where = f"{s.path}: sample {s.sample_id} patch {int(i)} ({ds.patch})"
             try:
-                if buf is not None:
-                    decode_cpu(data, where, out=buf[k])
-                elif not looks_like_jpeg(data):
-                    raise IntegrityError(f"{where}: corrupt JPEG (bad markers)")
-                else:
-                    check_jpeg_shape(data, s.reader.info.patch_shape[:2], where)
-                    jpegs[k] = np.frombuffer(data, dtype=np.uint8)
+                handle(s_no, s, k, data, f"{s.path}: sample {s.sample_id} patch {int(i)} ({ds.patch})")
             except IntegrityError:
                 if ds.on_error == "raise":
                     raise
@@ -49,6 +43,21 @@ def _decode_rgb(ds: Any, locs: list[tuple[int, int]], buf: np.ndarray | None, jp
                 continue
             ok[k] = True
     return ok, n_skipped
+
+
+def _decode_rgb(ds: Any, locs: list[tuple[int, int]], buf: np.ndarray | None, jpegs: list[Any]) -> tuple[np.ndarray, int]:
+    """Decode (or check and keep as bytes) every item's JPEG."""
+
+    def one(_s_no: int, s: Any, k: int, data: bytes, where: str) -> None:
+        if buf is not None:
+            decode_cpu(data, where, out=buf[k])
+        elif not looks_like_jpeg(data):
+            raise IntegrityError(f"{where}: corrupt JPEG (bad markers)")
+        else:
+            check_jpeg_shape(data, s.reader.info.patch_shape[:2], where)
+            jpegs[k] = np.frombuffer(data, dtype=np.uint8)
+
+    return _each_patch(ds, locs, one)
 
 
 def _pairs(ds: Any, locs: list[tuple[int, int]], keep: np.ndarray) -> dict[str, Any]:
@@ -126,24 +135,15 @@ def load_multiplex(ds: Any, ids: np.ndarray, locs: list[tuple[int, int]]) -> dic
     shape = ds.samples[locs[0][0]].reader.info.patch_shape if n else (m, 1, 1)
     out = np.zeros((n, m, shape[1], shape[2]), dtype=np.float32)
     mask = np.zeros((n, m), dtype=bool)
-    ok = np.zeros(n, dtype=bool)
-    n_skipped = 0
-    for s_no, ks, pidx, raw, lost in ds.read_by_sample(locs):
-        s = ds.samples[s_no]
-        n_skipped += lost
-        for k, i, data in zip(ks, pidx, raw, strict=True):
-            if data is None:
-                continue
-            try:
-                patch = s.reader.info.decode(data)
-            except Exception as exc:
-                if ds.on_error == "raise":
-                    raise IntegrityError(f"{s.path}: sample {s.sample_id} patch {int(i)} ({ds.patch}): "
-                                         f"corrupt chunk ({exc})") from exc
-                n_skipped += 1
-                continue
-            _normalise(ds, s_no, patch, out[k], mask[k])
-            ok[k] = True
+
+    def one(s_no: int, s: Any, k: int, data: bytes, where: str) -> None:
+        try:
+            patch = s.reader.info.decode(data)
+        except Exception as exc:
+            raise IntegrityError(f"{where}: corrupt chunk ({exc})") from exc
+        _normalise(ds, s_no, patch, out[k], mask[k])
+
+    ok, n_skipped = _each_patch(ds, locs, one)
     keep = np.flatnonzero(ok)
     t = torch.from_numpy(out[keep])
     return {"image": ds.transform(t) if ds.transform is not None else t,

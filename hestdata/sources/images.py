@@ -88,14 +88,23 @@ class _TiffLog(logging.Handler):
 
 
 @contextlib.contextmanager
-def strict_tiff(path: str | Path) -> Iterator[None]:
+def strict_tiff(path: str | Path, what: str | None = None) -> Iterator[None]:
     """Make tifffile's logged data problems errors: a truncated TIFF read with ``asarray`` is zero-filled and only
-    logged ("Missing data are zeroed"), which would store black channels as if they were measured."""
+    logged ("Missing data are zeroed"), which would store black channels as if they were measured.
+
+    With ``what``, any other failure inside the block becomes an :class:`InputError` ``cannot read <what>``
+    naming the file (an ``InputError`` raised inside passes through unchanged)."""
     log = logging.getLogger("tifffile")
     handler = _TiffLog()
     log.addHandler(handler)
     try:
         yield
+    except InputError:
+        raise
+    except Exception as exc:
+        if what is None:
+            raise
+        raise InputError(path, f"cannot read {what} ({type(exc).__name__}: {exc})") from exc
     finally:
         log.removeHandler(handler)
     if handler.messages:

@@ -59,23 +59,18 @@ def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "image file not found")
-    try:
-        with strict_tiff(p), tifffile.TiffFile(p) as tif:
-            embedded, src = tiff_pixel_size_um(tif)
-            if tif.is_qpi or p.suffix.lower() == ".qptiff":
-                names, pages = _qptiff_channels(tif)
-                if not pages:
-                    raise InputError(p, "no full-resolution channel pages with PerkinElmer XML found")
-                arr = np.stack([tif.pages[i].asarray() for i in pages])
-                tech = technology or "multiplex"
-            else:
-                arr = tif.series[0].levels[0].asarray()
-                names = _ome_channels(tif.ome_metadata) if tif.ome_metadata else []
-                tech = technology or ("imc" if panel is not None else "multiplex")
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(p, f"cannot read image ({type(exc).__name__}: {exc})") from exc
+    with strict_tiff(p, "image"), tifffile.TiffFile(p) as tif:
+        embedded, src = tiff_pixel_size_um(tif)
+        if tif.is_qpi or p.suffix.lower() == ".qptiff":
+            names, pages = _qptiff_channels(tif)
+            if not pages:
+                raise InputError(p, "no full-resolution channel pages with PerkinElmer XML found")
+            arr = np.stack([tif.pages[i].asarray() for i in pages])
+            tech = technology or "multiplex"
+        else:
+            arr = tif.series[0].levels[0].asarray()
+            names = _ome_channels(tif.ome_metadata) if tif.ome_metadata else []
+            tech = technology or ("imc" if panel is not None else "multiplex")
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:

@@ -192,14 +192,9 @@ def _read_morphology(d: Path, image: str, ev: PixelSizeEvidence, warnings: list[
     if ipath is None:
         warnings.append(f"{d}: no morphology image found")
         return None
-    try:
-        with strict_tiff(ipath), tifffile.TiffFile(ipath) as tif:
-            ps, src = tiff_pixel_size_um(tif)
-            arr = tif.series[0].levels[0].asarray()
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(ipath, f"cannot read the morphology image ({type(exc).__name__}: {exc})") from exc
+    with strict_tiff(ipath, "the morphology image"), tifffile.TiffFile(ipath) as tif:
+        ps, src = tiff_pixel_size_um(tif)
+        arr = tif.series[0].levels[0].asarray()
     if arr.ndim == 2:
         arr = arr[None]
     elif arr.ndim > 3:
