@@ -15,31 +15,40 @@ if TYPE_CHECKING:
     import anndata
     import numpy as np
 
+    from hestdata.raster import Raster
+
 SpotShape = Literal["circle", "square"]
 
 
 @dataclass
 class RasterImage:
-    """One decoded RGB image, ``array`` (y, x, 3) uint8, and its relation to the full-resolution frame.
+    """One RGB image, read lazily through ``raster`` (:class:`hestdata.raster.Raster`), and its relation to the
+    full-resolution frame. An array given instead is wrapped (:class:`~hestdata.raster.ArrayRaster`).
 
     ``scale_to_fullres`` = image pixels per full-resolution pixel (1 for the full-resolution image, Space
     Ranger's ``tissue_hires_scalef`` for the hires PNG). ``embedded_pixel_size_um`` is what the file itself
     says (TIFF resolution tags), if anything.
     """
 
-    array: np.ndarray
+    raster: Raster
     source_path: Path
     kind: Literal["fullres", "hires", "lowres"]
     scale_to_fullres: float = 1.0
     embedded_pixel_size_um: float | None = None
 
+    def __post_init__(self) -> None:
+        from hestdata.raster import ArrayRaster, Raster
+
+        if not isinstance(self.raster, Raster):
+            self.raster = ArrayRaster(self.raster, self.source_path)
+
     @property
     def height_px(self) -> int:
-        return int(self.array.shape[0])
+        return int(self.raster.height_px)
 
     @property
     def width_px(self) -> int:
-        return int(self.array.shape[1])
+        return int(self.raster.width_px)
 
 
 @dataclass

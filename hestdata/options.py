@@ -22,6 +22,7 @@ class Options(BaseModel):
     """Base of every options model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    workers: int | None = Field(default=None, ge=1, description="threads for patch rendering (default: all cores)")
     # CLI flag spelling where it is not the field name (``patches`` -> ``--patch``, repeatable)
     flags: ClassVar[dict[str, str]] = {"patches": "patch"}
     # options that are another way of setting a field (WSI ``tile_um`` sets ``patches``): a sample giving them

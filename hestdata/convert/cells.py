@@ -87,36 +87,50 @@ def pseudospot_frame(spots: Any, index: Any, grid: str) -> Any:
 
 def write_he(w: Any, xs: CellSample, pixel_size_um: float, sets: list[tuple[str, np.ndarray, str]],
              o: CellOptions) -> dict[str, PatchQC]:
-    """``images/he`` (affine to µm) and, per geometry and centre set, an H&E patch array."""
+    """``images/he`` (affine to µm, written strip by strip) and, per geometry and centre set, an H&E patch array
+    rendered band by band from the pyramid level it needs (patches in scan order; ``obs_index`` maps them to
+    table rows)."""
     from hestdata.curation.levels import check_resolution, finest_level_for
-    from hestdata.curation.patches import render_affine_patch
     from hestdata.curation.pyramid import pyramid_shapes
     from hestdata.store import layout as L
 
     a = he_to_um(xs, pixel_size_um)
-    he = xs.he.array
+    he = xs.he.raster
     he_ps = float(np.sqrt(abs(np.linalg.det(a[:2, :2]))))
-    n_levels = len(pyramid_shapes(he.shape[0], he.shape[1]))
+    n_levels = len(pyramid_shapes(he.height_px, he.width_px))
     geoms = [PatchGeometry.parse(g) for g in o.patches]
     for g in geoms:
         check_resolution(g, he_ps, where=str(xs.he.source_path))
     levels = {g: finest_level_for(he_ps, g.pixel_size_um, n_levels) for g in geoms}
-    _, kept = stages.write_pyramid(w, he, he_ps, set(levels.values()), name=L.IMAGE_HE, affine=a)
+    stages.write_raster_pyramid(w, he, he_ps, 1024, name=L.IMAGE_HE, affine=a)
     pqc: dict[str, PatchQC] = {}
     for g, lvl in levels.items():
         level_from_um = np.linalg.inv(a @ np.diag([2.0 ** lvl, 2.0 ** lvl, 1.0]))
         for prefix, centres, tname in sets:
             n = len(centres)
-            batch = (np.stack([render_affine_patch(kept[lvl], level_from_um, (float(x), float(y)), g)
-                               for x, y in centres]) if n else np.zeros((0, g.patch_size_px, g.patch_size_px, 3),
-                                                                        np.uint8))
             name = f"{prefix}-{g.name}"
-            w.write_patches(name, n, g.patch_size_px, [(0, batch)] if n else [], np.arange(n), centres,
-                            {"pixel_size_um": g.pixel_size_um, "source_level": lvl}, o.jpeg_quality, table=tname)
+            rows, batches = affine_patches(stages.level_raster(w, lvl), level_from_um, centres, g, o.workers)
+            w.write_patches(name, n, g.patch_size_px, batches, rows, centres[rows],
+                            {"pixel_size_um": g.pixel_size_um, "source_level": lvl}, o.jpeg_quality, table=tname,
+                            workers=o.workers)
             pqc[name] = PatchQC(n_patches=n, n_skipped_off_image=0, n_skipped_low_tissue=0, n_partial_outside_image=0,
                                 min_tissue_fraction=0.0, source_pixel_size_um=he_ps * 2 ** lvl,
                                 jpeg_quality=o.jpeg_quality)
     return pqc
+
+
+def affine_patches(level: Any, level_from_um: np.ndarray, centres_um: np.ndarray, g: PatchGeometry,
+                   workers: int | None) -> tuple[np.ndarray, Any]:
+    """Table rows in scan order and the ``(start, batch)`` stream of their patches, axis-aligned in µm."""
+    from hestdata.curation.bands import render_bands, scan_order
+    from hestdata.curation.patches import affine_boxes, affine_resample
+
+    boxes, maps = affine_boxes(level_from_um, centres_um, g)
+    middle = (boxes[:, :2] + boxes[:, 2:]) / 2
+    rows = scan_order(middle, float(np.median(boxes[:, 3] - boxes[:, 1])) if len(boxes) else 1.0)
+    boxes, maps = boxes[rows], maps[rows]
+    p = g.patch_size_px
+    return rows, render_bands(level, boxes, lambda crop, i: affine_resample(crop, maps[i], p), (p, p, 3), 256, workers)
 
 
 def write_morphology(w: Any, xs: CellSample, pixel_size_um: float) -> ImageInfo | None:

@@ -37,17 +37,17 @@ def write_tiles(w: Any, slide: Any, pixel_size_um: float, g: PatchGeometry, tiss
     from hestdata.curation.tiling import plan_tiles, render_tiles
 
     plan = plan_tiles(slide.width * pixel_size_um, slide.height * pixel_size_um, g, tissue, o.min_tissue_fraction)
-    imgs, origins, n_bg = [], [], 0
-    for batch, kept, bg in render_tiles(slide.read_region, pixel_size_um, slide.level_downsamples, plan, 256):
-        imgs.append(batch)
+    pw = w.patch_writer(g.name, len(plan.origins_um), g.patch_size_px, o.jpeg_quality, workers=o.workers)
+    origins, n_bg = [], 0
+    for batch, kept, bg in render_tiles(slide.read_region, pixel_size_um, slide.level_downsamples, plan, 256,
+                                        workers=o.workers):
+        pw.append(batch)  # streamed: only one batch of tiles is ever held
         origins.append(kept)
         n_bg += bg
-    arr = np.concatenate(imgs) if imgs else np.zeros((0, g.patch_size_px, g.patch_size_px, 3), np.uint8)
     org = np.concatenate(origins) if origins else np.zeros((0, 2))
-    n = len(arr)
-    w.write_patches(g.name, n, g.patch_size_px, [(0, arr)] if n else [], np.full(n, -1), org + g.field_of_view_um / 2,
-                    {"pixel_size_um": g.pixel_size_um, "tile_size_um": g.field_of_view_um,
-                     "coords_um_top_left": "centers_um - tile_size_um / 2"}, o.jpeg_quality, table="")
+    n = pw.finish(np.full(len(org), -1), org + g.field_of_view_um / 2,
+                  {"pixel_size_um": g.pixel_size_um, "tile_size_um": g.field_of_view_um,
+                   "coords_um_top_left": "centers_um - tile_size_um / 2"}, table="")
     level = finest_level_for(pixel_size_um, g.pixel_size_um, slide.level_downsamples)
     return PatchQC(n_patches=n, n_skipped_off_image=0, n_skipped_low_tissue=plan.n_low_tissue,
                    n_partial_outside_image=0, n_skipped_background=n_bg, min_tissue_fraction=o.min_tissue_fraction,

@@ -21,6 +21,7 @@ from hestdata.options import SpotOptions
 from hestdata.units import PatchGeometry
 
 THUMBNAIL_MAX_PX = 2048
+RENDER_BATCH = 256  # patches handed to the writer at a time (it regroups them into whole shards)
 
 
 @dataclass
@@ -119,9 +120,9 @@ def imported_plan(g: PatchGeometry, s: SpotSample, centres_um: np.ndarray, jpeg_
     return PatchPlan(g, rows, centres_um[rows], 0, g.pixel_size_um, centres_um[rows], 0.0, qc)
 
 
-def write_patch_arrays(w: Any, req: stages.Request, s: SpotSample, plans: list[Any], kept: dict[int, np.ndarray],
-                       o: SpotOptions) -> None:
-    """Render (or take the imported) patches of every plan and write them as sharded JPEG arrays."""
+def write_patch_arrays(w: Any, req: stages.Request, s: SpotSample, plans: list[Any], o: SpotOptions) -> None:
+    """Render (or take the imported) patches of every plan — band by band from the pyramid level just written,
+    on ``o.workers`` threads — and write them as sharded JPEG arrays."""
     from hestdata.curation.patches import render_patches
     from hestdata.store import layout as L
 
@@ -132,12 +133,12 @@ def write_patch_arrays(w: Any, req: stages.Request, s: SpotSample, plans: list[A
             imgs = s.precomputed_patches[p.geometry.name][0]
             batches = ((a, np.ascontiguousarray(imgs[a:a + shard])) for a in range(0, n, shard))
         else:
-            batches = render_patches(p, kept[p.level], batch_size=shard)
+            batches = render_patches(p, stages.level_raster(w, p.level), batch_size=RENDER_BATCH, workers=o.workers)
         if req.progress:
             batches = stages.progress(batches, n, f"{s.sample_id} {p.geometry.name}")
         w.write_patches(p.geometry.name, n, p.geometry.patch_size_px, batches, p.obs_rows, p.centres_um,
                         {"pixel_size_um": p.geometry.pixel_size_um, "source_level": p.level}, o.jpeg_quality,
-                        shard_patches=shard)
+                        shard_patches=shard, workers=o.workers)
 
 
 def spots_off_image(s: SpotSample) -> np.ndarray:
@@ -166,17 +167,14 @@ def check_agreement(req: stages.Request, s: SpotSample, st: SpotTable, tissue: A
 
 def write_image(w: Any, req: stages.Request, s: SpotSample, image_ps: float, levels: list[int],
                 geometries: list[PatchGeometry], st: SpotTable, o: SpotOptions
-                ) -> tuple[list[Any], dict[int, np.ndarray], float | None, ImageInfo | None, Any]:
-    """Pyramid, tissue, image-spot agreement and patch plans of the sample's H&E (nothing when it has none)."""
-    from hestdata.curation.pyramid import pyramid_shapes
-
+                ) -> tuple[list[Any], float | None, ImageInfo | None, Any]:
+    """Pyramid (read strip by strip), tissue, image-spot agreement and patch plans of the sample's H&E (nothing
+    when it has none)."""
     img = s.image
     if img is None:
-        return [], {}, None, None, None
-    shapes = pyramid_shapes(img.height_px, img.width_px)
-    t_idx = stages.thumbnail_level(shapes, THUMBNAIL_MAX_PX)
-    shapes, kept = stages.write_pyramid(w, img.array, image_ps, keep={t_idx, *levels})
-    tm = stages.write_tissue(w, kept[t_idx], image_ps * 2 ** t_idx)
+        return [], None, None, None
+    shapes, t_idx, thumb = stages.write_raster_pyramid(w, img.raster, image_ps, THUMBNAIL_MAX_PX)
+    tm = stages.write_tissue(w, thumb, image_ps * 2 ** t_idx)
     if tm.fraction == 0:
         req.warnings.append(f"{img.source_path}: no tissue found by Otsu segmentation")
     agreement = check_agreement(req, s, st, tm, o)
@@ -184,7 +182,7 @@ def write_image(w: Any, req: stages.Request, s: SpotSample, image_ps: float, lev
              for g, lvl in zip(geometries, levels, strict=True)]
     info = ImageInfo(source_path=str(img.source_path), kind=img.kind, pixel_size_um=image_ps,
                      width_px=img.width_px, height_px=img.height_px, n_levels=len(shapes))
-    return plans, kept, round(tm.fraction, 4), info, agreement
+    return plans, round(tm.fraction, 4), info, agreement
 
 
 def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_root: bool) -> Path:
@@ -212,11 +210,10 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
                                                   f"{int(marked.sum())} spots marked in tissue lie off the image",
                              f"likely causes: {LIKELY_CAUSES}")
     with SampleWriter(req.root, s.sample_id, overwrite=req.overwrite) as w:
-        plans, kept, tissue_fraction, info, agreement = write_image(w, req, s, image_ps, levels, geometries, st, o)
+        plans, tissue_fraction, info, agreement = write_image(w, req, s, image_ps, levels, geometries, st, o)
         w.write_shapes(L.SHAPES_SPOTS, spots_frame(s, st.centres_um, st.table.obs_names))
         w.write_table(st.table)
-        write_patch_arrays(w, req, s, plans, kept, o)
-        kept.clear()
+        write_patch_arrays(w, req, s, plans, o)
         obs = st.table.obs
         qc = QC(n_obs=int(st.table.n_obs), n_obs_in_tissue=int((obs["in_tissue"] > 0).sum()),
                 n_genes=int(st.table.n_vars), counts_integer=st.integer,

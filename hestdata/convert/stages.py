@@ -124,6 +124,34 @@ def write_pyramid(w: Any, hwc: np.ndarray, pixel_size_um: float, keep: set[int] 
     return shapes, kept
 
 
+def write_raster_pyramid(w: Any, raster: Any, pixel_size_um: float, thumbnail_max_px: int, **image_kwargs: Any
+                         ) -> tuple[list[tuple[int, int]], int, np.ndarray]:
+    """Stage 4 for an RGB raster read lazily (:class:`hestdata.raster.Raster`): the pyramid written strip by
+    strip; returns the level shapes, the thumbnail level and its pixels. The raster's decoded copy, if it keeps
+    one (JPEG), is released afterwards: later stages read the written pyramid."""
+    from hestdata.curation.pyramid import iter_pyramid_from, pyramid_shapes
+    from hestdata.store import layout as L
+
+    h0, w0 = raster.height_px, raster.width_px
+    shapes = pyramid_shapes(h0, w0)
+    t_idx = thumbnail_level(shapes, thumbnail_max_px)
+    kept: dict[int, np.ndarray] = {}
+    strips = iter_pyramid_from(lambda a, b: raster.read(a, b, 0, w0), h0, len(shapes), L.IMAGE_CHUNK_PX)
+    w.write_image(shapes, 3, np.uint8, pixel_size_um, keep_levels(strips, shapes, {t_idx}, (3,), np.uint8, kept),
+                  **image_kwargs)
+    raster.release()
+    return shapes, t_idx, kept[t_idx]
+
+
+def level_raster(w: Any, level: int, name: str | None = None) -> Any:
+    """A level of the pyramid ``w`` has written, as a raster (patches are cut from what the store holds)."""
+    from hestdata.raster import ZarrRaster
+    from hestdata.store import layout as L
+
+    image = name or L.IMAGE_HE
+    return ZarrRaster(w.group["images"][image][f"s{level}"], f"{w.tmp}/images/{image}/s{level}")
+
+
 def write_tissue(w: Any, thumb: np.ndarray, thumb_pixel_size_um: float) -> Any:
     """Stage 5: Otsu tissue mask of a thumbnail level, stored as ``shapes/tissue`` polygons."""
     import geopandas as gpd

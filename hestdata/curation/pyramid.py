@@ -44,15 +44,31 @@ def iter_pyramid(level0: np.ndarray, n_levels: int, strip_rows: int = STRIP_ROWS
     return iter_pyramid_from(lambda a, b: level0[a:b], level0.shape[0], n_levels, strip_rows)
 
 
+def read_ahead(read_rows: Callable[[int, int], np.ndarray], height: int, strip_rows: int
+               ) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first_row, strip)`` of level 0, the next strip read on a background thread while the caller works on
+    the current one (decoding overlaps downsampling and compression)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = list(range(0, height, strip_rows))
+    with ThreadPoolExecutor(1, thread_name_prefix="hestdata-strip") as ex:
+        nxt = ex.submit(read_rows, 0, min(height, strip_rows)) if starts else None
+        for i, r0 in enumerate(starts):
+            strip = nxt.result()  # type: ignore[union-attr]
+            if i + 1 < len(starts):
+                a = starts[i + 1]
+                nxt = ex.submit(read_rows, a, min(height, a + strip_rows))
+            yield r0, strip
+
+
 def iter_pyramid_from(read_rows: Callable[[int, int], np.ndarray], height: int, n_levels: int,
                       strip_rows: int = STRIP_ROWS) -> Iterator[tuple[int, int, np.ndarray]]:
-    """As :func:`iter_pyramid`, with level 0 read strip by strip by ``read_rows(first, stop)`` — a slide never
-    needs to be decoded whole."""
+    """As :func:`iter_pyramid`, with level 0 read strip by strip by ``read_rows(first, stop)`` (one strip ahead,
+    on a background thread) — an image never needs to be decoded whole."""
     depth = min(n_levels, int(np.log2(strip_rows)) + 1)  # levels reachable by cascading strips
     last_rows: list[np.ndarray] = []
-    h0 = height
-    for r0 in range(0, h0, strip_rows):
-        strip, row = read_rows(r0, min(h0, r0 + strip_rows)), r0
+    for r0, strip in read_ahead(read_rows, height, strip_rows):
+        row = r0
         for k in range(depth):
             yield k, row, strip
             if k == depth - 1:

@@ -48,33 +48,36 @@ def edge_density(tile: np.ndarray) -> float:
 
 
 def render_tiles(read_region, level0_um_per_px: float, level_downsamples: list[float], plan: TilePlan,
-                 batch_size: int, max_brightness: float = 220.0, min_edge_density: float = 0.02
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """Yield ``(batch (b, P, P, 3), kept origins (b, 2) µm, n_background)``; tiles are read from the coarsest level
-    not coarser than the target, then resized with Lanczos over the exact box."""
+                 batch_size: int, max_brightness: float = 220.0, min_edge_density: float = 0.02,
+                 workers: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Yield ``(batch (b, P, P, 3), kept origins (b, 2) µm, n_background)`` in plan order, ``batch_size`` tiles
+    considered at a time on ``workers`` threads (OpenSlide and PIL release the GIL); tiles are read from the
+    coarsest level not coarser than the target, then resized with Lanczos over the exact box."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
+
+    from hestdata.curation.bands import default_workers
 
     g = plan.geometry
     p = g.patch_size_px
     level = finest_level_for(level0_um_per_px, g.pixel_size_um, level_downsamples)
     ds = level_downsamples[level]
-    side0 = g.field_of_view_um / level0_um_per_px  # tile side in level-0 px
-    side_l = side0 / ds
-    buf, kept, n_bg = [], [], 0
-    for ox, oy in plan.origins_um:
-        x0, y0 = ox / level0_um_per_px, oy / level0_um_per_px
+    side_l = g.field_of_view_um / level0_um_per_px / ds  # tile side in level px
+
+    def tile(origin: np.ndarray) -> np.ndarray | None:
+        x0, y0 = origin[0] / level0_um_per_px, origin[1] / level0_um_per_px
         xi, yi = int(np.floor(x0)), int(np.floor(y0))
         w = int(np.ceil((x0 - xi) / ds + side_l)) + 1
         region = read_region(level, xi, yi, w, w)
         box = ((x0 - xi) / ds, (y0 - yi) / ds, (x0 - xi) / ds + side_l, (y0 - yi) / ds + side_l)
-        tile = np.asarray(Image.fromarray(region).resize((p, p), Image.Resampling.LANCZOS, box=box))
-        if tile.mean() > max_brightness or edge_density(tile) < min_edge_density:
-            n_bg += 1
-            continue
-        buf.append(tile)
-        kept.append((ox, oy))
-        if len(buf) == batch_size:
-            yield np.stack(buf), np.asarray(kept), n_bg
-            buf, kept, n_bg = [], [], 0
-    if buf or n_bg:
-        yield (np.stack(buf) if buf else np.zeros((0, p, p, 3), np.uint8)), np.asarray(kept).reshape(-1, 2), n_bg
+        t = np.asarray(Image.fromarray(region).resize((p, p), Image.Resampling.LANCZOS, box=box))
+        return None if t.mean() > max_brightness or edge_density(t) < min_edge_density else t
+
+    origins = plan.origins_um
+    with ThreadPoolExecutor(workers or default_workers(), thread_name_prefix="hestdata-tile") as pool:
+        for a in range(0, len(origins), batch_size):
+            tiles = list(pool.map(tile, origins[a:a + batch_size]))
+            keep = [i for i, t in enumerate(tiles) if t is not None]
+            batch = np.stack([tiles[i] for i in keep]) if keep else np.zeros((0, p, p, 3), np.uint8)
+            yield batch, origins[a:a + batch_size][keep].reshape(-1, 2), len(tiles) - len(keep)

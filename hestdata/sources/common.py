@@ -49,7 +49,7 @@ def pick_image(candidates: list[tuple[Path, str, float]], explicit: bool, warnin
                 raise InputError(path, "image file not found")
             continue
         img = load_image(path, kind=kind, scale_to_fullres=scale)
-        reason = blank_reason(img.array)
+        reason = blank_reason(img.raster)
         if reason is None:
             return img
         if explicit:

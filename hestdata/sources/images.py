@@ -1,50 +1,30 @@
-"""Decode H&E images (JPEG, PNG, TIFF incl. pyramidal / BigTIFF) into one RGB uint8 array.
+"""H&E image files (JPEG, PNG, TIFF incl. pyramidal / BigTIFF / OME-TIFF) as lazy RGB rasters.
 
-One full-resolution copy at most: JPEG goes through libjpeg-turbo (simplejpeg) straight into the array, TIFF
-level 0 through tifffile. Embedded pixel sizes are read from TIFF resolution tags or OME-XML.
+TIFF level 0 is read tile by tile (or strip by strip) through tifffile, so a gigapixel image is never held
+whole; JPEG goes through libjpeg-turbo (simplejpeg) — its overview by DCT scaling, level 0 decoded once when a
+conversion needs it. Embedded pixel sizes are read from TIFF resolution tags or OME-XML.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hestdata.errors import InputError
 from hestdata.model import RasterImage
+from hestdata.raster import ArrayRaster, Raster, channel_axis, to_rgb
 
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
 PNG_SUFFIXES = {".png"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8", ".svs"}
-
-
-def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Normalise (y, x[, c]) or (c, y, x) arrays of any common dtype to (y, x, 3) uint8."""
-    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
-        arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise InputError(path, f"unsupported image shape {arr.shape}; expected (y, x), (y, x, 3) or (y, x, 4)")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    if arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
-    if arr.dtype == np.uint16:
-        return np.ascontiguousarray((arr >> 8).astype(np.uint8))
-    if arr.dtype == bool:
-        return np.ascontiguousarray(arr.astype(np.uint8) * 255)
-    if np.issubdtype(arr.dtype, np.floating):
-        hi = float(np.nanmax(arr)) if arr.size else 1.0
-        scale = 255.0 if hi <= 1.0 else 1.0
-        return np.ascontiguousarray(np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8))
-    raise InputError(path, f"unsupported pixel type {arr.dtype}")
 
 
 def tiff_pixel_size_um(tif: object) -> tuple[float | None, str | None]:
@@ -112,60 +92,220 @@ def strict_tiff(path: str | Path, what: str | None = None) -> Iterator[None]:
                          "the file is incomplete; copy it again")
 
 
-def load_image(path: str | Path, kind: str = "fullres", scale_to_fullres: float = 1.0) -> RasterImage:
-    """Decode ``path`` into a :class:`RasterImage`; raise ``InputError`` naming the file on any failure."""
+class JpegRaster(Raster):
+    """A JPEG file: dimensions from the header, overview by libjpeg-turbo's DCT scaling (1/2 … 1/8, never a full
+    decode), level 0 decoded once on the first ``read`` — JPEG has no random access — and dropped by
+    :meth:`release`."""
+
+    def __init__(self, path: str | Path) -> None:
+        import simplejpeg
+
+        self.source_path = Path(path)
+        with self.source_path.open("rb") as f:
+            head = f.read(1 << 20)
+        try:
+            self.height_px, self.width_px, _, _ = simplejpeg.decode_jpeg_header(head)
+        except ValueError as exc:
+            raise InputError(self.source_path, f"cannot decode image (not a readable JPEG: {exc})") from exc
+        self._full: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def _decode(self, **scale: int) -> np.ndarray:
+        import simplejpeg
+
+        try:
+            return simplejpeg.decode_jpeg(self.source_path.read_bytes(), colorspace="RGB", **scale)
+        except (ValueError, OSError) as exc:
+            raise InputError(self.source_path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        with self._lock:
+            if self._full is None:
+                self._full = self._decode()
+        return self._full[y0:y1, x0:x1]
+
+    def overview(self, max_px: int = 1024) -> np.ndarray:
+        if self._full is not None:
+            return ArrayRaster(self._full, self.source_path).overview(max_px)
+        f = max(self.height_px, self.width_px) / max_px
+        k = 8 if f >= 8 else 4 if f >= 4 else 2 if f >= 2 else 1
+        return self._decode(min_height=-(-self.height_px // k), min_width=-(-self.width_px // k))
+
+    def probe(self) -> np.ndarray:
+        return self.overview(512)
+
+    def release(self) -> None:
+        with self._lock:
+            self._full = None
+
+
+class TiffRaster(Raster):
+    """Level 0 of a TIFF's first series (TIFF, BigTIFF, OME-TIFF, QPTIFF, SVS), read lazily: a memory map when the
+    pixels are uncompressed and contiguous, else tifffile's zarr view (only the tiles or strips a read touches
+    are decoded). A file stored as one compressed strip has no random access and is decoded once, on demand.
+    Truncated data is an error naming the file, never zeros. The overview comes from the file's own pyramid
+    when it has one."""
+
+    def __init__(self, path: str | Path) -> None:
+        import tifffile
+
+        self.source_path = Path(path)
+        with strict_tiff(self.source_path, "image"), tifffile.TiffFile(self.source_path) as tif:
+            self.embedded_pixel_size_um, _ = tiff_pixel_size_um(tif)
+            series = tif.series[0]
+            shape = tuple(int(v) for v in series.levels[0].shape)
+            self._level_shapes = [tuple(int(v) for v in lv.shape) for lv in series.levels]
+            self.dtype = np.dtype(series.dtype)
+        self._lead = 0
+        while len(shape) > 3 and shape[0] == 1:  # (1, y, x, c) and the like
+            shape, self._lead = shape[1:], self._lead + 1
+        if len(shape) not in (2, 3):
+            raise InputError(self.source_path, f"unsupported image shape {shape}; expected (y, x), (y, x, c) or (c, y, x)")
+        self._caxis = channel_axis(shape)
+        self.height_px, self.width_px = (shape[1], shape[2]) if self._caxis == 0 else (shape[0], shape[1])
+        self._arr: Any = None
+        self._closer: Any = None
+        self._float_scale: float | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:
+        import tifffile
+        import zarr
+
+        with tifffile.TiffFile(self.source_path) as tif:
+            lvl = tif.series[0].levels[0]
+            offset = lvl.dataoffset if lvl.keyframe.compression == 1 else None
+            if offset is not None:  # uncompressed and contiguous: rows are read with pread, no decode, no mmap
+                dtype = np.dtype(lvl.dtype).newbyteorder(tif.byteorder)
+                return _ContiguousRows(self.source_path, int(offset), tuple(int(v) for v in lvl.shape), dtype), None
+        store = tifffile.imread(self.source_path, aszarr=True, series=0, level=0)
+        z = zarr.open(store, mode="r")
+        if tuple(z.chunks) == tuple(z.shape):  # one compressed strip: no random access, decode once
+            arr = z[...]
+            store.close()
+            return arr, None
+        return z, store
+
+    def _index(self, y0: int, y1: int, x0: int, x1: int) -> tuple[Any, ...]:
+        lead = (0,) * self._lead
+        if self._caxis == 0:
+            return lead + (slice(None), slice(y0, y1), slice(x0, x1))
+        return lead + (slice(y0, y1), slice(x0, x1))
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        with self._lock, strict_tiff(self.source_path, "image"):
+            if self._arr is None:
+                self._arr, self._closer = self._open()
+            region = np.asarray(self._arr[self._index(y0, y1, x0, x1)])
+        if self._caxis == 0:
+            region = np.moveaxis(region, 0, -1)
+        if np.issubdtype(self.dtype, np.floating) and self._float_scale is None:
+            hi = float(np.nanmax(self.overview(512)))  # one scale for the whole image, not per region
+            self._float_scale = 255.0 if hi <= 1.0 else 1.0
+        return to_rgb(region, self.source_path, self._float_scale)
+
+    def _pyramid_level(self, max_px: int) -> int | None:
+        """The smallest stored level whose longer side is still ≥ ``max_px`` (None if the file has one level)."""
+        if len(self._level_shapes) < 2:
+            return None
+        sizes = [max(s[-3:-1]) if self._caxis != 0 else max(s[-2:]) for s in self._level_shapes]
+        fits = [i for i, m in enumerate(sizes) if m >= max_px]
+        return fits[-1] if fits else 0
+
+    def overview(self, max_px: int = 1024) -> np.ndarray:
+        import tifffile
+
+        level = self._pyramid_level(max_px)
+        if level is None or level == 0:
+            return super().overview(max_px)
+        with strict_tiff(self.source_path, "image"), tifffile.TiffFile(self.source_path) as tif:
+            arr = tif.series[0].levels[level].asarray()
+        while arr.ndim > 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        rgb = to_rgb(arr, self.source_path, 255.0 if np.issubdtype(arr.dtype, np.floating)
+                     and float(np.nanmax(arr)) <= 1.0 else None)
+        step = max(1, int(max(rgb.shape[:2]) // max_px))
+        return rgb[::step, ::step]
+
+    def probe(self) -> np.ndarray:
+        if self._pyramid_level(512) not in (None, 0):
+            return self.overview(512)
+        return super().probe()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._closer is not None:
+                self._closer.close()
+            self._arr, self._closer = None, None
+
+
+class _ContiguousRows:
+    """Index (rows, cols) boxes of an uncompressed, contiguous TIFF image by reading just those rows from the file
+    (a memory map would count the whole file against the address space and, once touched, the resident set)."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+
+    def __getitem__(self, index: tuple[Any, ...]) -> np.ndarray:
+        shape, index = list(self.shape), list(index)
+        while len(shape) > 3 or (len(shape) == 3 and isinstance(index[0], int)):  # leading singleton axes
+            shape, index = shape[1:], index[1:]
+        planar = len(index) == 3  # (c, y, x)
+        ys, xs = index[-2], index[-1]
+        planes = range(shape[0]) if planar else [0]
+        h, w = (shape[1], shape[2]) if planar else (shape[0], shape[1])
+        per_px = self.dtype.itemsize * (1 if planar or len(shape) == 2 else shape[2])
+        out = []
+        with open(self.path, "rb") as f:
+            for c in planes:
+                start = self.offset + (c * h * w + ys.start * w) * per_px
+                n = (ys.stop - ys.start) * w * per_px
+                buf = os.pread(f.fileno(), n, start)
+                if len(buf) != n:
+                    raise InputError(self.path, "truncated or corrupt TIFF: image data end before the declared size",
+                                     "the file is incomplete; copy it again")
+                rows = np.frombuffer(buf, dtype=self.dtype).reshape((ys.stop - ys.start, w, -1))
+                out.append(rows[:, xs.start:xs.stop])
+        block = np.stack([o[..., 0] for o in out]) if planar else out[0]
+        return block if len(shape) == 3 or planar else block[..., 0]
+
+
+def open_raster(path: str | Path) -> Raster:
+    """A lazy :class:`~hestdata.raster.Raster` over an image file (JPEG, PNG, TIFF family); errors name the file."""
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "image file not found")
     suffix = p.suffix.lower()
-    embedded: float | None = None
     try:
         if suffix in JPEG_SUFFIXES:
-            import simplejpeg
-
-            data = p.read_bytes()
-            arr = simplejpeg.decode_jpeg(data, colorspace="RGB")
-            del data
-        elif suffix in PNG_SUFFIXES:
+            return JpegRaster(p)
+        if suffix in TIFF_SUFFIXES:
+            return TiffRaster(p)
+        if suffix in PNG_SUFFIXES:
             from PIL import Image
 
             with Image.open(p) as im:
                 im.load()
                 if im.mode not in ("RGB", "RGBA", "L", "I;16", "I"):
                     im = im.convert("RGB")
-                arr = np.asarray(im)
-        elif suffix in TIFF_SUFFIXES:
-            import tifffile
-
-            with strict_tiff(p), tifffile.TiffFile(p) as tif:
-                embedded, _src = tiff_pixel_size_um(tif)
-                arr = tif.series[0].levels[0].asarray()
-            if arr.ndim == 4 and arr.shape[0] == 1:
-                arr = arr[0]
-        else:
-            raise InputError(p, f"unsupported image format '{suffix}'", "use TIFF, JPEG or PNG")
+                return ArrayRaster(np.asarray(im), p)
     except InputError:
         raise
     except Exception as exc:  # decoder errors come in many types; name the file and the cause
         raise InputError(p, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
-    rgb = _to_rgb(arr, p)
-    del arr
-    return RasterImage(
-        array=rgb,
-        source_path=p,
-        kind=kind,  # type: ignore[arg-type]
-        scale_to_fullres=scale_to_fullres,
-        embedded_pixel_size_um=embedded,
-    )
+    raise InputError(p, f"unsupported image format '{suffix}'", "use TIFF, JPEG or PNG")
 
 
-def blank_reason(arr: np.ndarray) -> str | None:
-    """Why ``arr`` looks blank ('all black', 'all white', 'uniform'), or None if it has content.
+def load_image(path: str | Path, kind: str = "fullres", scale_to_fullres: float = 1.0) -> RasterImage:
+    """A :class:`RasterImage` over ``path`` (read lazily); raise ``InputError`` naming the file on any failure."""
+    raster = open_raster(path)
+    return RasterImage(raster=raster, source_path=Path(path), kind=kind,  # type: ignore[arg-type]
+                       scale_to_fullres=scale_to_fullres,
+                       embedded_pixel_size_um=getattr(raster, "embedded_pixel_size_um", None))
 
-    Checked on a strided sample so that it costs milliseconds on a 10k x 10k image.
-    """
-    step = max(1, int(np.sqrt(arr.shape[0] * arr.shape[1] / 250_000)))
-    sample = arr[::step, ::step].astype(np.float32)
+
+def _blank(sample: np.ndarray) -> str | None:
+    sample = sample.astype(np.float32)
     mean, std = float(sample.mean()), float(sample.std())
     if std < 2.0:
         if mean < 10:
@@ -174,3 +314,17 @@ def blank_reason(arr: np.ndarray) -> str | None:
             return f"all white (mean {mean:.1f}, std {std:.2f})"
         return f"uniform (mean {mean:.1f}, std {std:.2f})"
     return None
+
+
+def blank_reason(image: Raster | np.ndarray) -> str | None:
+    """Why an image looks blank ('all black', 'all white', 'uniform'), or None if it has content.
+
+    Judged on a cheap probe (a strided sample, a stored pyramid level, a DCT-scaled decode, or a grid of small
+    windows); a probe that looks blank is confirmed on a full overview before anything is called blank.
+    """
+    if isinstance(image, np.ndarray):
+        step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 250_000)))
+        return _blank(image[::step, ::step])
+    if _blank(image.probe()) is None:
+        return None
+    return _blank(image.overview(1024))

@@ -213,7 +213,7 @@ def _read_he(he_image: str | Path | None, he_alignment: str | Path | None,
     if (he_alignment is None) == (he_affine_um is None):
         raise InputError(he_image, "an H&E image needs exactly one of --he-alignment or --he-affine-um")
     he = load_image(he_image)
-    reason = blank_reason(he.array)
+    reason = blank_reason(he.raster)
     if reason:
         raise InputError(he_image, f"image is blank: {reason}")
     if he_alignment is not None:
