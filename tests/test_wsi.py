@@ -110,6 +110,33 @@ def test_attention_mil_recovers_a_sparse_signal():
     assert w[:3].sum() > 0.3  # attention finds the informative patches
 
 
+def test_transformer_mil_learns_what_mean_pooling_cannot():
+    """Both classes have the same expected bag mean: positives hold 4 patches at +6 on feature 0, negatives 8
+    patches at +3. Only a model that looks at patches one by one (and compares them) can tell them apart."""
+    from hestdata.bench.tasks.slide_mil import slide_mil_protocol
+
+    rng = np.random.default_rng(3)
+    bags, labels, coords = {}, {}, {}
+    for i in range(40):
+        x = rng.normal(size=(80, 8)).astype(np.float32)
+        y = i % 2
+        if y:
+            x[:4, 0] += 6.0
+        else:
+            x[:8, 0] += 3.0
+        perm = rng.permutation(80)
+        bags[f"p{i}"], labels[f"p{i}"] = x[perm], y
+        coords[f"p{i}"] = np.column_stack([np.arange(80) % 10, np.arange(80) // 10]).astype(float) * 112.0
+    res = slide_mil_protocol(bags, labels, n_folds=4, epochs=20, seed=0, aggregator="transformer", coords=coords)
+    assert {"transformer_auroc", "transformer_balanced_accuracy"} <= set(res.folds[0])
+    assert res.mean("transformer_auroc") > 0.9, res.folds
+    assert res.mean("meanpool_auroc") < 0.75, res.folds  # the mean carries no signal
+    w = res.attention["p1"]
+    assert w.shape == (80,) and np.isclose(w.sum(), 1.0, atol=1e-4)
+    with pytest.raises(ValueError, match="aggregator"):
+        slide_mil_protocol(bags, labels, aggregator="mean")
+
+
 def test_export_stamp_and_trident(cmu, tmp_path):
     from typer.testing import CliRunner
 

@@ -18,6 +18,16 @@ PRIMARY = {"expression": "pearson_mean", "retrieval": "img2expr_recall@5", "batc
            "classification": "linear_balanced_accuracy", "slide_mil": "abmil_auroc"}
 
 
+def primary_metric(task_type: str, metrics: list[str]) -> str:
+    """The metric a task is ranked by: the type's primary, or for MIL tasks trained with another aggregator its
+    ``<aggregator>_auroc`` (``abmil_auroc`` / ``transformer_auroc``), else the first metric."""
+    p = PRIMARY.get(task_type)
+    if p in metrics:
+        return p
+    mil = [m for m in metrics if m.endswith("_auroc") and not m.startswith("meanpool")]
+    return mil[0] if task_type == "slide_mil" and mil else (metrics[0] if metrics else "")
+
+
 def _versions() -> str:
     out = {}
     for pkg in ("hestdata", "torch", "timm", "scikit-learn", "numpy"):
@@ -137,7 +147,7 @@ def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
     for task in sorted(set(df["task"].to_list())):
         sub = df.filter(df["task"] == task)
         mets = sorted(set(sub["metric"].to_list()))
-        primary = (metrics or {}).get(task) or PRIMARY.get(sub["task_type"][0], mets[0])
+        primary = (metrics or {}).get(task) or primary_metric(sub["task_type"][0], mets)
         mets = [primary] + [m for m in mets if m != primary] if primary in mets else mets
         labels = _labels(sub)
         prim = sub.filter(sub["metric"] == mets[0]).sort("mean", descending=not lower_is_better(mets[0]),
@@ -183,7 +193,7 @@ def render_html(df: Any, title: str = "hestdata leaderboard") -> str:
     for task in sorted(set(df["task"].to_list())):
         sub = df.filter(df["task"] == task)
         ttype = sub["task_type"][0]
-        primary = PRIMARY.get(ttype)
+        primary = primary_metric(ttype, sorted(set(sub["metric"].to_list())))
         mets = sorted(set(sub["metric"].to_list()), key=lambda m: (m != primary, m))
         parts.append(f"<section class='task' data-task='{html.escape(task)}'><h2>{html.escape(task)}</h2>")
         parts.append("<table><tr><th>encoder</th>" + "".join(

@@ -108,13 +108,16 @@ def _table(root_url: str, sid: str, storage_options: dict[str, Any], columns: li
     return X, [str(v) for v in var.index], obs
 
 
-def _patch_rows(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> np.ndarray:
+def _patch_group(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> Any:
     from hestdata.io.fs import ProcessLocalFS, join, split_url
     from hestdata.store.access import open_group
 
     protocol, base = split_url(root_url)
-    g = open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), L.PATCH_GROUP, patch))
-    return np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64)
+    return open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), L.PATCH_GROUP, patch))
+
+
+def _patch_rows(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> np.ndarray:
+    return np.asarray(_patch_group(root_url, sid, patch, storage_options)[L.PATCH_OBS_INDEX][:], dtype=np.int64)
 
 
 def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path | Task, *, batch_size: int = 64,
@@ -262,13 +265,25 @@ def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np
             y[pt] = label
     opts = dict(t.options)
     want_maps = bool(opts.pop("heatmaps", True))
+    agg = str(opts.get("aggregator", "abmil"))
+    if agg == "transformer" and "coords" not in opts:  # positions of the patches, aligned with the bags
+        pos: dict[str, list[np.ndarray]] = {}
+        for s in ids:
+            if s in lab:
+                pos.setdefault(lab[s][0], []).append(_patch_centres(r, s, t.patch))
+        opts["coords"] = {p: np.concatenate(c) for p, c in pos.items()}
     res = slide_mil_protocol({p: np.concatenate(b) for p, b in bags.items()}, y, **opts)
     if want_maps and "://" not in r.url:
         _attention_maps(Path(r.url), t, enc, ids, lab, embs, res.attention, echo)
     if echo and missing:
         echo(f"  {len(missing)} slide(s) without a label were left out: {missing[:5]}")
     return {k: [(str(f["fold"]), f[k]) for f in res.folds]
-            for k in ("abmil_auroc", "abmil_balanced_accuracy", "meanpool_auroc", "meanpool_balanced_accuracy")}
+            for k in (f"{agg}_auroc", f"{agg}_balanced_accuracy", "meanpool_auroc", "meanpool_balanced_accuracy")}
+
+
+def _patch_centres(r: Any, sample_id: str, patch: str) -> np.ndarray:
+    """(n, 2) µm centres of a sample's patch array, in patch order (the order of its embeddings)."""
+    return np.asarray(_patch_group(r.url, sample_id, patch, r.storage_options)[L.PATCH_CENTERS][:], dtype=np.float64)
 
 
 def _attention_maps(root: Path, t: Task, enc: Any, ids: list[str], lab: dict[str, tuple[str, Any]],

@@ -42,6 +42,64 @@ def _gated_abmil(d_in: int, n_classes: int, hidden: int = 128, attn: int = 64) -
     return GatedABMIL()
 
 
+def _transformer_mil(d_in: int, n_classes: int, hidden: int = 128, heads: int = 4, layers: int = 2,
+                     dropout: float = 0.1) -> Any:
+    """A small pre-norm transformer over patch features with a class token (the transformer MSI pipeline of
+    Wagner et al., 2023, scaled to benchmark size). With coordinates, a 2D sinusoidal encoding of each patch's
+    position (µm, relative to the bag's centre, in units of 256 µm) is added to its token. ``forward`` returns
+    the logits and the class token's attention over the patches in the last layer (mean over heads), which the
+    heatmaps show as they show ABMIL's weights."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n1, self.n2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+            self.attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(2 * hidden, hidden))
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = self.n1(x)
+            a, w = self.attn(h, h, h, need_weights=True, average_attn_weights=True)
+            x = x + a
+            return x + self.mlp(self.n2(x)), w
+
+    class TransformerMIL(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout))
+            self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
+            self.blocks = nn.ModuleList([Block() for _ in range(layers)])
+            self.norm = nn.LayerNorm(hidden)
+            self.head = nn.Linear(hidden, n_classes)
+
+        def position(self, coords: torch.Tensor) -> torch.Tensor:
+            c = (coords - coords.mean(0)) / 256.0
+            k = hidden // 4
+            freq = torch.exp(torch.arange(k, dtype=torch.float32) * (-np.log(100.0) / max(k - 1, 1)))
+            ang = torch.cat([c[:, :1] * freq, c[:, 1:2] * freq], dim=1)
+            return torch.cat([ang.sin(), ang.cos()], dim=1)[:, :hidden]
+
+        def forward(self, bag: torch.Tensor, coords: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+            h = self.embed(bag)
+            if coords is not None:
+                h = h + self.position(coords)
+            x = torch.cat([self.cls[0], h], dim=0)[None]
+            w = torch.zeros(len(bag))
+            for blk in self.blocks:
+                x, att = blk(x)
+                w = att[0, 0, 1:]
+            return self.head(self.norm(x[0, 0])), w / w.sum().clamp_min(1e-12)  # over patches (not the token)
+
+    return TransformerMIL()
+
+
+AGGREGATORS = ("abmil", "transformer")
+
+
 def _auroc(y: np.ndarray, proba: np.ndarray, classes: list[Any]) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -78,9 +136,12 @@ def slide_mil_protocol(*args: Any, **kwargs: Any) -> Any:
 
 
 def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, n_folds: int = 5, seed: int = 1,
-                       epochs: int = 40, lr: float = 5e-4, hidden: int = 128) -> MilResult:
-    """Per fold: train gated ABMIL and the mean-pool baseline on the training patients, evaluate AUROC and
-    balanced accuracy on the held-out patients."""
+                       epochs: int = 40, lr: float = 5e-4, hidden: int = 128, aggregator: str = "abmil",
+                       coords: dict[str, np.ndarray] | None = None) -> MilResult:
+    """Per fold: train the aggregator (gated ABMIL or a transformer, ``aggregator``) and the mean-pool baseline on
+    the training patients, evaluate AUROC and balanced accuracy on the held-out patients. Fold metrics are
+    named ``<aggregator>_auroc`` / ``<aggregator>_balanced_accuracy``; ``coords`` (patient → (n, 2) µm, aligned
+    with the bag) give the transformer its positional encoding."""
     import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -95,6 +156,8 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
     k = int(min(n_folds, min(np.sum(y == c) for c in classes)))
     if k < 2:
         raise ValueError("slide_mil needs at least two patients per class")
+    if aggregator not in AGGREGATORS:
+        raise ValueError(f"unknown MIL aggregator {aggregator!r}; choose one of {AGGREGATORS}")
     res = MilResult()
     cidx = {c: i for i, c in enumerate(classes)}
     for fold, (tr, te) in enumerate(StratifiedKFold(k, shuffle=True, random_state=seed).split(patients, y)):
@@ -103,15 +166,23 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
         mu, sd = allx.mean(0), allx.std(0) + 1e-6
         torch.manual_seed(seed + fold)
         gen = np.random.default_rng(seed + fold)
-        model = _gated_abmil(allx.shape[1], len(classes), hidden)
+        model = (_transformer_mil(allx.shape[1], len(classes), hidden) if aggregator == "transformer"
+                 else _gated_abmil(allx.shape[1], len(classes), hidden))
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         counts = np.bincount([cidx[str(labels[p])] for p in train_p], minlength=len(classes)).astype(np.float32)
         weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(classes))
         tbags = {p: torch.tensor((bags[p] - mu) / sd, dtype=torch.float32) for p in patients}
+        tpos = {p: torch.tensor(coords[p], dtype=torch.float32) for p in patients} if coords else {}
+
+        def run(p: str) -> Any:
+            if aggregator == "transformer":
+                return model(tbags[p], tpos.get(p))
+            return model(tbags[p])
+
         for _ in range(epochs):
             model.train()
             for p in gen.permutation(train_p):
-                logits, _ = model(tbags[p])
+                logits, _ = run(p)
                 loss = torch.nn.functional.cross_entropy(logits[None], torch.tensor([cidx[str(labels[p])]]), weight=weight)
                 opt.zero_grad()
                 loss.backward()
@@ -120,7 +191,7 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
         proba, attn = [], {}
         with torch.no_grad():
             for p in test_p:
-                logits, w = model(tbags[p])
+                logits, w = run(p)
                 proba.append(torch.softmax(logits, 0).numpy())
                 attn[p] = w.numpy()
         proba_a = np.stack(proba)
@@ -132,7 +203,8 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
         proba_b = lr_model.predict_proba(mean_te)
         res.folds.append({
             "fold": fold, "test_patients": test_p,
-            "abmil_auroc": _auroc(yt, proba_a, classes), "abmil_balanced_accuracy": balanced_accuracy(yt, pred),
+            f"{aggregator}_auroc": _auroc(yt, proba_a, classes),
+            f"{aggregator}_balanced_accuracy": balanced_accuracy(yt, pred),
             "meanpool_auroc": _auroc(yt, proba_b, list(lr_model.classes_)),
             "meanpool_balanced_accuracy": balanced_accuracy(yt, lr_model.predict(mean_te)),
         })
