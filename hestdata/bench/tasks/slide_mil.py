@@ -100,6 +100,11 @@ def _transformer_mil(d_in: int, n_classes: int, hidden: int = 128, heads: int = 
 AGGREGATORS = ("abmil", "transformer")
 
 
+def _forward(model: Any, aggregator: str, bag: Any, pos: Any) -> Any:
+    """(logits, weights over patches) of one bag; the transformer also takes the patch positions."""
+    return model(bag, pos) if aggregator == "transformer" else model(bag)
+
+
 def _auroc(y: np.ndarray, proba: np.ndarray, classes: list[Any]) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -174,15 +179,10 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
         tbags = {p: torch.tensor((bags[p] - mu) / sd, dtype=torch.float32) for p in patients}
         tpos = {p: torch.tensor(coords[p], dtype=torch.float32) for p in patients} if coords else {}
 
-        def run(p: str) -> Any:
-            if aggregator == "transformer":
-                return model(tbags[p], tpos.get(p))
-            return model(tbags[p])
-
         for _ in range(epochs):
             model.train()
             for p in gen.permutation(train_p):
-                logits, _ = run(p)
+                logits, _ = _forward(model, aggregator, tbags[p], tpos.get(p))
                 loss = torch.nn.functional.cross_entropy(logits[None], torch.tensor([cidx[str(labels[p])]]), weight=weight)
                 opt.zero_grad()
                 loss.backward()
@@ -191,7 +191,7 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
         proba, attn = [], {}
         with torch.no_grad():
             for p in test_p:
-                logits, w = run(p)
+                logits, w = _forward(model, aggregator, tbags[p], tpos.get(p))
                 proba.append(torch.softmax(logits, 0).numpy())
                 attn[p] = w.numpy()
         proba_a = np.stack(proba)
