@@ -45,10 +45,10 @@ def tissue_blocks() -> list[np.ndarray]:
     import simplejpeg
     import tifffile
 
-    images = [simplejpeg.decode_jpeg(p.read_bytes()) for p in sorted((DATA / "st_legacy/her2st/ST-imgs").rglob("*.jpg"))]
-    images.append(tifffile.imread(DATA / "wsi" / "CMU-1-Small-Region.svs")[..., :3])
+    paths = sorted((DATA / "st_legacy/her2st/ST-imgs").rglob("*.jpg")) + [DATA / "wsi" / "CMU-1-Small-Region.svs"]
     blocks = []
-    for img in images:
+    for p in paths:  # one image at a time: the parent's memory is not what is measured, but keep it small
+        img = simplejpeg.decode_jpeg(p.read_bytes()) if p.suffix == ".jpg" else tifffile.imread(p)[..., :3]
         for y in range(0, img.shape[0] - TILE_PX, TILE_PX):
             for x in range(0, img.shape[1] - TILE_PX, TILE_PX):
                 b = img[y:y + TILE_PX, x:x + TILE_PX]
@@ -128,7 +128,7 @@ def build_spots(path: Path, side: int) -> int:
 
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 mode, h5ad, image, out, cores = sys.argv[1:6]
 os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:int(cores)]))
 t0 = time.perf_counter()
@@ -182,7 +182,9 @@ elif mode == "patch-stage":
                          plan.obs_rows, centres, {}, 90)
     n = len(centres)
 elapsed = time.perf_counter() - t0
-print(json.dumps({"seconds": elapsed, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report its parent's peak
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"seconds": elapsed, "peak_rss_mib": hwm / 1024,
                   **({"patches": n} if mode == "patch-stage" else {})}))
 """
 

@@ -45,6 +45,8 @@ _EXPORTS = {
     "load_encoder": "hestdata.bench.encoders",
     "PatchDataset": "hestdata.loader.dataset",
     "make_loader": "hestdata.loader.loader",
+    "SlideDataset": "hestdata.loader.slides",
+    "SlideLoader": "hestdata.loader.slides",
     "BatchAugment": "hestdata.loader.augment",
     "PatchGeometry": "hestdata.units",
     "SampleMetadata": "hestdata.metadata",

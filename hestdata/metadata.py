@@ -128,6 +128,16 @@ class QC(_Model):
     warnings: list[str] = Field(default_factory=list)
 
 
+class SlideProfileInfo(_Model):
+    """The slide-level profile stored in ``tables/slide_profile`` (one row)."""
+
+    kind: Literal["pseudobulk", "file"] = Field(description="pseudobulk: sum of in-tissue spot counts; file: given")
+    n_genes: int = Field(ge=0)
+    n_spots: int | None = Field(default=None, ge=0, description="spots summed (pseudobulk; obs column in_profile)")
+    source: str | None = Field(default=None, description="the profile file, when given")
+    total: float = Field(ge=0, description="sum of the profile's values")
+
+
 class SampleMetadata(_Model):
     """Everything recorded about one sample (root attrs ``hestdata`` of ``samples/<id>.zarr``)."""
 
@@ -156,6 +166,9 @@ class SampleMetadata(_Model):
     image: ImageInfo | None = None
     qc: QC
     markers: list[MarkerInfo] = Field(default_factory=list, description="multiplex channels (images/if)")
+    slide_profile: SlideProfileInfo | None = Field(default=None, description="tables/slide_profile, if any")
+    alterations: dict[str, bool | float | str] = Field(
+        default_factory=dict, description="slide-level alterations (tables/slide_alterations), e.g. MSI status")
     dropped_channels: list[str] = Field(default_factory=list, description="source channels left out on request")
     missing_elements: list[Literal["image", "shapes", "expression", "patches", "points"]] = Field(
         default_factory=list, description="elements left out by a partial download")

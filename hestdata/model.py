@@ -104,6 +104,8 @@ class Sample:
     source_files: list[Path] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # slide-level files attached to any sample: "profile" (gene, value), "alterations" (one row of labels)
+    slide_inputs: dict[str, Path] = field(default_factory=dict)
 
     @property
     def where(self) -> str:

@@ -68,6 +68,8 @@ class SpotOptions(Options):
     shard_patches: int | None = Field(default=None, ge=1, description="patches per shard file (default 1000)")
     allow_image_mismatch: bool = Field(default=False, description="convert even when the spots do not agree "
                                                                   "with the image (recorded in the QC)")
+    pseudobulk: bool = Field(default=True, description="store the sum of the in-tissue spots' counts as the "
+                                                       "slide profile (unless a profile file is given)")
 
 
 class CellOptions(Options):
@@ -79,6 +81,8 @@ class CellOptions(Options):
     grid: Literal["square", "hex"] = Field(default="square", description="pseudo-spot grid: square or hex")
     min_qv: float = Field(default=20.0, ge=0, description="minimum transcript quality counted in pseudo-spots")
     jpeg_quality: int = JpegQuality
+    pseudobulk: bool = Field(default=True, description="store the sum of all cells' counts as the slide profile "
+                                                       "(unless a profile file is given)")
 
     @field_validator("pseudospot_um")
     @classmethod

@@ -15,7 +15,8 @@ LEADERBOARD = "leaderboard.parquet"
 
 # the metric each task type is ranked by
 PRIMARY = {"expression": "pearson_mean", "retrieval": "img2expr_recall@5", "batch_effect": "batch_balanced_accuracy",
-           "classification": "linear_balanced_accuracy", "slide_mil": "abmil_auroc"}
+           "classification": "linear_balanced_accuracy", "slide_mil": "abmil_auroc",
+           "slide_expression": "pearson_mean", "slide_retrieval": "slide2profile_recall@1"}
 
 
 def primary_metric(task_type: str, metrics: list[str]) -> str:
@@ -126,8 +127,9 @@ CHANCE = {"pearson_mean": "0 (no correlation)", "auroc": "0.5", "recall@1": "1/n
 
 
 def lower_is_better(metric: str) -> bool:
-    """Ranks (median rank) are better when lower; every other metric here is better when higher."""
-    return "rank" in metric
+    """Ranks (median rank) and squared errors are better when lower; every other metric here is better when
+    higher."""
+    return "rank" in metric or metric == "mse" or metric.endswith("_mse")
 
 
 def _labels(sub: Any) -> dict[str, str]:

@@ -23,7 +23,8 @@ from hestdata.errors import InputError
 from hestdata.store import layout as L
 from hestdata.units import DEFAULT_PATCH
 
-TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil")
+TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil", "slide_expression",
+              "slide_retrieval")
 
 
 @dataclass
@@ -152,6 +153,10 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     emb = np.concatenate([embs[s] for s in ids])
     if t.type == "slide_mil":
         results = _run_slide_mil(t, r, enc, ids, embs, echo)
+    elif t.type in ("slide_expression", "slide_retrieval"):
+        from hestdata.bench.slide_runner import run_slide_task
+
+        results = run_slide_task(t, r, ids, embs, groups_of)
     else:
         groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
         batch = np.concatenate([[s] * len(embs[s]) for s in ids])

@@ -274,13 +274,28 @@ def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
                 patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_1.14286um",
                 checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None,
                 batch_size: Annotated[int, typer.Option(help="Patches per batch.")] = 64,
-                workers: Annotated[int, typer.Option(help="Loader workers.")] = 0) -> None:
-    """Compute (and cache) per-patch features of every sample with the patch array."""
+                workers: Annotated[int, typer.Option(help="Loader workers.")] = 0,
+                grid: Annotated[str | None, typer.Option(
+                    help="Embed a regular grid of this geometry over each image instead (e.g. 512px_0.5um: "
+                         "TITAN-style feature grids with an empty-cell mask).")] = None) -> None:
+    """Compute (and cache) per-patch features of every sample with the patch array (or a feature grid)."""
     from hestdata.bench.embed import embed_samples
     from hestdata.bench.encoders import load_encoder
     from hestdata.store.catalog import open_catalog
 
     cat = open_catalog(root)
+    if grid:
+        from hestdata.bench.grid import embed_grid
+
+        enc = load_encoder(encoder, checkpoint=checkpoint)
+        ids = [i for i, e in zip(cat["id"].to_list(), cat["elements"].to_list(), strict=True) if "image" in e]
+        grids = embed_grid(root, enc, ids, grid=grid, batch_size=batch_size,
+                           on_sample=lambda s, hit: typer.echo(f"  {s}: {'cached' if hit else 'embedded'}"))
+        for s, g in grids.items():
+            typer.echo(f"  {s}: grid {g.mask.shape[0]} x {g.mask.shape[1]} cells of {g.cell_um:g} µm, "
+                       f"{int(g.mask.sum())} with tissue")
+        typer.echo(f"{len(grids)} sample(s), encoder {enc.name}")
+        return
     ids = [i for i, a in zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), strict=True) if patch in a]
     enc = load_encoder(encoder, checkpoint=checkpoint)
     out = embed_samples(root, enc, ids, patch=patch, batch_size=batch_size, num_workers=workers,
@@ -325,12 +340,26 @@ def export_cmd(layout: Annotated[str, typer.Argument(help="stamp or trident.")],
                dest: Annotated[Path, typer.Argument(help="Output folder.")],
                encoder: Annotated[str, typer.Option(help="Encoder name.")],
                patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_1.14286um",
-               checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None) -> None:
+               checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None,
+               grid: Annotated[str | None, typer.Option(
+                   help="Export a feature grid of this geometry (TRIDENT layout + grid_index).")] = None) -> None:
     """Write per-slide patch features in the STAMP or TRIDENT HDF5 layout."""
     from hestdata.bench.encoders import load_encoder
     from hestdata.bench.export import export_features
 
-    files = export_features(root, load_encoder(encoder, checkpoint=checkpoint), dest, layout=layout, patch=patch)
+    enc = load_encoder(encoder, checkpoint=checkpoint)
+    if grid:
+        from hestdata.bench.grid import embed_grid, export_grid_trident
+        from hestdata.store.catalog import open_catalog
+
+        if layout != "trident":
+            raise typer.BadParameter("feature grids are exported in the trident layout")
+        cat = open_catalog(root)
+        ids = [i for i, e in zip(cat["id"].to_list(), cat["elements"].to_list(), strict=True) if "image" in e]
+        files = export_grid_trident(root, embed_grid(root, enc, ids, grid=grid), enc, dest)
+        typer.echo(f"wrote {len(files)} file(s) under {dest}")
+        return
+    files = export_features(root, enc, dest, layout=layout, patch=patch)
     typer.echo(f"wrote {len(files)} file(s) under {dest}")
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hestdata.sources.registry import Source
+from hestdata.sources.registry import SLIDE_INPUTS, Source
 
 _COMMON = ("out", "sample_id", "overwrite", "meta", "no_patches")
 
@@ -77,7 +77,7 @@ def _input_params(src: Source) -> list[inspect.Parameter]:
     for name in req[1:]:
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
             Path, typer.Option("--" + name.replace("_", "-"), metavar="PATH", help=_sentence(src.inputs[name]) + ".")]))
-    for name, help_ in src.optional_inputs.items():
+    for name, help_ in {**src.optional_inputs, **{k: v for k, v in SLIDE_INPUTS.items() if k not in src.inputs}}.items():
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
             Path | None, typer.Option("--" + name.replace("_", "-"), metavar="PATH", help=_sentence(help_) + ".")]))
     return params
@@ -108,7 +108,7 @@ def run_convert(src: Source, values: dict[str, Any], echo: Any) -> list[Path]:
     from hestdata.cli.common import meta_fields
     from hestdata.convert import convert
 
-    inputs = {k: values.pop(k) for k in [*src.inputs, *src.optional_inputs]}
+    inputs = {k: values.pop(k) for k in dict.fromkeys([*src.inputs, *src.optional_inputs, *SLIDE_INPUTS])}
     out, sid, overwrite = values.pop("out"), values.pop("sample_id"), values.pop("overwrite")
     fields = meta_fields(values.pop("meta"))
     if values.pop("no_patches", False):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.convert import stages
+from hestdata.convert.profiles import alterations_table, profile_table, write_slide_tables
 from hestdata.curation.counts import check_counts, check_unique_ids
 from hestdata.errors import InputError
 from hestdata.metadata import QC, ImageInfo, PatchQC
@@ -154,7 +155,10 @@ def convert_cells(req: stages.Request, xs: CellSample, o: CellOptions, publish_r
     check_extent(xs, ps.value)
     table, gqc, species = cell_table(req, xs)
     ps_tables = pseudospot_tables(xs, table.var, o)
+    prof, prof_info = profile_table(req, xs, table, species, o.pseudobulk)
+    alt, alterations = alterations_table(xs)
     with SampleWriter(req.root, xs.sample_id, overwrite=req.overwrite) as w:
+        write_slide_tables(w, prof, alt)
         image_info = write_morphology(w, xs, ps.value)
         pqc: dict[str, PatchQC] = {}
         if xs.he is not None:
@@ -172,5 +176,6 @@ def convert_cells(req: stages.Request, xs: CellSample, o: CellOptions, publish_r
                 counts_integer=True, genes=gqc, tables={n: int(tb.n_obs) for n, tb, _ in ps_tables}, patches=pqc,
                 n_transcripts=int(len(xs.transcripts)), warnings=req.warnings)
         panel = xs.experiment.get("panel_name") or req.fields.pop("panel", None)
-        meta = stages.sample_metadata(req, species=species, pixel_size_um=ps, image=image_info, qc=qc, panel=panel)
+        meta = stages.sample_metadata(req, species=species, pixel_size_um=ps, image=image_info, qc=qc, panel=panel,
+                                      slide_profile=prof_info, alterations=alterations)
         return stages.commit_and_publish(w, req, meta, publish_root)

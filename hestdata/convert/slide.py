@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.convert import stages
+from hestdata.convert.profiles import alterations_table, profile_table, write_slide_tables
 from hestdata.metadata import QC, ImageInfo, PatchQC
 from hestdata.model import SlideSample
 from hestdata.options import SlideOptions
@@ -61,14 +62,18 @@ def convert_slide(req: stages.Request, s: SlideSample, o: SlideOptions, publish_
     ps = stages.resolve_pixel_size(req)
     slide = s.slide
     geoms = [PatchGeometry.parse(g) for g in o.patches]
+    prof, prof_info = profile_table(req, s, None, req.fields.get("species"), False)
+    alt, alterations = alterations_table(s)
     with SampleWriter(req.root, s.sample_id, overwrite=req.overwrite) as w:
         shapes, t_idx, thumb = write_slide_pyramid(w, slide, ps.value)
+        write_slide_tables(w, prof, alt)
         tm = stages.write_tissue(w, thumb, ps.value * 2 ** t_idx)
         pqc = {g.name: write_tiles(w, slide, ps.value, g, tm, o) for g in geoms}
         qc = QC(n_obs=0, n_genes=0, counts_integer=True, tissue_fraction=round(tm.fraction, 4), patches=pqc,
                 warnings=req.warnings)
         meta = stages.sample_metadata(
             req, pixel_size_um=ps, qc=qc, magnification=req.fields.pop("magnification", None) or s.magnification,
+            slide_profile=prof_info, alterations=alterations,
             image=ImageInfo(source_path=str(slide.path), kind="fullres", pixel_size_um=ps.value,
                             width_px=slide.width, height_px=slide.height, n_levels=len(shapes)))
         return stages.commit_and_publish(w, req, meta, publish_root)

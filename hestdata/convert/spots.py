@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.convert import stages
+from hestdata.convert.profiles import alterations_table, profile_table, write_slide_tables
 from hestdata.curation.counts import check_counts, check_unique_ids
 from hestdata.errors import InputError
 from hestdata.metadata import QC, ImageInfo, PatchQC
@@ -209,10 +210,13 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
             raise InputError(s.image.source_path, f"the spots do not agree with this image: {n_off} of "
                                                   f"{int(marked.sum())} spots marked in tissue lie off the image",
                              f"likely causes: {LIKELY_CAUSES}")
+    prof, prof_info = profile_table(req, s, st.table, st.species, o.pseudobulk)
+    alt, alterations = alterations_table(s)
     with SampleWriter(req.root, s.sample_id, overwrite=req.overwrite) as w:
         plans, tissue_fraction, info, agreement = write_image(w, req, s, image_ps, levels, geometries, st, o)
         w.write_shapes(L.SHAPES_SPOTS, spots_frame(s, st.centres_um, st.table.obs_names))
         w.write_table(st.table)
+        write_slide_tables(w, prof, alt)
         write_patch_arrays(w, req, s, plans, o)
         obs = st.table.obs
         qc = QC(n_obs=int(st.table.n_obs), n_obs_in_tissue=int((obs["in_tissue"] > 0).sum()),
@@ -222,5 +226,6 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
                 image_spot_agreement=agreement)
         meta = stages.sample_metadata(req, species=st.species, pixel_size_um=ps, image=info, qc=qc,
                                       spot_diameter_um=s.spot_diameter_um,
-                                      inter_spot_distance_um=s.inter_spot_distance_um)
+                                      inter_spot_distance_um=s.inter_spot_distance_um, slide_profile=prof_info,
+                                      alterations=alterations)
         return stages.commit_and_publish(w, req, meta, publish_root)

@@ -66,7 +66,7 @@ class Source:
         """Input paths by name: every required one present, none unknown (errors name the source)."""
         given = {k: Path(v) for k, v in inputs.items() if v is not None}
         missing = sorted(set(self.inputs) - set(given))
-        unknown = sorted(set(given) - set(self.inputs) - set(self.optional_inputs))
+        unknown = sorted(set(given) - set(self.inputs) - set(self.optional_inputs) - set(SLIDE_INPUTS))
         if missing:
             raise InputError(where, f"source {self.name!r} needs input(s) {missing}")
         if unknown:
@@ -79,14 +79,26 @@ class Source:
         """Check the inputs and options, then run the reader."""
         check_sample_id(sample_id)
         opts = self.parse_options(options)
-        sample = self.reader(self.check_inputs(inputs), sample_id, opts)
+        given = self.check_inputs(inputs)
+        slide = {k: given.pop(k) for k in list(given) if k in SLIDE_INPUTS and k not in self.inputs}
+        for k, p in slide.items():
+            if not p.is_file():
+                raise InputError(p, f"{k} file not found")
+        sample = self.reader(given, sample_id, opts)
         if sample.variant != self.variant:
             raise TypeError(f"source {self.name!r} declares variant {self.variant!r} but read a {sample.variant!r}")
+        sample.slide_inputs.update(slide)
+        sample.source_files.extend(slide.values())
         return sample
 
     def conversion_options(self, options: Options) -> dict[str, Any]:
         """The options the conversion pipeline takes for this source's variant."""
         return conversion_fields(self.variant, options)
+
+
+# inputs every source accepts: slide-level files attached to the sample (hestdata.curation.profiles)
+SLIDE_INPUTS = {"profile": "slide-level molecular profile (CSV/TSV: gene, value; or one row of genes)",
+                "alterations": "slide-level alterations (CSV/TSV: a header and one row, e.g. MSI status)"}
 
 
 def register_source(source: Source) -> Source:

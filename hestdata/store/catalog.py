@@ -23,6 +23,7 @@ CATALOG_SCHEMA: dict[str, str] = {
     "n_obs": "int64", "n_genes": "int64", "pixel_size_um": "float64", "pixel_size_flagged": "bool",
     "patch_arrays": "list[str]", "n_patches": "int64", "elements": "list[str]", "bytes": "int64", "sha256": "str", "license": "str",
     "synthetic": "bool", "path": "str", "created_at": "str", "hestdata_version": "str",
+    "profile": "str", "alterations": "list[str]",
 }
 
 
@@ -50,6 +51,7 @@ def catalog_row(meta: Any, sha256: str, nbytes: int) -> dict[str, Any]:
         "elements": [e for e in ELEMENTS if e not in meta.missing_elements], "bytes": nbytes, "sha256": sha256,
         "license": meta.license, "synthetic": meta.synthetic, "path": L.sample_relpath(meta.id),
         "created_at": meta.created_at, "hestdata_version": meta.hestdata_version,
+        "profile": meta.slide_profile.kind if meta.slide_profile else None, "alterations": sorted(meta.alterations),
     }
 
 

@@ -281,6 +281,19 @@ class SampleWriter:
             "instance_key": L.INSTANCE_KEY, "version": L.TABLE_VERSION,
         })
 
+    def write_plain_table(self, adata: anndata.AnnData, name: str) -> None:
+        """Write a table that annotates no spatial element (slide-level profile, alterations) as
+        ``tables/<name>`` (spatialdata reads it as a table without region)."""
+        import warnings
+
+        from anndata.io import write_elem
+
+        tables = self.group.require_group("tables")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+            write_elem(tables, name, adata)
+        tables[name].attrs.update({"spatialdata-encoding-type": "ngff:regions_table", "version": L.TABLE_VERSION})
+
     def write_patches(self, name: str, n: int, patch_size_px: int, batches: Iterable[tuple[int, np.ndarray]],
                       obs_index: np.ndarray, centers_um: np.ndarray, attrs: dict[str, Any],
                       jpeg_quality: int, shard_patches: int = L.DEFAULT_SHARD_PATCHES, table: str = L.TABLE,

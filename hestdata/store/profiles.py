@@ -1,0 +1,45 @@
+"""Reading the slide-level tables of stored samples (``tables/slide_profile``), for the slide loader and the
+slide-level benchmark tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hestdata.errors import InputError
+from hestdata.store import layout as L
+
+PROFILE_TABLE = "slide_profile"
+ALTERATIONS_TABLE = "slide_alterations"
+
+
+def read_profile(root_url: str, sid: str, storage_options: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+    """(genes,) values and gene names of a sample's ``tables/slide_profile``; an error naming the sample if it
+    has none."""
+    from anndata.io import read_elem
+
+    from hestdata.io.fs import ProcessLocalFS, join, split_url
+    from hestdata.store.access import open_group
+
+    protocol, base = split_url(root_url)
+    try:
+        g = open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), "tables",
+                                                                        PROFILE_TABLE))
+    except (FileNotFoundError, KeyError) as exc:
+        raise InputError(sid, "no tables/slide_profile (convert with a profile file, or an ST sample with "
+                              "pseudobulk on)") from exc
+    X = read_elem(g["X"])
+    var = read_elem(g["var"])
+    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float64).ravel(), [str(v) for v in var.index]
+
+
+def aligned_profiles(root_url: str, ids: list[str], storage_options: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+    """(slides, genes) profiles on the genes every slide has, in the first slide's order."""
+    vals, names = zip(*(read_profile(root_url, s, storage_options) for s in ids), strict=True)
+    common = set(names[0]).intersection(*map(set, names[1:]))
+    genes = [g for g in names[0] if g in common]
+    if not genes:
+        raise InputError(None, f"the slide profiles of {ids} share no gene")
+    out = np.stack([v[[{g: i for i, g in enumerate(n)}[g] for g in genes]] for v, n in zip(vals, names, strict=True)])
+    return out, genes
