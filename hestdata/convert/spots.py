@@ -174,7 +174,7 @@ def write_image(w: Any, req: stages.Request, s: SpotSample, image_ps: float, lev
     img = s.image
     if img is None:
         return [], None, None, None
-    shapes, t_idx, thumb = stages.write_raster_pyramid(w, img.raster, image_ps, THUMBNAIL_MAX_PX)
+    shapes, t_idx, thumb = stages.write_raster_pyramid(w, img.raster, image_ps, THUMBNAIL_MAX_PX, workers=o.workers)
     tm = stages.write_tissue(w, thumb, image_ps * 2 ** t_idx)
     if tm.fraction == 0:
         req.warnings.append(f"{img.source_path}: no tissue found by Otsu segmentation")

@@ -27,7 +27,7 @@ def downsample2x(img: np.ndarray) -> np.ndarray:
     """Half-size image (floor of odd sizes); each pixel the rounded mean of a 2x2 block."""
     h, w = img.shape[0] // 2, img.shape[1] // 2
     if img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and h and w:
-        from PIL import Image  # C box filter: ~2x faster than numpy here
+        from PIL import Image  # C box filter; as fast as numpy's strided sums here, and simpler
 
         return np.asarray(Image.fromarray(np.ascontiguousarray(img[: 2 * h, : 2 * w])).reduce(2))
     if np.issubdtype(img.dtype, np.floating):

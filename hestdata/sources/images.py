@@ -193,10 +193,16 @@ class TiffRaster(Raster):
         return lead + (slice(y0, y1), slice(x0, x1))
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        import tifffile
+
         with self._lock, strict_tiff(self.source_path, "image"):
             if self._arr is None:
                 self._arr, self._closer = self._open()
-            region = np.asarray(self._arr[self._index(y0, y1, x0, x1)])
+            if self._closer is not None:  # tiles/strips: tifffile decodes those the region touches, in parallel
+                region = tifffile.imread(self.source_path, series=0, level=0, selection=self._index(y0, y1, x0, x1),
+                                         maxworkers=os.cpu_count() or 1)
+            else:
+                region = np.asarray(self._arr[self._index(y0, y1, x0, x1)])
         if self._caxis == 0:
             region = np.moveaxis(region, 0, -1)
         if np.issubdtype(self.dtype, np.floating) and self._float_scale is None:
