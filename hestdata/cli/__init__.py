@@ -303,6 +303,34 @@ def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
     typer.echo(f"{len(out)} sample(s), {sum(len(v) for v in out.values())} patches, encoder {enc.name}")
 
 
+@bench_app.command("explain")
+@handle_errors
+def bench_explain(root: Annotated[Path, typer.Option(help="Root.")],
+                  encoder: Annotated[str, typer.Option(help="Encoder name.")],
+                  sample: Annotated[str, typer.Option(help="Sample to explain (held out when the head is fitted).")],
+                  out: Annotated[Path, typer.Option(help="Folder for the PNGs.")],
+                  gene: Annotated[str | None, typer.Option(help="Explain a ridge head for this gene.")] = None,
+                  label: Annotated[str | None, typer.Option(help="Or a linear probe for this obs column.")] = None,
+                  patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_0.5um",
+                  method: Annotated[str, typer.Option(
+                      help="integrated_gradients, input_x_gradient or bcos (B-cos networks).")] = "integrated_gradients",
+                  n: Annotated[int, typer.Option(help="Patches to explain (highest output first; 0 = all).")] = 16,
+                  checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None) -> None:
+    """Attribution maps of an encoder plus a fitted head (per patch and as a slide mosaic)."""
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.bench.explain import explain_sample, fit_head
+    from hestdata.store.catalog import open_catalog
+
+    enc = load_encoder(encoder, checkpoint=checkpoint)
+    cat = open_catalog(root)
+    ids = [i for i, a in zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), strict=True) if patch in a]
+    if sample not in ids:
+        raise typer.BadParameter(f"sample {sample!r} has no {patch} patch array")
+    head = fit_head(root, enc, ids, patch, gene=gene, label=label, exclude=sample)
+    files = explain_sample(root, enc, sample, patch, out, head=head, method=method, n=n)
+    typer.echo(f"{len(files)} file(s) under {out / sample} ({method}, head: {head.name})")
+
+
 @bench_app.command("list")
 def bench_list() -> None:
     """Encoders and tasks this installation knows."""
