@@ -70,6 +70,8 @@ class SpotOptions(Options):
                                                                   "with the image (recorded in the QC)")
     pseudobulk: bool = Field(default=True, description="store the sum of the in-tissue spots' counts as the "
                                                        "slide profile (unless a profile file is given)")
+    cell_patches: list[str] = Field(default_factory=list, description="cell-crop geometries for a cells "
+                                                                      "segmentation input (default 64px_0.5um)")
 
 
 class CellOptions(Options):
@@ -105,6 +107,8 @@ class SlideOptions(Options):
                                description="tile geometries, e.g. 224px_1.14286um (STAMP) or 512px_0.5um (TITAN)")
     min_tissue_fraction: float = Field(default=0.5, ge=0, le=1, description="keep tiles with at least this tissue")
     jpeg_quality: int = JpegQuality
+    cell_patches: list[str] = Field(default_factory=list, description="cell-crop geometries for a cells "
+                                                                      "segmentation input (default 64px_0.5um)")
 
 
 VARIANT_OPTIONS: dict[str, type[Options]] = {"spots": SpotOptions, "cells": CellOptions,

@@ -55,6 +55,11 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
     variant = getattr(sample, "variant", None)
     if not isinstance(sample, Sample) or variant not in VARIANT_OPTIONS:
         raise TypeError(f"convert() takes a hestdata Sample (spots, cells, channels or slide), got {type(sample).__name__}")
+    if variant in ("cells", "channels") and "cells" in sample.slide_inputs:
+        from hestdata.errors import InputError
+
+        raise InputError(sample.slide_inputs["cells"], f"a cells segmentation is for samples with an H&E and no cells "
+                                                       f"of their own; this is a {variant} sample")
     model = VARIANT_OPTIONS[variant]
     if isinstance(options, Options):  # a source's options: take the conversion part (the reader used the rest)
         raw = {k: getattr(options, k) for k in model.model_fields if hasattr(options, k)}

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.convert import stages
+from hestdata.convert.cellcrops import write_cell_crops
 from hestdata.convert.profiles import alterations_table, profile_table, write_slide_tables
 from hestdata.metadata import QC, ImageInfo, PatchQC
 from hestdata.model import SlideSample
@@ -69,6 +70,8 @@ def convert_slide(req: stages.Request, s: SlideSample, o: SlideOptions, publish_
         write_slide_tables(w, prof, alt)
         tm = stages.write_tissue(w, thumb, ps.value * 2 ** t_idx)
         pqc = {g.name: write_tiles(w, slide, ps.value, g, tm, o) for g in geoms}
+        pqc.update(write_cell_crops(w, req, s, ps.value, ps.value, shapes, o.cell_patches, o.jpeg_quality, 1.5,
+                                    o.workers))
         qc = QC(n_obs=0, n_genes=0, counts_integer=True, tissue_fraction=round(tm.fraction, 4), patches=pqc,
                 warnings=req.warnings)
         meta = stages.sample_metadata(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.convert import stages
+from hestdata.convert.cellcrops import write_cell_crops
 from hestdata.convert.profiles import alterations_table, profile_table, write_slide_tables
 from hestdata.curation.counts import check_counts, check_unique_ids
 from hestdata.errors import InputError
@@ -218,11 +219,14 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
         w.write_table(st.table)
         write_slide_tables(w, prof, alt)
         write_patch_arrays(w, req, s, plans, o)
+        level_shapes = pyramid_shapes(info.height_px, info.width_px) if info is not None else []
+        cell_qc = write_cell_crops(w, req, s, ps.value, image_ps, level_shapes, o.cell_patches, o.jpeg_quality,
+                                   o.max_upsampling, o.workers)
         obs = st.table.obs
         qc = QC(n_obs=int(st.table.n_obs), n_obs_in_tissue=int((obs["in_tissue"] > 0).sum()),
                 n_genes=int(st.table.n_vars), counts_integer=st.integer,
                 n_positions_without_counts=s.n_positions_without_counts, tissue_fraction=tissue_fraction,
-                genes=st.gene_qc, patches={p.geometry.name: p.qc for p in plans}, warnings=req.warnings,
+                genes=st.gene_qc, patches={**{p.geometry.name: p.qc for p in plans}, **cell_qc}, warnings=req.warnings,
                 image_spot_agreement=agreement)
         meta = stages.sample_metadata(req, species=st.species, pixel_size_um=ps, image=info, qc=qc,
                                       spot_diameter_um=s.spot_diameter_um,

@@ -98,7 +98,9 @@ class Source:
 
 # inputs every source accepts: slide-level files attached to the sample (hestdata.curation.profiles)
 SLIDE_INPUTS = {"profile": "slide-level molecular profile (CSV/TSV: gene, value; or one row of genes)",
-                "alterations": "slide-level alterations (CSV/TSV: a header and one row, e.g. MSI status)"}
+                "alterations": "slide-level alterations (CSV/TSV: a header and one row, e.g. MSI status)",
+                "cells": "cell/nucleus segmentation for cell crops (GeoJSON in full-resolution px, or CSV/TSV with "
+                         "x_um, y_um or x_px, y_px)"}
 
 
 def register_source(source: Source) -> Source:
