@@ -31,7 +31,7 @@ def cohort(folder: Path, n: int) -> Path:
     for i in range(n):
         s = names[i % len(names)]
         patient, image = SECTIONS[s]
-        samples.append({"id": f"her2st_{s}_{i:02d}", "technology": "st", "workers": 1,
+        samples.append({"id": f"her2st_{s}_{i:02d}", "technology": "st", "options": {"workers": 1},
                         "inputs": {"counts": str(DATA / "ST-cnts" / f"{s}.tsv.gz"),
                                    "spots": str(DATA / "ST-spotfiles" / f"{s}_selection.tsv"),
                                    "image": str(DATA / "ST-imgs" / patient / s / image)},

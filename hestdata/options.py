@@ -24,7 +24,7 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     workers: int | None = Field(default=None, ge=1, description="threads for patch rendering (default: all cores)")
     # CLI flag spelling where it is not the field name (``patches`` -> ``--patch``, repeatable)
-    flags: ClassVar[dict[str, str]] = {"patches": "patch"}
+    flags: ClassVar[dict[str, str]] = {"patches": "patch", "cell_patches": "cell-patch"}
     # options that are another way of setting a field (WSI ``tile_um`` sets ``patches``): a sample giving them
     # overrides that field's cohort default instead of clashing with it
     aliases: ClassVar[dict[str, str]] = {}

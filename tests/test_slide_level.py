@@ -99,6 +99,7 @@ def test_slide_expression_learns_a_planted_map_and_nothing_from_shuffled_slides(
     emb, prof, groups, genes = _planted()
     res = slide_expression_protocol(emb, prof, groups, genes, n_genes=40, alpha=1.0)
     assert res.metrics["pearson_mean"] > 0.7, res.metrics
+    assert res.metrics["mse"] < 0.5 * res.metrics["mean_profile_mse"]  # far better than the no-image baseline
     # independent check of one gene's r (scipy) on the pooled out-of-fold predictions
     y = normalise_profiles(prof)[:, [genes.index(res.genes[0])]].ravel()
     assert res.per_gene[res.genes[0]]["pearson"] == pytest.approx(pearsonr(res.predictions[:, 0], y)[0], abs=1e-9)

@@ -129,7 +129,7 @@ CHANCE = {"pearson_mean": "0 (no correlation)", "auroc": "0.5", "recall@1": "1/n
 def lower_is_better(metric: str) -> bool:
     """Ranks (median rank) and squared errors are better when lower; every other metric here is better when
     higher."""
-    return "rank" in metric or metric == "mse" or metric.endswith("_mse")
+    return "rank" in metric or metric == "mse" or metric.endswith("_mse")  # incl. mean_profile_mse
 
 
 def _labels(sub: Any) -> dict[str, str]:

@@ -14,6 +14,7 @@ import typer
 from hestdata.cli.common import fail as _fail
 from hestdata.cli.common import handle_errors
 from hestdata.cohort.register import DEFAULT_TIMEOUT_S
+from hestdata.units import DEFAULT_PATCH
 
 app = typer.Typer(help="Curate spatial-omics / pathology samples into SpatialData/Zarr stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -311,7 +312,7 @@ def bench_explain(root: Annotated[Path, typer.Option(help="Root.")],
                   out: Annotated[Path, typer.Option(help="Folder for the PNGs.")],
                   gene: Annotated[str | None, typer.Option(help="Explain a ridge head for this gene.")] = None,
                   label: Annotated[str | None, typer.Option(help="Or a linear probe for this obs column.")] = None,
-                  patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_0.5um",
+                  patch: Annotated[str, typer.Option(help="Patch array.")] = DEFAULT_PATCH.name,
                   method: Annotated[str, typer.Option(
                       help="integrated_gradients, input_x_gradient or bcos (B-cos networks).")] = "integrated_gradients",
                   n: Annotated[int, typer.Option(help="Patches to explain (highest output first; 0 = all).")] = 16,

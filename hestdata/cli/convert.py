@@ -31,7 +31,7 @@ def _sentence(text: str) -> str:
 
 
 def _metavar(name: str, ann: Any) -> str:
-    if name == "patches":
+    if name in ("patches", "cell_patches"):
         return "GEOMETRY"
     if name.endswith("_um") and typing.get_origin(ann) is tuple:
         return "X,Y" if len(typing.get_args(ann)) == 2 else "A,B,C,D,E,F"
