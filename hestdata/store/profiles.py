@@ -41,5 +41,8 @@ def aligned_profiles(root_url: str, ids: list[str], storage_options: dict[str, A
     genes = [g for g in names[0] if g in common]
     if not genes:
         raise InputError(None, f"the slide profiles of {ids} share no gene")
-    out = np.stack([v[[{g: i for i, g in enumerate(n)}[g] for g in genes]] for v, n in zip(vals, names, strict=True)])
-    return out, genes
+    out = []
+    for v, n in zip(vals, names, strict=True):
+        pos = {g: i for i, g in enumerate(n)}  # once per slide
+        out.append(v[[pos[g] for g in genes]])
+    return np.stack(out), genes
