@@ -114,3 +114,17 @@ def test_cell_bags_with_a_planted_composition_feed_slide_mil():
         res = slide_mil_protocol(bags, labels, n_folds=4, epochs=15, seed=0, aggregator=agg,
                                  **({"coords": coords} if agg == "transformer" else {}))
         assert res.mean(f"{agg}_auroc") > 0.9, (agg, res.folds)
+
+
+def test_xenium_he_cell_patches_count_cells_off_and_on_the_edge():
+    from hestdata.convert.cells import affine_patches
+    from hestdata.raster import ArrayRaster
+    from hestdata.units import PatchGeometry
+
+    level = ArrayRaster(np.full((200, 300, 3), 128, np.uint8))
+    g = PatchGeometry.parse("16px_1um")  # 1 µm/px image: patches are 16 px boxes (+3 px margin)
+    centres = np.array([[150.0, 100.0], [60.0, 40.0], [2.0, 100.0], [500.0, 100.0], [150.0, -40.0]])
+    rows, stream, n_off, n_edge = affine_patches(level, np.eye(3), centres, g, 1)
+    assert (n_off, n_edge) == (2, 1) and sorted(rows.tolist()) == [0, 1, 2]
+    batches = [b for _, b in stream]
+    assert sum(len(b) for b in batches) == 3

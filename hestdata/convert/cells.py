@@ -108,30 +108,36 @@ def write_he(w: Any, xs: CellSample, pixel_size_um: float, sets: list[tuple[str,
     for g, lvl in levels.items():
         level_from_um = np.linalg.inv(a @ np.diag([2.0 ** lvl, 2.0 ** lvl, 1.0]))
         for prefix, centres, tname in sets:
-            n = len(centres)
             name = f"{prefix}-{g.name}"
-            rows, batches = affine_patches(stages.level_raster(w, lvl), level_from_um, centres, g, o.workers)
-            w.write_patches(name, n, g.patch_size_px, batches, rows, centres[rows],
+            rows, batches, n_off, n_edge = affine_patches(stages.level_raster(w, lvl), level_from_um, centres, g,
+                                                          o.workers)
+            w.write_patches(name, len(rows), g.patch_size_px, batches, rows, centres[rows],
                             {"pixel_size_um": g.pixel_size_um, "source_level": lvl}, o.jpeg_quality, table=tname,
                             workers=o.workers)
-            pqc[name] = PatchQC(n_patches=n, n_skipped_off_image=0, n_skipped_low_tissue=0, n_partial_outside_image=0,
-                                min_tissue_fraction=0.0, source_pixel_size_um=he_ps * 2 ** lvl,
-                                jpeg_quality=o.jpeg_quality)
+            pqc[name] = PatchQC(n_patches=len(rows), n_skipped_off_image=n_off, n_skipped_low_tissue=0,
+                                n_partial_outside_image=n_edge, min_tissue_fraction=0.0,
+                                source_pixel_size_um=he_ps * 2 ** lvl, jpeg_quality=o.jpeg_quality)
     return pqc
 
 
 def affine_patches(level: Any, level_from_um: np.ndarray, centres_um: np.ndarray, g: PatchGeometry,
-                   workers: int | None) -> tuple[np.ndarray, Any]:
-    """Table rows in scan order and the ``(start, batch)`` stream of their patches, axis-aligned in µm."""
+                   workers: int | None) -> tuple[np.ndarray, Any, int, int]:
+    """Table rows in scan order, the ``(start, batch)`` stream of their patches (axis-aligned in µm), and the
+    counts of cells whose patch misses the image (skipped) or overlaps its edge (zero-filled)."""
     from hestdata.curation.bands import render_bands, scan_order
     from hestdata.curation.patches import affine_boxes, affine_resample
 
     boxes, maps = affine_boxes(level_from_um, centres_um, g)
-    middle = (boxes[:, :2] + boxes[:, 2:]) / 2
-    rows = scan_order(middle, float(np.median(boxes[:, 3] - boxes[:, 1])) if len(boxes) else 1.0)
+    h, w = level.height_px, level.width_px
+    off = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= w) | (boxes[:, 1] >= h)
+    edge = ~off & ((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > w) | (boxes[:, 3] > h))
+    keep = np.flatnonzero(~off)
+    middle = (boxes[keep, :2] + boxes[keep, 2:]) / 2
+    rows = keep[scan_order(middle, float(np.median(boxes[keep, 3] - boxes[keep, 1])) if len(keep) else 1.0)]
     boxes, maps = boxes[rows], maps[rows]
     p = g.patch_size_px
-    return rows, render_bands(level, boxes, lambda crop, i: affine_resample(crop, maps[i], p), (p, p, 3), 256, workers)
+    stream = render_bands(level, boxes, lambda crop, i: affine_resample(crop, maps[i], p), (p, p, 3), 256, workers)
+    return rows, stream, int(off.sum()), int(edge.sum())
 
 
 def write_morphology(w: Any, xs: CellSample, pixel_size_um: float) -> ImageInfo | None:
