@@ -170,3 +170,15 @@ def test_truncated_contiguous_tiff_is_an_error_naming_the_file(tmp_path):
     with pytest.raises(InputError) as e:
         r.read(300, 400, 0, 300)
     assert "cut.tif" in str(e.value)
+
+
+def test_parallel_downsample_equals_one_call():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hestdata.curation.pyramid import downsample2x, downsample2x_parallel
+
+    rng = np.random.default_rng(2)
+    for shape in ((7, 5001, 3), (64, 8193, 3), (33, 9000, 2)):
+        a = rng.integers(0, 65535 if shape[2] == 2 else 255, shape).astype(np.uint16 if shape[2] == 2 else np.uint8)
+        with ThreadPoolExecutor(3) as pool:
+            np.testing.assert_array_equal(downsample2x_parallel(a, pool, 3), downsample2x(a))
