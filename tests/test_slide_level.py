@@ -211,3 +211,34 @@ def test_slide_loader_partitions_by_slide_and_resumes_exactly(her2st_root):
         SlideLoader(ds, seed=4).load_state_dict(state)
     patches = SlideDataset(her2st_root, query=None, profiles=False).item(0)
     assert patches["image"].dtype == np.uint8 and patches["image"].shape[1:] == (3, 224, 224)
+
+
+def test_cohort_inputs_carry_profiles_relative_to_the_descriptor(tmp_path):
+    """A cohort YAML names a sample's profile and alterations like any input: relative to the descriptor,
+    validated before anything runs, hashed for idempotence, attached to the sample read."""
+    import shutil
+
+    import yaml
+
+    from hestdata.cohort.cohort import load_cohort
+    from hestdata.cohort.register import _resolve, input_hash
+    from hestdata.cohort.task import read_sample
+
+    shutil.copy(shared("wsi", "CMU-1-Small-Region.svs"), tmp_path / "s1.svs")
+    (tmp_path / "bulk.tsv").write_text("ERBB2\t5\nACTB\t100\n")
+    (tmp_path / "alt.csv").write_text("MSI\nMSS\n")
+    doc = {"name": "c", "license": "CC-BY-4.0", "samples": [
+        {"id": "s1", "technology": "wsi", "inputs": {"slide": "s1.svs", "profile": "bulk.tsv", "alterations": "alt.csv"}}]}
+    desc = tmp_path / "c.yaml"
+    desc.write_text(yaml.safe_dump(doc))
+    cohort, base = load_cohort(desc)
+    spec = _resolve(cohort, cohort.samples[0])
+    s = read_sample(spec, str(base))
+    assert s.slide_inputs == {"profile": base / "bulk.tsv", "alterations": base / "alt.csv"}
+    before = input_hash(spec, str(base))
+    (tmp_path / "bulk.tsv").write_text("ERBB2\t6\nACTB\t100\n")
+    assert input_hash(spec, str(base)) != before  # a changed profile re-converts the sample
+    doc["samples"][0]["inputs"]["profile"] = "missing.tsv"
+    desc.write_text(yaml.safe_dump(doc))
+    with pytest.raises(hestdata.SchemaError, match="profile not found"):
+        load_cohort(desc)
