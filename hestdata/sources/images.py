@@ -140,9 +140,10 @@ class JpegRaster(Raster):
 
 
 class TiffRaster(Raster):
-    """Level 0 of a TIFF's first series (TIFF, BigTIFF, OME-TIFF, QPTIFF, SVS), read lazily: a memory map when the
-    pixels are uncompressed and contiguous, else tifffile's zarr view (only the tiles or strips a read touches
-    are decoded). A file stored as one compressed strip has no random access and is decoded once, on demand.
+    """Level 0 of a TIFF's first series (TIFF, BigTIFF, OME-TIFF, QPTIFF, SVS), read lazily: by ``pread`` of the
+    rows asked for when the pixels are uncompressed and contiguous, else by tifffile decoding only the tiles or
+    strips a read touches (in parallel). A file stored as one compressed strip has no random access and is
+    decoded once, on demand.
     Truncated data is an error naming the file, never zeros. The overview comes from the file's own pyramid
     when it has one."""
 
@@ -163,28 +164,22 @@ class TiffRaster(Raster):
             raise InputError(self.source_path, f"unsupported image shape {shape}; expected (y, x), (y, x, c) or (c, y, x)")
         self._caxis = channel_axis(shape)
         self.height_px, self.width_px = (shape[1], shape[2]) if self._caxis == 0 else (shape[0], shape[1])
-        self._arr: Any = None
-        self._closer: Any = None
+        self._arr: Any = None  # something indexable like the series' level 0, opened on the first read
         self._float_scale: float | None = None
         self._lock = threading.Lock()
 
     def _open(self) -> Any:
         import tifffile
-        import zarr
 
         with tifffile.TiffFile(self.source_path) as tif:
             lvl = tif.series[0].levels[0]
             offset = lvl.dataoffset if lvl.keyframe.compression == 1 else None
             if offset is not None:  # uncompressed and contiguous: rows are read with pread, no decode, no mmap
                 dtype = np.dtype(lvl.dtype).newbyteorder(tif.byteorder)
-                return _ContiguousRows(self.source_path, int(offset), tuple(int(v) for v in lvl.shape), dtype), None
-        store = tifffile.imread(self.source_path, aszarr=True, series=0, level=0)
-        z = zarr.open(store, mode="r")
-        if tuple(z.chunks) == tuple(z.shape):  # one compressed strip: no random access, decode once
-            arr = z[...]
-            store.close()
-            return arr, None
-        return z, store
+                return _ContiguousRows(self.source_path, int(offset), tuple(int(v) for v in lvl.shape), dtype)
+            if len(lvl.keyframe.dataoffsets) == 1:  # one compressed strip: no random access, decode once
+                return lvl.asarray()
+        return _Segments(self.source_path)
 
     def _index(self, y0: int, y1: int, x0: int, x1: int) -> tuple[Any, ...]:
         lead = (0,) * self._lead
@@ -193,16 +188,10 @@ class TiffRaster(Raster):
         return lead + (slice(y0, y1), slice(x0, x1))
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        import tifffile
-
         with self._lock, strict_tiff(self.source_path, "image"):
             if self._arr is None:
-                self._arr, self._closer = self._open()
-            if self._closer is not None:  # tiles/strips: tifffile decodes those the region touches, in parallel
-                region = tifffile.imread(self.source_path, series=0, level=0, selection=self._index(y0, y1, x0, x1),
-                                         maxworkers=os.cpu_count() or 1)
-            else:
-                region = np.asarray(self._arr[self._index(y0, y1, x0, x1)])
+                self._arr = self._open()
+            region = np.asarray(self._arr[self._index(y0, y1, x0, x1)])
         if self._caxis == 0:
             region = np.moveaxis(region, 0, -1)
         if np.issubdtype(self.dtype, np.floating) and self._float_scale is None:
@@ -240,9 +229,20 @@ class TiffRaster(Raster):
 
     def release(self) -> None:
         with self._lock:
-            if self._closer is not None:
-                self._closer.close()
-            self._arr, self._closer = None, None
+            self._arr = None
+
+
+class _Segments:
+    """Index level 0 of a tiled or multi-strip TIFF: tifffile decodes only the segments a selection touches, on
+    every core."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __getitem__(self, index: tuple[Any, ...]) -> np.ndarray:
+        import tifffile
+
+        return tifffile.imread(self.path, series=0, level=0, selection=index, maxworkers=os.cpu_count() or 1)
 
 
 class _ContiguousRows:
