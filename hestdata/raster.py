@@ -99,10 +99,6 @@ class Raster:
     def release(self) -> None:
         """Drop any decoded copy held for speed (the raster stays usable)."""
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.height_px, self.width_px, 3)
-
 
 class ArrayRaster(Raster):
     """An image already in memory."""

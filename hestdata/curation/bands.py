@@ -85,14 +85,13 @@ def render_bands(raster: Raster, boxes: np.ndarray, render: Callable[[np.ndarray
 
 
 class _BandState:
-    """Which band is being read, which are alive, and how many bytes they hold."""
+    """Which band is being read and which are alive (each at most ``band_bytes``, so their count bounds memory)."""
 
     def __init__(self, raster: Raster, boxes: np.ndarray, groups: list[tuple[int, int]]) -> None:
         self.raster, self.boxes, self.groups = raster, boxes, groups
         self.next_index = 0
         self.pending: Future[tuple[np.ndarray, int, int]] | None = None
-        self.alive: deque[tuple[int, int]] = deque()  # (last index of a submitted group, its bytes)
-        self.alive_bytes = 0
+        self.alive: deque[int] = deque()  # last index of each submitted group whose patches are not all out
 
     def _read(self, g: int) -> tuple[np.ndarray, int, int]:
         a, b = self.groups[g]
@@ -118,12 +117,11 @@ class _BandState:
         self.next_index += 1
         self.pending = reader.submit(self._read, self.next_index) if self.next_index < len(self.groups) else None
         a, b = self.groups[g]
-        self.alive.append((b - 1, band.nbytes))
-        self.alive_bytes += band.nbytes
+        self.alive.append(b - 1)
         for j in range(a, b):
             x0, y0, x1, y1 = (int(v) for v in self.boxes[j])
             yield j, band[y0 - by:y1 - by, x0 - bx:x1 - bx]
 
     def done(self, i: int) -> None:
-        while self.alive and self.alive[0][0] <= i:
-            self.alive_bytes -= self.alive.popleft()[1]
+        while self.alive and self.alive[0] <= i:
+            self.alive.popleft()
