@@ -98,11 +98,9 @@ def _table(root_url: str, sid: str, storage_options: dict[str, Any], columns: li
     """(X, var names, obs columns) of a sample's expression table."""
     from anndata.io import read_elem
 
-    from hestdata.io.fs import ProcessLocalFS, join, split_url
-    from hestdata.store.access import open_group
+    from hestdata.store.access import open_sample_group
 
-    protocol, base = split_url(root_url)
-    g = open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), "tables", L.TABLE))
+    g = open_sample_group(root_url, sid, "tables", L.TABLE, storage_options=storage_options)
     X = read_elem(g["X"])
     var = read_elem(g["var"])
     obs = read_elem(g["obs"])[columns] if columns else None
@@ -110,11 +108,9 @@ def _table(root_url: str, sid: str, storage_options: dict[str, Any], columns: li
 
 
 def _patch_group(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> Any:
-    from hestdata.io.fs import ProcessLocalFS, join, split_url
-    from hestdata.store.access import open_group
+    from hestdata.store.access import open_sample_group
 
-    protocol, base = split_url(root_url)
-    return open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), L.PATCH_GROUP, patch))
+    return open_sample_group(root_url, sid, L.PATCH_GROUP, patch, storage_options=storage_options)
 
 
 def _patch_rows(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> np.ndarray:

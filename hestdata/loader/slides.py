@@ -72,13 +72,10 @@ class SlideDataset:
         return len(self.sample_ids)
 
     def _patch_group(self, sid: str) -> Any:
-        from hestdata.io.fs import ProcessLocalFS, join, split_url
         from hestdata.store import layout as L
-        from hestdata.store.access import open_group
+        from hestdata.store.access import open_sample_group
 
-        protocol, base = split_url(self.root)
-        return open_group(ProcessLocalFS(protocol, self.storage_options),
-                          join(base, L.sample_relpath(sid), L.PATCH_GROUP, self.patch))
+        return open_sample_group(self.root, sid, L.PATCH_GROUP, self.patch, storage_options=self.storage_options)
 
     def item(self, i: int) -> dict[str, Any]:
         """The i-th slide's item (see the module docstring)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hestdata.io.fs import ProcessLocalFS, to_url
+from hestdata.io.fs import ProcessLocalFS, join, split_url, to_url
+from hestdata.store import layout as L
 
 
 def open_group(fs: ProcessLocalFS, path: str) -> Any:
@@ -18,3 +19,11 @@ def open_group(fs: ProcessLocalFS, path: str) -> Any:
     store = FsspecStore.from_url(to_url(fs.protocol, path), storage_options=fs.storage_options or None,
                                  read_only=True)
     return zarr.open_group(store, mode="r")
+
+
+def open_sample_group(root_url: str, sample_id: str, *parts: str, storage_options: dict[str, Any] | None = None
+                      ) -> Any:
+    """The group ``samples/<id>.zarr/<parts…>`` of the root at ``root_url`` (a folder or a URL), read-only."""
+    protocol, base = split_url(root_url)
+    return open_group(ProcessLocalFS(protocol, dict(storage_options or {})),
+                      join(base, L.sample_relpath(sample_id), *parts))

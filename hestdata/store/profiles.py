@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from hestdata.errors import InputError
-from hestdata.store import layout as L
 
 PROFILE_TABLE = "slide_profile"
 ALTERATIONS_TABLE = "slide_alterations"
@@ -19,13 +18,10 @@ def read_profile(root_url: str, sid: str, storage_options: dict[str, Any]) -> tu
     has none."""
     from anndata.io import read_elem
 
-    from hestdata.io.fs import ProcessLocalFS, join, split_url
-    from hestdata.store.access import open_group
+    from hestdata.store.access import open_sample_group
 
-    protocol, base = split_url(root_url)
     try:
-        g = open_group(ProcessLocalFS(protocol, storage_options), join(base, L.sample_relpath(sid), "tables",
-                                                                        PROFILE_TABLE))
+        g = open_sample_group(root_url, sid, "tables", PROFILE_TABLE, storage_options=storage_options)
     except (FileNotFoundError, KeyError) as exc:
         raise InputError(sid, "no tables/slide_profile (convert with a profile file, or an ST sample with "
                               "pseudobulk on)") from exc
