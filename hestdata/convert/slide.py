@@ -14,23 +14,30 @@ from hestdata.convert.profiles import alterations_table, profile_table, write_sl
 from hestdata.metadata import QC, ImageInfo, PatchQC
 from hestdata.model import SlideSample
 from hestdata.options import SlideOptions
+from hestdata.raster import Raster
 from hestdata.units import PatchGeometry
 
 STRIP_ROWS = 256
 THUMBNAIL_MAX_PX = 1024
 
 
-def write_slide_pyramid(w: Any, slide: Any, pixel_size_um: float) -> tuple[list[tuple[int, int]], int, np.ndarray]:
-    """Level 0 read in strips and cascaded down; returns the level shapes, the thumbnail level and its pixels."""
-    from hestdata.curation.pyramid import iter_pyramid_from, pyramid_shapes
+class SlideRows(Raster):
+    """A slide's level 0 as a raster (OpenSlide or tifffile regions), so slides share the raster pyramid writer."""
 
-    w0, h0 = slide.width, slide.height
-    shapes = pyramid_shapes(h0, w0)
-    t_idx = stages.thumbnail_level(shapes, THUMBNAIL_MAX_PX)
-    kept: dict[int, np.ndarray] = {}
-    strips = iter_pyramid_from(lambda a, b: slide.read_region(0, 0, a, w0, b - a), h0, len(shapes), STRIP_ROWS)
-    w.write_image(shapes, 3, np.uint8, pixel_size_um, stages.keep_levels(strips, shapes, {t_idx}, (3,), np.uint8, kept))
-    return shapes, t_idx, kept[t_idx]
+    def __init__(self, slide: Any) -> None:
+        self.slide, self.source_path = slide, slide.path
+        self.height_px, self.width_px = slide.height, slide.width
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self.slide.read_region(0, x0, y0, x1 - x0, y1 - y0)
+
+
+def write_slide_pyramid(w: Any, slide: Any, pixel_size_um: float, workers: int | None = None
+                        ) -> tuple[list[tuple[int, int]], int, np.ndarray]:
+    """Level 0 read in strips of ``STRIP_ROWS`` (slides are wide) and cascaded down; returns the level shapes,
+    the thumbnail level and its pixels."""
+    return stages.write_raster_pyramid(w, SlideRows(slide), pixel_size_um, THUMBNAIL_MAX_PX, strip_rows=STRIP_ROWS,
+                                       workers=workers)
 
 
 def write_tiles(w: Any, slide: Any, pixel_size_um: float, g: PatchGeometry, tissue: Any, o: SlideOptions) -> PatchQC:
@@ -66,7 +73,7 @@ def convert_slide(req: stages.Request, s: SlideSample, o: SlideOptions, publish_
     prof, prof_info = profile_table(req, s, None, req.fields.get("species"), False)
     alt, alterations = alterations_table(s)
     with SampleWriter(req.root, s.sample_id, overwrite=req.overwrite) as w:
-        shapes, t_idx, thumb = write_slide_pyramid(w, slide, ps.value)
+        shapes, t_idx, thumb = write_slide_pyramid(w, slide, ps.value, o.workers)
         write_slide_tables(w, prof, alt)
         tm = stages.write_tissue(w, thumb, ps.value * 2 ** t_idx)
         pqc = {g.name: write_tiles(w, slide, ps.value, g, tm, o) for g in geoms}

@@ -124,7 +124,8 @@ def write_pyramid(w: Any, hwc: np.ndarray, pixel_size_um: float, keep: set[int] 
     return shapes, kept
 
 
-def write_raster_pyramid(w: Any, raster: Any, pixel_size_um: float, thumbnail_max_px: int, **image_kwargs: Any
+def write_raster_pyramid(w: Any, raster: Any, pixel_size_um: float, thumbnail_max_px: int, *,
+                         strip_rows: int | None = None, **image_kwargs: Any
                          ) -> tuple[list[tuple[int, int]], int, np.ndarray]:
     """Stage 4 for an RGB raster read lazily (:class:`hestdata.raster.Raster`): the pyramid written strip by
     strip; returns the level shapes, the thumbnail level and its pixels. The raster's decoded copy, if it keeps
@@ -136,7 +137,7 @@ def write_raster_pyramid(w: Any, raster: Any, pixel_size_um: float, thumbnail_ma
     shapes = pyramid_shapes(h0, w0)
     t_idx = thumbnail_level(shapes, thumbnail_max_px)
     kept: dict[int, np.ndarray] = {}
-    strips = iter_pyramid_from(lambda a, b: raster.read(a, b, 0, w0), h0, len(shapes), L.IMAGE_CHUNK_PX)
+    strips = iter_pyramid_from(lambda a, b: raster.read(a, b, 0, w0), h0, len(shapes), strip_rows or L.IMAGE_CHUNK_PX)
     w.write_image(shapes, 3, np.uint8, pixel_size_um, keep_levels(strips, shapes, {t_idx}, (3,), np.uint8, kept),
                   **image_kwargs)
     raster.release()
