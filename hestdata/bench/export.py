@@ -25,11 +25,9 @@ STAMP_VERSION = "2.0.0"
 
 
 def _slides(root: Path, patch: str, sample_ids: list[str] | None) -> list[str]:
-    from hestdata.store.catalog import open_catalog
+    from hestdata.store.catalog import ids_with, open_catalog
 
-    cat = open_catalog(root)
-    ids = [i for i, arrays in zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), strict=True) if patch in arrays]
-    return [i for i in ids if sample_ids is None or i in sample_ids]
+    return [i for i in ids_with(open_catalog(root), patch=patch) if sample_ids is None or i in sample_ids]
 
 
 def _write_h5(path: Path, datasets: dict[str, np.ndarray], attrs: dict[str, Any],

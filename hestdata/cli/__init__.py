@@ -282,14 +282,14 @@ def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
     """Compute (and cache) per-patch features of every sample with the patch array (or a feature grid)."""
     from hestdata.bench.embed import embed_samples
     from hestdata.bench.encoders import load_encoder
-    from hestdata.store.catalog import open_catalog
+    from hestdata.store.catalog import ids_with, open_catalog
 
     cat = open_catalog(root)
     if grid:
         from hestdata.bench.grid import embed_grid
 
         enc = load_encoder(encoder, checkpoint=checkpoint)
-        ids = [i for i, e in zip(cat["id"].to_list(), cat["elements"].to_list(), strict=True) if "image" in e]
+        ids = ids_with(cat, element="image")
         grids = embed_grid(root, enc, ids, grid=grid, batch_size=batch_size,
                            on_sample=lambda s, hit: typer.echo(f"  {s}: {'cached' if hit else 'embedded'}"))
         for s, g in grids.items():
@@ -297,7 +297,7 @@ def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
                        f"{int(g.mask.sum())} with tissue")
         typer.echo(f"{len(grids)} sample(s), encoder {enc.name}")
         return
-    ids = [i for i, a in zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), strict=True) if patch in a]
+    ids = ids_with(cat, patch=patch)
     enc = load_encoder(encoder, checkpoint=checkpoint)
     out = embed_samples(root, enc, ids, patch=patch, batch_size=batch_size, num_workers=workers,
                         on_sample=lambda s, hit: typer.echo(f"  {s}: {'cached' if hit else 'embedded'}"))
@@ -320,11 +320,11 @@ def bench_explain(root: Annotated[Path, typer.Option(help="Root.")],
     """Attribution maps of an encoder plus a fitted head (per patch and as a slide mosaic)."""
     from hestdata.bench.encoders import load_encoder
     from hestdata.bench.explain import explain_sample, fit_head
-    from hestdata.store.catalog import open_catalog
+    from hestdata.store.catalog import ids_with, open_catalog
 
     enc = load_encoder(encoder, checkpoint=checkpoint)
     cat = open_catalog(root)
-    ids = [i for i, a in zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), strict=True) if patch in a]
+    ids = ids_with(cat, patch=patch)
     if sample not in ids:
         raise typer.BadParameter(f"sample {sample!r} has no {patch} patch array")
     head = fit_head(root, enc, ids, patch, gene=gene, label=label, exclude=sample)
@@ -379,12 +379,12 @@ def export_cmd(layout: Annotated[str, typer.Argument(help="stamp or trident.")],
     enc = load_encoder(encoder, checkpoint=checkpoint)
     if grid:
         from hestdata.bench.grid import embed_grid, export_grid_trident
-        from hestdata.store.catalog import open_catalog
+        from hestdata.store.catalog import ids_with, open_catalog
 
         if layout != "trident":
             raise typer.BadParameter("feature grids are exported in the trident layout")
         cat = open_catalog(root)
-        ids = [i for i, e in zip(cat["id"].to_list(), cat["elements"].to_list(), strict=True) if "image" in e]
+        ids = ids_with(cat, element="image")
         files = export_grid_trident(root, embed_grid(root, enc, ids, grid=grid), enc, dest)
         typer.echo(f"wrote {len(files)} file(s) under {dest}")
         return

@@ -62,6 +62,14 @@ def empty_catalog() -> Any:
     return pl.from_arrow(_arrow_schema().empty_table())
 
 
+def ids_with(cat: Any, *, patch: str | None = None, element: str | None = None) -> list[str]:
+    """Ids of the catalog's samples that hold the patch array ``patch`` and/or the element ``element``
+    (``image``, ``expression``, … — see ``ELEMENTS``), in catalog order."""
+    rows = zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), cat["elements"].to_list(), strict=True)
+    return [i for i, arrays, elements in rows
+            if (patch is None or patch in arrays) and (element is None or element in elements)]
+
+
 def open_catalog(root: str | Path) -> Any:
     """The catalog of a root as a polars DataFrame (empty, with the full schema, if nothing is published)."""
 
