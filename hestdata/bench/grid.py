@@ -56,6 +56,7 @@ def plan_grid(sample_path: Path, geometry: PatchGeometry, min_tissue_fraction: f
     """The tissue mask of the grid cells, the image's level-0 µm/px, and the cell side in µm."""
     import zarr
 
+    from hestdata.convert.stages import thumbnail_level
     from hestdata.curation.tissue import segment_tissue
     from hestdata.store.sample import read_metadata
 
@@ -67,8 +68,8 @@ def plan_grid(sample_path: Path, geometry: PatchGeometry, min_tissue_fraction: f
     n_rows = int(np.ceil(meta.image.height_px * ps / s))
     n_cols = int(np.ceil(meta.image.width_px * ps / s))
     img = zarr.open_group(str(sample_path / "images" / L.IMAGE_HE), mode="r")
-    levels = sorted(int(k[1:]) for k in img.array_keys() if k.startswith("s"))
-    t = next((k for k in levels if max(img[f"s{k}"].shape[1:]) <= 2048), levels[-1])
+    n_levels = len([k for k in img.array_keys() if k.startswith("s")])
+    t = thumbnail_level([tuple(img[f"s{k}"].shape[1:]) for k in range(n_levels)], 2048)  # as the conversion chose
     thumb = np.moveaxis(img[f"s{t}"][:], 0, -1)
     tissue = segment_tissue(thumb, ps * 2 ** t)
     rr, cc = np.mgrid[0:n_rows, 0:n_cols]

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from hestdata.bench.leaderboard import PRIMARY, append_gene_rows  # noqa: F401  (PRIMARY re-exported)
+from hestdata.bench.slide_runner import SLIDE_TASKS
 from hestdata.errors import InputError
 from hestdata.store import layout as L
 from hestdata.units import DEFAULT_PATCH
 
-TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil", "slide_expression",
-              "slide_retrieval")
+TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil", *SLIDE_TASKS)
 
 
 @dataclass
@@ -149,7 +149,7 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     emb = np.concatenate([embs[s] for s in ids])
     if t.type == "slide_mil":
         results = _run_slide_mil(t, r, enc, ids, embs, echo)
-    elif t.type in ("slide_expression", "slide_retrieval"):
+    elif t.type in SLIDE_TASKS:
         from hestdata.bench.slide_runner import run_slide_task
 
         results = run_slide_task(t, r, ids, embs, groups_of)
