@@ -7,9 +7,10 @@ The public API is re-exported lazily so that ``import hestdata`` stays fast (no 
 - sources: :func:`list_sources`, :func:`get_source` (``get_source("visium").read(inputs, sample_id=…)``),
   :func:`register_source` for new technologies
 - conversion: :func:`convert` (any sample variant: curate + write atomically, update catalog and manifest)
-- access: :func:`open_sample`, :func:`open_catalog`, :func:`validate`
+- access: :class:`Root` / :func:`open_root` (a root, local or remote, pinned to a catalog version),
+  :class:`StoredSample`, :func:`open_sample`, :func:`open_catalog`, :func:`validate`, :func:`upgrade`
 - loading: :class:`PatchDataset`, :func:`make_loader` (these import torch)
-- remote: :func:`download`, :func:`push`, :func:`open_root`
+- remote: :func:`download`, :func:`push`
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ _EXPORTS = {
     "read_wsi": "hestdata.sources.wsi",
     "open_sample": "hestdata.store.sample",
     "read_metadata": "hestdata.store.sample",
-    "open_catalog": "hestdata.store.catalog",
+    "open_catalog": "hestdata.store.root",
     "validate": "hestdata.store.validate",
     "download": "hestdata.cohort.hest1k",
     "push": "hestdata.remote.push",
-    "open_root": "hestdata.remote.root",
+    "open_root": "hestdata.store.root",
+    "Root": "hestdata.store.root",
+    "StoredSample": "hestdata.store.root",
+    "upgrade": "hestdata.store.upgrade",
     "run_benchmark": "hestdata.bench.runner",
     "load_encoder": "hestdata.bench.encoders",
     "PatchDataset": "hestdata.loader.dataset",

@@ -109,16 +109,14 @@ def make_synthetic_visium(folder: Path, seed: int = 0) -> tuple[Path, Path]:
 def write_overview(sample_path: Path, png: Path, n_gallery: int = 16) -> Path:
     """PNG: the H&E with spot outlines (green = patched, red = skipped) and a gallery of stored patches."""
     import pyarrow.parquet as pq
-    import zarr
     from PIL import Image, ImageDraw
 
-    import hestdata.store.codecs  # noqa: F401
     from hestdata.store import layout as L
-    from hestdata.store.sample import read_metadata
+    from hestdata.store.root import StoredSample
 
-    meta = read_metadata(sample_path)
-    root = zarr.open_group(str(sample_path), mode="r")
-    he = root[f"images/{L.IMAGE_HE}"]
+    sample = StoredSample.open(sample_path)
+    meta = sample.metadata
+    he = sample.image(L.IMAGE_HE)
     levels = he.attrs["ome"]["multiscales"][0]["datasets"]
     k = next((i for i, d in enumerate(levels) if max(he[d["path"]].shape[1:]) <= 1000), len(levels) - 1)
     arr = np.moveaxis(he[levels[k]["path"]][:], 0, -1)
@@ -135,7 +133,7 @@ def write_overview(sample_path: Path, png: Path, n_gallery: int = 16) -> Path:
     patched = set()
     if meta.qc.patches:
         name = sorted(meta.qc.patches)[0]
-        g = root[f"{L.PATCH_GROUP}/{name}"]
+        g = sample.patch_group(name)
         patched = set(g[L.PATCH_OBS_INDEX][:].tolist())
         n = min(n_gallery, g[L.PATCH_IMAGES].shape[0])
         gallery = list(g[L.PATCH_IMAGES][:n])
@@ -170,7 +168,7 @@ def run_demo(out: Path, *, data: Path | None = None, image: Path | None = None,
     from hestdata.convert import convert
     from hestdata.errors import InputError
     from hestdata.sources.visium import read_visium
-    from hestdata.store.catalog import open_catalog
+    from hestdata.store.root import Root
     from hestdata.units import DEFAULT_PATCH
 
     out = Path(out)
@@ -200,7 +198,7 @@ def run_demo(out: Path, *, data: Path | None = None, image: Path | None = None,
             echo(f"note: {exc}; converting without patches")
             paths.append(convert(sample, root, patches=[]))
     echo(f"converted {len(paths)} sample(s) into {root} in {time.perf_counter() - t0:.1f} s")
-    cat = open_catalog(root)
+    cat = Root.open(root).catalog
     with pl.Config(tbl_cols=12, tbl_width_chars=140):
         echo(str(cat.select(["id", "technology", "species", "patient", "n_obs", "n_genes", "pixel_size_um",
                              "n_patches", "synthetic"])))
@@ -223,7 +221,7 @@ def next_steps(root: Path) -> str:
     return "\n".join([
         "next:",
         f"  hestdata info {root}                      # the catalog",
-        f"  hestdata validate {root}                  # every file against the manifest and the specification",
+        f"  hestdata validate {root}                  # every file against its manifest and the specification",
         f"  hestdata bench leaderboard {root}         # the leaderboard as Markdown and HTML",
         "  hestdata convert --help                   # convert your own data (one command per technology)",
         "  hestdata download hest1k ROOT --where \"organ = 'Bowel'\" --dry-run   # HEST-1k by query (docs/hest1k.md)",

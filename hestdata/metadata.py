@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 Technology = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Variant = Literal["spots", "cells", "channels", "slide"]
 SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # no path separators: an id is a folder name
+STORE_FORMAT_VERSION = 2  # the store format this hestdata writes (docs/store.md); it reads 1 and 2
 Species = Literal["Homo sapiens", "Mus musculus", "other", "unknown"]
 Preservation = Literal["FFPE", "fresh frozen", "unknown"]
 ImageKind = Literal["fullres", "hires", "lowres"]
@@ -142,6 +143,7 @@ class SampleMetadata(_Model):
     """Everything recorded about one sample (root attrs ``hestdata`` of ``samples/<id>.zarr``)."""
 
     id: str = Field(pattern=SAMPLE_ID_PATTERN)
+    format_version: int = Field(default=1, ge=1, description="store format of the sample (absent: format 1)")
     technology: Technology
     variant: Variant | None = Field(
         default=None, description="what the store holds: spots, cells (+ transcripts), channels (multiplex) or slide "
@@ -175,6 +177,46 @@ class SampleMetadata(_Model):
     input_sha256: str | None = Field(default=None, description="hash of the inputs and options (registration)")
     hestdata_version: str
     created_at: str = Field(description="ISO-8601 UTC time of conversion")
+
+
+def _version_tuple(v: object) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in re.findall(r"\d+", str(v))[:3])
+    except ValueError:
+        return ()
+
+
+def parse_metadata(raw: Any, where: str) -> SampleMetadata:
+    """The typed metadata of a stored sample (its root attrs ``hestdata``), never a raw pydantic error.
+
+    A sample written in a newer store format, or by a newer hestdata that added fields this one does not know,
+    gives a :class:`~hestdata.errors.HestdataError` naming the version to install; anything else that breaks the
+    schema gives a :class:`~hestdata.errors.SchemaError` listing every violation."""
+    from pydantic import ValidationError
+
+    from hestdata._version import __version__
+    from hestdata.errors import HestdataError, SchemaError
+
+    if not isinstance(raw, dict):
+        raise SchemaError(where, [f"<root>: metadata is {type(raw).__name__}, not an object"])
+    fv = raw.get("format_version", 1)
+    writer = raw.get("hestdata_version")
+    newer_writer = bool(writer) and _version_tuple(writer) > _version_tuple(__version__)
+    install = f"pip install -U 'hestdata>={writer}'" if newer_writer else "upgrade hestdata"
+    if not isinstance(fv, int) or isinstance(fv, bool) or fv < 1:
+        raise SchemaError(where, [f"format_version: {fv!r} is not a store format version"])
+    if fv > STORE_FORMAT_VERSION:
+        raise HestdataError(f"{where}: written in store format {fv} by hestdata {writer or '?'}; this hestdata "
+                            f"{__version__} reads formats up to {STORE_FORMAT_VERSION} ({install})")
+    try:
+        return SampleMetadata.model_validate(raw)
+    except ValidationError as exc:
+        unknown = sorted({".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "extra_forbidden"})
+        if unknown and newer_writer:
+            raise HestdataError(f"{where}: written by hestdata {writer}, which records {', '.join(unknown)} that "
+                                f"this hestdata {__version__} does not know ({install})") from None
+        problems = [f"{'/'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
+        raise SchemaError(where, problems) from None
 
 
 def check_sample_id(sample_id: str) -> str:

@@ -128,6 +128,8 @@ class SpotSample(Sample):
     spot_shape: SpotShape = "circle"
     spot_diameter_um: float | None = None
     inter_spot_distance_um: float | None = None
+    # how the array coordinates lie: Visium's hexagonal grid, a square one (legacy ST, Visium HD bins), or none
+    grid_layout: Literal["hexagonal", "square"] | None = None
     species_hint: str | None = None
     n_positions_without_counts: int = 0
     # patches made elsewhere (e.g. HEST-1k's patches/<id>.h5): geometry name -> (images (N, H, W, 3) uint8,

@@ -36,5 +36,5 @@ def synthetic_sample(sample_id: str = "synth", n: int = 12, pixel_size_um: float
     return SpotSample(sample_id=sample_id, technology="visium_hd", expression=adata,
                   image=RasterImage(img, Path("synthetic.png"), "fullres"),
                   pixel_size=PixelSizeEvidence(embedded=pixel_size_um, embedded_from="test"),
-                  spot_shape="square", spot_diameter_um=100.0, inter_spot_distance_um=100.0,
+                  spot_shape="square", spot_diameter_um=100.0, inter_spot_distance_um=100.0, grid_layout="square",
                   source_files=[Path("synthetic")])

@@ -26,7 +26,7 @@ def visium_copy(tmp_path: Path) -> Path:
 
 def _assert_clean(root: Path) -> None:
     assert leftovers(root) == [], leftovers(root)
-    assert not (root / "catalog.parquet").exists()
+    assert not (root / "hestdata.json").exists()
 
 
 def test_missing_outs_folder(tmp_path):
@@ -157,8 +157,8 @@ def test_crash_mid_write_leaves_nothing(visium_copy, tmp_path, monkeypatch):
     root = tmp_path / "root"
     s = hestdata.read_visium(visium_copy, sample_id="ok")
     hestdata.convert(s, root, patches=[])
-    before_cat = (root / "catalog.parquet").read_bytes()
-    before_man = (root / "manifest.json").read_bytes()
+    before_pointer = (root / "hestdata.json").read_bytes()
+    before_catalog = sorted(p.name for p in (root / "catalog").iterdir())
     from hestdata.store.sample import SampleWriter
 
     def boom(self, *a, **k):
@@ -169,8 +169,8 @@ def test_crash_mid_write_leaves_nothing(visium_copy, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated crash"):
         hestdata.convert(s2, root, patches=[])
     assert leftovers(root) == ["ok.zarr"]
-    assert (root / "catalog.parquet").read_bytes() == before_cat
-    assert (root / "manifest.json").read_bytes() == before_man
+    assert (root / "hestdata.json").read_bytes() == before_pointer
+    assert sorted(p.name for p in (root / "catalog").iterdir()) == before_catalog
     # overwriting an existing sample that then crashes keeps the old one intact
     s3 = hestdata.read_visium(visium_copy, sample_id="ok")
     with pytest.raises(RuntimeError):

@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 
 from hestdata.curation.genes import infer_species, unify_genes
-from hestdata.curation.pixel_size import estimate_from_grid, resolve_pixel_size
+from hestdata.curation.pixel_size import SpotGrid, estimate_from_grid, resolve_pixel_size
 from hestdata.curation.pyramid import downsample2x, iter_pyramid, pyramid_shapes
 from hestdata.curation.tissue import mask_to_polygons, segment_tissue
 from hestdata.errors import InputError
 from hestdata.model import PixelSizeEvidence
+
+VISIUM_GRID = SpotGrid("hexagonal", 100.0)
 
 
 def _visium_obs(ps: float, angle_deg: float) -> pd.DataFrame:
@@ -30,7 +32,7 @@ def _visium_obs(ps: float, angle_deg: float) -> pd.DataFrame:
 @pytest.mark.parametrize("angle", [0.0, 7.5, 90.0])
 def test_grid_estimate_is_rotation_invariant(angle):
     obs = _visium_obs(0.3774, angle)
-    ps, warns = resolve_pixel_size(PixelSizeEvidence(), "visium", obs, "t")
+    ps, warns = resolve_pixel_size(PixelSizeEvidence(), VISIUM_GRID, obs, "t")
     assert ps.trusted == "estimated" and ps.value == pytest.approx(0.3774, rel=1e-6)
     assert warns == []
 
@@ -44,36 +46,36 @@ def test_grid_estimate_ignores_outliers():
 
 def test_embedded_vs_estimated_disagreement_is_flagged():
     obs = _visium_obs(0.5, 0)
-    ps, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.55), "visium", obs, "img.tif")
+    ps, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.55), VISIUM_GRID, obs, "img.tif")
     # physical evidence (the 100 µm spot grid) beats image tags that disagree by more than 5 %; both recorded
     assert ps.trusted == "estimated" and ps.value == pytest.approx(0.5) and ps.embedded == 0.55
     assert ps.flagged and ps.disagreement_pct == pytest.approx(10.0) and ps.unit_confusion is None
     assert warns and "disagrees" in warns[0] and "estimated" in warns[0]
-    ok, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.51), "visium", obs, "img.tif")
+    ok, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.51), VISIUM_GRID, obs, "img.tif")
     assert ok.trusted == "embedded" and ok.value == 0.51 and not ok.flagged and warns == []  # within 5 %: tags
-    tenx, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.05), "visium", obs, "img.tif")
+    tenx, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.05), VISIUM_GRID, obs, "img.tif")
     assert tenx.trusted == "estimated" and tenx.value == pytest.approx(0.5) and "x10" in tenx.unit_confusion
     assert "likely a unit confusion: x10" in warns[0]
-    inch, _ = resolve_pixel_size(PixelSizeEvidence(embedded=0.5 * 2.54), "visium", obs, "img.tif")
+    inch, _ = resolve_pixel_size(PixelSizeEvidence(embedded=0.5 * 2.54), VISIUM_GRID, obs, "img.tif")
     assert "x2.54" in inch.unit_confusion
     # no physical evidence (a slide, a multiplex image): the tags are trusted
-    wsi, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.25), "wsi", None, "s.svs")
+    wsi, warns = resolve_pixel_size(PixelSizeEvidence(embedded=0.25), None, None, "s.svs")
     assert wsi.trusted == "embedded" and wsi.value == 0.25 and not wsi.flagged and warns == []
 
 
 def test_user_pixel_size_wins_and_bad_values_fail():
     obs = _visium_obs(0.5, 0)
-    ps, _ = resolve_pixel_size(PixelSizeEvidence(user=0.5), "visium", obs, "x")
+    ps, _ = resolve_pixel_size(PixelSizeEvidence(user=0.5), VISIUM_GRID, obs, "x")
     assert ps.trusted == "user"
     for bad in (0, -1, float("inf")):
         with pytest.raises(InputError, match="pixel size"):
-            resolve_pixel_size(PixelSizeEvidence(user=bad), "visium", obs, "x")
+            resolve_pixel_size(PixelSizeEvidence(user=bad), VISIUM_GRID, obs, "x")
 
 
 def test_unknown_pixel_size_is_an_error():
     obs = pd.DataFrame({"array_row": [-1], "array_col": [-1], "pxl_col_in_fullres": [1.0], "pxl_row_in_fullres": [1.0]})
     with pytest.raises(InputError, match="pixel size unknown"):
-        resolve_pixel_size(PixelSizeEvidence(), "visium", obs, "x")
+        resolve_pixel_size(PixelSizeEvidence(), VISIUM_GRID, obs, "x")
 
 
 def test_gene_unification_rules():

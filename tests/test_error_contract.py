@@ -37,7 +37,7 @@ def _one_line_error(args: list[str], *must_contain: str) -> str:
 def _no_sample_written(root: Path) -> None:
     samples = root / "samples"
     assert not samples.exists() or [p.name for p in samples.iterdir()] == [], list(samples.iterdir())
-    assert not (root / "catalog.parquet").exists()
+    assert not (root / "hestdata.json").exists()
 
 
 def _converted_or_one_line_error(r: object, root: Path) -> None:

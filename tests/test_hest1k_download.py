@@ -51,7 +51,7 @@ def test_hest1k_resolves_to_the_hub_without_contacting_it(monkeypatch):
     from huggingface_hub.hf_file_system import parse_hf_uri
 
     from hestdata.io.fs import split_url
-    from hestdata.remote.config import resolve_remote
+    from hestdata.store.remotes import resolve_remote
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     url, opts = resolve_remote("hest1k")
@@ -152,5 +152,5 @@ def test_cli_on_a_local_hest_folder_with_hest_patches(hest_local, tmp_path):
     assert stored.shape == ref.shape and np.abs(stored.astype(float) - ref.astype(float)).mean() < 3.0
     r = CliRunner().invoke(app, ["download", str(hest_local), str(tmp_path / "d"), "--id", "XEN_1"])
     assert r.exit_code == 1 and "refused: XEN_1" in r.output and "transcripts/" in r.output
-    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["files"]
+    assert hestdata.open_catalog(tmp_path / "d")["id"].to_list() == ["SPA_C2"]
     assert not (tmp_path / "d" / "samples" / "XEN_1.zarr").exists()

@@ -123,7 +123,7 @@ def _patches(root: Path, sid: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("point", ["before-sample-rename", "after-sample-rename", "before-publish",
-                                   "publish-between-renames"])
+                                   "before-pointer"])
 def test_kill_at_each_conversion_window_leaves_a_recoverable_root(tmp_path, point):
     root = tmp_path / "root"
     hestdata.convert(synthetic_sample("s0"), root, patches=["32px_2um"], min_tissue_fraction=0)
@@ -159,7 +159,10 @@ def test_repair_rebuilds_a_root_with_a_corrupt_catalog(tmp_path):
     root = tmp_path / "root"
     for i in range(2):
         hestdata.convert(synthetic_sample(f"s{i}", seed=i), root, patches=[], min_tissue_fraction=0)
-    (root / "catalog.parquet").write_bytes(b"not parquet")
+    import json
+
+    base = json.loads((root / "hestdata.json").read_text())["catalog"]["base"]["path"]
+    (root / base).write_bytes(b"not parquet")
     with pytest.raises(hestdata.StoreError, match="hestdata repair"):
         hestdata.convert(synthetic_sample("s9", seed=9), root, patches=[])
     r = CliRunner().invoke(app, ["repair", str(root)])

@@ -37,15 +37,21 @@ def test_push_then_download_subset_from_s3(local_root, s3_server, tmp_path):
     remote = "s3://hest-remote/v1"
     make_bucket("hest-remote", opts)
     rep = hestdata.push(work, remote, storage_options=opts)
-    n_files = len(json.loads((work / "manifest.json").read_text())["files"])
-    assert len(rep.uploaded) == n_files and rep.unchanged == 0
+    sample_files = {p.relative_to(work).as_posix() for p in (work / "samples").rglob("*") if p.is_file()}
+    assert {p for p in rep.uploaded if p.startswith("samples/")} == sample_files and rep.unchanged == 0
+    assert rep.uploaded[-1] == "hestdata.json"  # the pointer last
     again = hestdata.push(work, remote, storage_options=opts)
-    assert again.uploaded == [] and again.unchanged == n_files
+    assert again.uploaded == [] and again.unchanged == len(sample_files)
     # change one sample: only its files and the catalog travel
     hestdata.convert(synthetic_sample("r1", n=16, seed=99), work, patches=["32px_2um", "64px_0.5um"],
                      min_tissue_fraction=0, shard_patches=8, overwrite=True, metadata={"organ": "skin"})
+    log.clear()
     third = hestdata.push(work, remote, storage_options=opts)
-    assert third.uploaded and all(p.startswith("samples/r1.zarr/") or p == "catalog.parquet" for p in third.uploaded)
+    assert third.uploaded and all(p.startswith(("samples/r1.zarr/", "catalog/")) or p == "hestdata.json"
+                                  for p in third.uploaded)
+    assert third.samples_changed == ["r1"]
+    # the unchanged samples cost nothing: no request names them
+    assert not any("r0.zarr" in ln or "r2.zarr" in ln for ln in log.lines)
 
     log.clear()
     dest = tmp_path / "dest"
@@ -73,7 +79,7 @@ def test_push_then_download_subset_from_s3(local_root, s3_server, tmp_path):
     # the streamed remote root agrees
     root = hestdata.open_root(remote, storage_options=opts)
     assert root.sample_ids == ["r0", "r1", "r2"] and root.metadata("r2").qc.n_obs == 20
-    assert len(root.dataset(patch="32px_2um", decode="none")) == 12 + 16 + 20
+    assert len(hestdata.PatchDataset(root, patch="32px_2um", decode="none")) == 12 + 16 + 20
 
 
 def test_http_download_resumes_after_interruption(local_root, http_server, tmp_path, monkeypatch):
@@ -98,8 +104,8 @@ def test_http_download_resumes_after_interruption(local_root, http_server, tmp_p
     assert [p for p in (dest / "samples" / ".dl-r2.zarr").rglob("*") if p.is_file()]  # what arrived is kept
     second: list[int] = []
     hestdata.download(f"{base}/root", dest, ids=["r2"], progress=lambda r, n: second.append(n), workers=2)
-    manifest = json.loads((www / "root" / "manifest.json").read_text())["files"]
-    total = sum(e["size"] for k, e in manifest.items() if k.startswith("samples/r2.zarr/"))
+    manifest = json.loads((www / "root" / "samples" / "r2.zarr" / "manifest.json").read_text())["files"]
+    total = sum(size for size, _ in manifest.values())
     assert first + sum(second) <= total + 4096  # at most the interrupted chunk is fetched twice
     assert hestdata.validate(dest).ok
     assert any("Range" in ln or "bytes=" in ln for ln in log.lines)
@@ -126,13 +132,23 @@ def test_checksum_failure_removes_file_and_commits_nothing(local_root, http_serv
     assert hestdata.open_catalog(dest)["id"].to_list() == ["r1"]  # the good sample completed
 
 
-@pytest.mark.parametrize("bad", ["../../escaped.txt", "/abs/escaped.txt", "samples/../../escaped.txt",
-                                 "samples/r0.zarr/..\\..\\x"])
+@pytest.mark.parametrize("bad", ["../../escaped.txt", "/abs/escaped.txt", "images/../../../escaped.txt",
+                                 "..\\..\\x"])
 def test_malicious_manifest_is_rejected(local_root, tmp_path, bad):
+    """A remote whose sample manifest names paths outside the sample (and whose catalog vouches for it, as an
+    attacker controlling the remote would arrange) is refused before anything is written."""
+    import hashlib
+
+    from hestdata.store import versions
+
     src = _copy(local_root, tmp_path / "src")
-    m = json.loads((src / "manifest.json").read_text())
-    m["files"][bad] = {"size": 3, "sha256": "0" * 64}
-    (src / "manifest.json").write_text(json.dumps(m))
+    mpath = src / "samples" / "r0.zarr" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["files"][bad] = [3, "0" * 64]
+    mpath.write_text(json.dumps(m))
+    row = hestdata.Root.open(src).row("r0")
+    row["sha256"] = hashlib.sha256(mpath.read_bytes()).hexdigest()
+    versions.commit(src, {"r0": row}, set(), None)
     dest = tmp_path / "sub" / "dest"
     with pytest.raises(hestdata.IntegrityError, match="unsafe path"):
         hestdata.download(f"file://{src}", dest)
@@ -141,7 +157,7 @@ def test_malicious_manifest_is_rejected(local_root, tmp_path, bad):
 
 
 def test_named_remote_and_redaction(local_root, tmp_path, monkeypatch):
-    from hestdata.remote.config import redact
+    from hestdata.store.remotes import redact
 
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[remotes.lab]\nurl = "file://{local_root}"\nstorage_options = {{ secret = "s3cr3t" }}\n')

@@ -107,7 +107,7 @@ def test_cohort_options_are_typed_per_source_before_conversion(tmp_path):
     root = tmp_path / "root"
     with pytest.raises(hestdata.SchemaError):
         register_cohort(bad, root)
-    assert not (root / "catalog.parquet").exists()
+    assert not (root / "hestdata.json").exists()
 
 
 def test_cohort_options_reach_the_conversion(tmp_path):

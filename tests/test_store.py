@@ -65,16 +65,22 @@ def test_catalog_manifest_and_validate_detects_tampering(tmp_path):
     assert cat["id"].to_list() == ["s0", "s1"]
     assert cat["n_patches"].to_list() == [12, 12]
     assert cat["patch_arrays"].to_list() == [["64px_0.5um"], ["64px_0.5um"]]
-    man = json.loads((root / "manifest.json").read_text())
-    assert "catalog.parquet" in man["files"]
-    assert all(k.startswith(("samples/", "catalog.parquet")) for k in man["files"])
-    from hestdata.store.manifest import digest
+    # format 2: each sample has its own manifest, whose sha256 is the catalog row's digest; the root pointer lists
+    # only the root's own files
+    import hashlib
 
-    assert cat.filter(cat["id"] == "s0")["sha256"][0] == digest(man["files"], "samples/s0.zarr")
+    pointer = json.loads((root / "hestdata.json").read_text())
+    assert pointer["format_version"] == 2 and pointer["files"] == {} and pointer["catalog"]["n_samples"] == 2
+    assert not (root / "manifest.json").exists() and not (root / "catalog.parquet").exists()
+    man = (root / "samples/s0.zarr/manifest.json").read_bytes()
+    assert cat.filter(cat["id"] == "s0")["sha256"][0] == hashlib.sha256(man).hexdigest()
+    files = json.loads(man)["files"]
+    assert "zarr.json" in files and "manifest.json" not in files
+    assert cat.filter(cat["id"] == "s0")["n_files"][0] == len(files) + 1
     assert hestdata.validate(root).ok
 
     # tamper: change bytes of one chunk (same size), add a stray file, remove the table's X
-    chunk = next(p for p in (root / "samples/s0.zarr/images/he/s0").rglob("*") if p.is_file())
+    chunk = next(p for p in (root / "samples/s0.zarr/images/he/s0/c").rglob("*") if p.is_file())
     data = bytearray(chunk.read_bytes())
     data[-1] ^= 0xFF
     chunk.write_bytes(bytes(data))
@@ -82,7 +88,7 @@ def test_catalog_manifest_and_validate_detects_tampering(tmp_path):
     rep = hestdata.validate(root)
     assert not rep.ok
     text = "\n".join(rep.violations)
-    assert "sha256 differs" in text and "stray.txt is not in manifest.json" in text
+    assert "sha256 differs" in text and "stray.txt is not in its manifest.json" in text
     assert hestdata.validate(root, checksums=False).violations == [v for v in rep.violations if "sha256" not in v]
 
 
@@ -104,7 +110,7 @@ def test_validate_sample_reports_every_violation(tmp_path):
 def test_republish_drops_vanished_samples(tmp_path):
     import shutil
 
-    from hestdata.store.catalog import publish
+    from hestdata.store.publish import publish
 
     root = tmp_path / "root"
     for i in range(2):

@@ -29,15 +29,9 @@ def default_cache_dir(root: str | os.PathLike[str]) -> Path:
     return Path(os.environ.get("HESTDATA_CACHE", Path.home() / ".cache" / "hestdata")) / "embeddings"
 
 
-def patch_digest(manifest_files: dict[str, Any], sample_id: str, patch: str) -> str:
-    """Checksum of one sample's patch array, from the root's manifest."""
-    from hestdata.store.manifest import digest
-
-    prefix = f"{L.sample_relpath(sample_id)}/{L.PATCH_GROUP}/{patch}"
-    d = digest(manifest_files, prefix)
-    if not any(k.startswith(prefix + "/") for k in manifest_files):
-        raise KeyError(f"no files of {prefix} in the manifest")
-    return d
+def patch_digest(sample: Any, patch: str) -> str:
+    """Checksum of one sample's patch array (a :class:`hestdata.store.root.StoredSample`), from its manifest."""
+    return sample.digest(f"{L.PATCH_GROUP}/{patch}")
 
 
 def _write(base: Path, key: Path, emb: np.ndarray, encoder: Encoder, sid: str, patch: str) -> None:
@@ -54,7 +48,7 @@ def _write(base: Path, key: Path, emb: np.ndarray, encoder: Encoder, sid: str, p
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: list[str], *, patch: str = DEFAULT_PATCH.name,
+def embed_samples(root: Any, encoder: Encoder, sample_ids: list[str], *, patch: str = DEFAULT_PATCH.name,
                   batch_size: int = 64, num_workers: int = 0, device: Any = None, cache_dir: str | Path | None = None,
                   storage_options: dict[str, Any] | None = None,
                   on_sample: Callable[[str, bool], None] | None = None) -> dict[str, np.ndarray]:
@@ -63,16 +57,15 @@ def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: li
     import zarr
 
     from hestdata.loader import PatchDataset, make_loader
-    from hestdata.remote.root import open_root
+    from hestdata.store.root import Root
 
-    r = open_root(root, storage_options)
-    files = r.manifest["files"]
-    cache = Path(cache_dir) if cache_dir else default_cache_dir(root)
+    r = Root.open(root, storage_options)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir(r.url)
     base = cache / encoder.fingerprint[:16]
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder.to(dev)
     out: dict[str, np.ndarray] = {}
-    keys = {sid: base / f"{sid}-{patch}-{patch_digest(files, sid, patch)[:16]}.zarr" for sid in sample_ids}
+    keys = {sid: base / f"{sid}-{patch}-{patch_digest(r.sample(sid), patch)[:16]}.zarr" for sid in sample_ids}
     todo = []
     for sid in sample_ids:
         if keys[sid].exists():
@@ -83,15 +76,13 @@ def embed_samples(root: str | os.PathLike[str], encoder: Encoder, sample_ids: li
             todo.append(sid)
     if not todo:
         return out
-    import polars as pl
 
     # one dataset and one loader for every sample still to embed (no per-sample worker start-up); each sample's
     # embeddings are written as soon as its last patch is through, so an interrupted run keeps finished samples
-    ds = PatchDataset(r.url, query=pl.col("id").is_in(todo), genes=[], patch=patch,
-                      decode="gpu" if dev.type == "cuda" else "cpu", storage_options=r.storage_options)
+    ds = PatchDataset(r.select(ids=todo), genes=[], patch=patch, decode="gpu" if dev.type == "cuda" else "cpu")
     loader = make_loader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False, rank=0, world_size=1,
                          device=dev if dev.type == "cuda" else None)
-    spans = [(s.sample_id, s.first, s.first + s.reader.info.n_patches) for s in ds.samples]
+    spans = [(s.sample_id, s.first, s.first + s.n_patches) for s in ds.samples]
     emb: np.ndarray | None = None
     done = 0
     nxt = 0

@@ -183,15 +183,17 @@ def fit_head(root: str | Path, encoder: Any, sample_ids: list[str], patch: str, 
 
     from hestdata.bench.embed import embed_samples
     from hestdata.bench.runner import _patch_rows, _table
+    from hestdata.store.root import Root
 
     if (gene is None) == (label is None):
         raise ValueError("explain needs exactly one of gene= or label=")
     train = [s for s in sample_ids if s != exclude] or list(sample_ids)
-    embs = embed_samples(root, encoder, train, patch=patch)
+    r = Root.open(root)
+    embs = embed_samples(r, encoder, train, patch=patch)
     xs, ys = [], []
     for s in train:
-        X, var, obs = _table(str(root), s, {}, [label] if label else [])
-        rows = _patch_rows(str(root), s, patch, {})
+        X, var, obs = _table(r, s, [label] if label else [])
+        rows = _patch_rows(r, s, patch)
         if gene is not None:
             if gene not in var:
                 raise ValueError(f"{s}: gene {gene!r} not in the expression table")
@@ -216,13 +218,13 @@ def explain_sample(root: str | Path, encoder: Any, sample_id: str, patch: str, o
                    ) -> list[Path]:
     """Maps for the ``n`` patches of ``sample_id`` with the highest head output (all patches if ``n`` ≤ 0):
     one overlay PNG per patch, a side-by-side sheet and a slide mosaic at the patches' positions."""
-    import zarr
-
     from hestdata.bench.embed import embed_samples
     from hestdata.store import layout as L
+    from hestdata.store.root import Root
 
-    g = zarr.open_group(str(L.sample_path(Path(root), sample_id) / L.PATCH_GROUP / patch), mode="r")
-    emb = embed_samples(root, encoder, [sample_id], patch=patch)[sample_id]
+    r = Root.open(root)
+    g = r.sample(sample_id).patch_group(patch)
+    emb = embed_samples(r, encoder, [sample_id], patch=patch)[sample_id]
     score = emb.astype(np.float64) @ head.weight + head.bias
     pick = np.argsort(-score)[: n] if n > 0 else np.arange(len(score))
     pick = np.sort(pick)

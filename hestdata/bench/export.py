@@ -24,10 +24,8 @@ from hestdata.store import layout as L
 STAMP_VERSION = "2.0.0"
 
 
-def _slides(root: Path, patch: str, sample_ids: list[str] | None) -> list[str]:
-    from hestdata.store.catalog import ids_with, open_catalog
-
-    return [i for i in ids_with(open_catalog(root), patch=patch) if sample_ids is None or i in sample_ids]
+def _slides(root: Any, patch: str, sample_ids: list[str] | None) -> list[str]:
+    return [i for i in root.select(patch=patch).ids if sample_ids is None or i in sample_ids]
 
 
 def _write_h5(path: Path, datasets: dict[str, np.ndarray], attrs: dict[str, Any],
@@ -52,19 +50,18 @@ def export_features(root: str | Path, encoder: Any, dest: str | Path, *, layout:
     """Embed (cached) and export every slide with ``patch``; returns the written files."""
     from hestdata.bench.embed import embed_samples
     from hestdata.bench.encoders import load_encoder
-    from hestdata.store.sample import read_metadata
+    from hestdata.store.root import Root
 
-    r, out = Path(root), Path(dest)
+    r, out = Root.open(root), Path(dest)
     enc = load_encoder(encoder)
     ids = _slides(r, patch, sample_ids)
     embs = embed_samples(r, enc, ids, patch=patch, batch_size=batch_size, num_workers=num_workers, device=device)
     written = []
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", enc.name)
     for sid in ids:
-        import zarr
-
-        meta = read_metadata(L.sample_path(r, sid))
-        g = zarr.open_group(str(L.sample_path(r, sid) / L.PATCH_GROUP / patch), mode="r")
+        sample = r.sample(sid)
+        meta = sample.metadata
+        g = sample.patch_group(patch)
         centers = g[L.PATCH_CENTERS][:]
         p = int(g.attrs["patch_size_px"])
         mpp = float(g.attrs["pixel_size_um"])

@@ -51,23 +51,23 @@ class FeatureGrid:
         return np.asarray(self.origin_um) + rc[:, ::-1].astype(np.float64) * self.cell_um
 
 
-def plan_grid(sample_path: Path, geometry: PatchGeometry, min_tissue_fraction: float = MIN_TISSUE_FRACTION
+def plan_grid(sample: Any, geometry: PatchGeometry, min_tissue_fraction: float = MIN_TISSUE_FRACTION
               ) -> tuple[np.ndarray, float, float]:
-    """The tissue mask of the grid cells, the image's level-0 µm/px, and the cell side in µm."""
-    import zarr
-
-    from hestdata.convert.stages import thumbnail_level
+    """The tissue mask of the grid cells of a sample (a :class:`hestdata.store.root.StoredSample` or its folder),
+    the image's level-0 µm/px, and the cell side in µm."""
+    from hestdata.curation.levels import thumbnail_level
     from hestdata.curation.tissue import segment_tissue
-    from hestdata.store.sample import read_metadata
+    from hestdata.store.root import StoredSample
 
-    meta = read_metadata(sample_path)
+    sample = StoredSample.of(sample)
+    meta = sample.metadata
     if meta.image is None:
-        raise ValueError(f"{sample_path}: no H&E image to tile")
+        raise ValueError(f"{sample.path}: no H&E image to tile")
     ps = meta.pixel_size_um.value
     s = geometry.field_of_view_um
     n_rows = int(np.ceil(meta.image.height_px * ps / s))
     n_cols = int(np.ceil(meta.image.width_px * ps / s))
-    img = zarr.open_group(str(sample_path / "images" / L.IMAGE_HE), mode="r")
+    img = sample.image(L.IMAGE_HE)
     n_levels = len([k for k in img.array_keys() if k.startswith("s")])
     t = thumbnail_level([tuple(img[f"s{k}"].shape[1:]) for k in range(n_levels)], 2048)  # as the conversion chose
     thumb = np.moveaxis(img[f"s{t}"][:], 0, -1)
@@ -78,17 +78,17 @@ def plan_grid(sample_path: Path, geometry: PatchGeometry, min_tissue_fraction: f
     return (frac >= min_tissue_fraction).reshape(n_rows, n_cols), ps, s
 
 
-def render_cells(sample_path: Path, geometry: PatchGeometry, mask: np.ndarray, pixel_size_um: float,
+def render_cells(sample: Any, geometry: PatchGeometry, mask: np.ndarray, pixel_size_um: float,
                  batch_size: int, workers: int | None = None) -> Any:
     """``(start, batch)`` of the non-empty cells' images (row-major), cut from the stored pyramid."""
-    import zarr
-
     from hestdata.curation.bands import render_bands
     from hestdata.curation.levels import finest_level_for
     from hestdata.curation.patches import resample, window_boxes
     from hestdata.raster import ZarrRaster
+    from hestdata.store.root import StoredSample
 
-    img = zarr.open_group(str(sample_path / "images" / L.IMAGE_HE), mode="r")
+    sample = StoredSample.of(sample)
+    img = sample.image(L.IMAGE_HE)
     n_levels = len([k for k in img.array_keys() if k.startswith("s")])
     lvl = finest_level_for(pixel_size_um, geometry.pixel_size_um, [2.0 ** k for k in range(n_levels)])
     lps = pixel_size_um * 2 ** lvl
@@ -97,17 +97,14 @@ def render_cells(sample_path: Path, geometry: PatchGeometry, mask: np.ndarray, p
     centres = np.column_stack([(rc[:, 1] + 0.5) * s, (rc[:, 0] + 0.5) * s]) / lps
     p = geometry.patch_size_px
     boxes, exact = window_boxes(centres, s / lps, p)
-    level = ZarrRaster(img[f"s{lvl}"], sample_path / "images" / L.IMAGE_HE / f"s{lvl}")
+    level = ZarrRaster(img[f"s{lvl}"], f"{sample.path}/images/{L.IMAGE_HE}/s{lvl}")
     return render_bands(level, boxes, lambda crop, i: resample(crop, tuple(exact[i]), p), (p, p, 3), batch_size,
                         workers)
 
 
-def _grid_key(base: Path, root: Path, sid: str, geometry: str) -> Path:
-    from hestdata.store.manifest import digest, load_manifest
-
-    files = load_manifest(root)["files"]
-    d = digest(files, f"{L.sample_relpath(sid)}/images/{L.IMAGE_HE}")
-    return base / f"{sid}-grid-{geometry}-{d[:16]}.zarr"
+def _grid_key(base: Path, sample: Any, geometry: str) -> Path:
+    d = sample.digest(f"images/{L.IMAGE_HE}")
+    return base / f"{sample.id}-grid-{geometry}-{d[:16]}.zarr"
 
 
 def read_grid(path: Path) -> FeatureGrid:
@@ -142,24 +139,26 @@ def embed_grid(root: str | Path, encoder: Any, sample_ids: list[str], *, grid: s
     """A :class:`FeatureGrid` per sample (cached; local roots)."""
     import torch
 
-    r = Path(root)
+    from hestdata.store.root import Root
+
+    r = Root.open(root)
     geom = PatchGeometry.parse(grid)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder.to(dev)
-    base = Path(cache_dir) if cache_dir else r / "embeddings"
+    base = Path(cache_dir) if cache_dir else r.path / "embeddings"
     base = base / encoder.fingerprint[:16]
     out: dict[str, FeatureGrid] = {}
     for sid in sample_ids:
-        key = _grid_key(base, r, sid, geom.name)
+        sample = r.sample(sid)
+        key = _grid_key(base, sample, geom.name)
         if key.exists():
             out[sid] = read_grid(key)
             if on_sample:
                 on_sample(sid, True)
             continue
-        path = L.sample_path(r, sid)
-        mask, ps, s = plan_grid(path, geom, min_tissue_fraction)
+        mask, ps, s = plan_grid(sample, geom, min_tissue_fraction)
         feats: np.ndarray | None = None
-        for start, batch in render_cells(path, geom, mask, ps, batch_size, workers):
+        for start, batch in render_cells(sample, geom, mask, ps, batch_size, workers):
             x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(dev)
             z = encoder(x).cpu().numpy().astype(np.float32)
             if feats is None:
@@ -184,13 +183,13 @@ def export_grid_trident(root: str | Path, grids: dict[str, FeatureGrid], encoder
     import re
 
     from hestdata.bench.export import _write_h5
-    from hestdata.store.sample import read_metadata
+    from hestdata.store.root import Root
 
-    r, out = Path(root), Path(dest)
+    r, out = Root.open(root), Path(dest)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.name)
     written = []
     for sid, g in grids.items():
-        meta = read_metadata(L.sample_path(r, sid))
+        meta = r.sample(sid).metadata
         l0 = meta.pixel_size_um.value
         geom = PatchGeometry.parse(g.geometry)
         step = int(round(g.cell_um / l0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,20 +20,22 @@ def _colour(v: float) -> tuple[int, int, int]:
     return 255, int(255 * (1 - t)), 0
 
 
-def render_heatmap(sample_path: str | Path, patch: str, scores: np.ndarray, png: str | Path,
+def render_heatmap(sample: Any, patch: str, scores: np.ndarray, png: str | Path,
                    max_px: int = 1024, alpha: float = 0.45) -> Path:
-    """Overlay ``scores`` (one per patch of ``patch``, min-max scaled) on the sample's H&E thumbnail."""
-    import zarr
+    """Overlay ``scores`` (one per patch of ``patch``, min-max scaled) on the H&E thumbnail of ``sample`` (a
+    :class:`hestdata.store.root.StoredSample`)."""
     from PIL import Image, ImageDraw
 
-    root = zarr.open_group(str(sample_path), mode="r")
-    he = root[f"images/{L.IMAGE_HE}"]
+    from hestdata.store.root import StoredSample
+
+    sample = StoredSample.of(sample)
+    he = sample.image(L.IMAGE_HE)
     ms = he.attrs["ome"]["multiscales"][0]
     k = next((i for i, d in enumerate(ms["datasets"]) if max(he[d["path"]].shape[1:]) <= max_px), len(ms["datasets"]) - 1)
     thumb = np.moveaxis(he[ms["datasets"][k]["path"]][:], 0, -1)
     tr = ms["coordinateTransformations"][0]
     ps = (tr["transformations"][0] if tr["type"] == "sequence" else tr)["scale"][-1] * 2 ** k
-    g = root[f"{L.PATCH_GROUP}/{patch}"]
+    g = sample.patch_group(patch)
     centres = g[L.PATCH_CENTERS][:]
     half = int(g.attrs["patch_size_px"]) * float(g.attrs["pixel_size_um"]) / 2
     s = np.asarray(scores, dtype=np.float64)

@@ -94,27 +94,19 @@ def read_labels(t: Task) -> dict[str, tuple[str, Any]]:
             for s, pt, lab in zip(df[t.slide_column], df[t.patient_column], df[t.label], strict=True)}
 
 
-def _table(root_url: str, sid: str, storage_options: dict[str, Any], columns: list[str]) -> tuple[Any, list[str], Any]:
+def _table(r: Any, sid: str, columns: list[str]) -> tuple[Any, list[str], Any]:
     """(X, var names, obs columns) of a sample's expression table."""
     from anndata.io import read_elem
 
-    from hestdata.store.access import open_sample_group
-
-    g = open_sample_group(root_url, sid, "tables", L.TABLE, storage_options=storage_options)
+    g = r.sample(sid).table(L.TABLE)
     X = read_elem(g["X"])
     var = read_elem(g["var"])
     obs = read_elem(g["obs"])[columns] if columns else None
     return X, [str(v) for v in var.index], obs
 
 
-def _patch_group(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> Any:
-    from hestdata.store.access import open_sample_group
-
-    return open_sample_group(root_url, sid, L.PATCH_GROUP, patch, storage_options=storage_options)
-
-
-def _patch_rows(root_url: str, sid: str, patch: str, storage_options: dict[str, Any]) -> np.ndarray:
-    return np.asarray(_patch_group(root_url, sid, patch, storage_options)[L.PATCH_OBS_INDEX][:], dtype=np.int64)
+def _patch_rows(r: Any, sid: str, patch: str) -> np.ndarray:
+    return np.asarray(r.sample(sid).patch_group(patch)[L.PATCH_OBS_INDEX][:], dtype=np.int64)
 
 
 def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path | Task, *, batch_size: int = 64,
@@ -128,23 +120,22 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     from hestdata.bench.embed import embed_samples
     from hestdata.bench.encoders import load_encoder
     from hestdata.bench.leaderboard import append_rows, make_rows
-    from hestdata.remote.root import open_root
+    from hestdata.store.root import Root
 
     t = task if isinstance(task, Task) else load_task(task)
     if patch is not None:
         t = Task(**{**t.__dict__, "patch": patch})
     baseline = isinstance(encoder, str) and encoder.lower() == LIBRARY_SIZE
     enc = library_size_encoder() if baseline else load_encoder(encoder)
-    r = open_root(root, storage_options)
+    r = Root.open(root, storage_options)  # once: every read below is of this catalog version
     ids, groups_of = _task_samples(t, r)
     if baseline:
         if t.type not in ("expression", "retrieval"):
             raise InputError(None, f"the {LIBRARY_SIZE} baseline needs an expression or retrieval task, not {t.type}")
         embs = _library_sizes(t, r, ids)
     else:
-        embs = embed_samples(r.url, enc, ids, patch=t.patch, batch_size=batch_size, num_workers=num_workers,
-                             device=device, cache_dir=cache_dir or (None if "://" in r.url else Path(r.url) / "embeddings"),
-                             storage_options=r.storage_options,
+        embs = embed_samples(r, enc, ids, patch=t.patch, batch_size=batch_size, num_workers=num_workers,
+                             device=device, cache_dir=cache_dir or (r.path / "embeddings" if r.is_local else None),
                              on_sample=(lambda s, hit: echo(f"  {s}: {'cached' if hit else 'embedded'}")) if echo else None)
     emb = np.concatenate([embs[s] for s in ids])
     if t.type == "slide_mil":
@@ -166,10 +157,10 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     for row in rows:
         lo, hi = intervals.get(row["metric"], (float("nan"), float("nan")))  # type: ignore[union-attr]
         row["ci_low"], row["ci_high"] = float(lo), float(hi)
-    if leaderboard and "://" not in r.url:
-        append_rows(Path(r.url), rows)
+    if leaderboard and r.is_local:
+        append_rows(r.path, rows)
         if per_gene:
-            append_gene_rows(Path(r.url), t, enc, per_gene)
+            append_gene_rows(r.path, t, enc, per_gene)
     return rows
 
 
@@ -205,8 +196,8 @@ def _library_sizes(t: Task, r: Any, ids: list[str]) -> dict[str, np.ndarray]:
 
     out = {}
     for s in ids:
-        X, _, _ = _table(r.url, s, r.storage_options, [])
-        rows = _patch_rows(r.url, s, t.patch, r.storage_options)
+        X, _, _ = _table(r, s, [])
+        rows = _patch_rows(r, s, t.patch)
         Xs = (X if sp.issparse(X) else sp.csr_matrix(X)).tocsr()
         out[s] = np.log1p(np.asarray(Xs[rows].sum(axis=1), dtype=np.float64)).reshape(-1, 1).astype(np.float32)
     return out
@@ -216,9 +207,11 @@ def _task_samples(t: Task, r: Any) -> tuple[list[str], dict[str, str]]:
     """The task's sample ids (catalog filter, with the patch array) and each one's fold group."""
     import polars as pl
 
+    from hestdata.errors import HestdataError
+
     try:
-        cat = r.catalog.filter(pl.sql_expr(t.samples))
-    except Exception as exc:
+        cat = r.select(t.samples).catalog
+    except HestdataError as exc:
         raise InputError(None, f"task {t.name}: bad samples filter {t.samples!r}: {exc}") from exc
     cat = cat.filter(pl.col("patch_arrays").list.contains(t.patch)).sort("id")
     if cat.height == 0:
@@ -235,13 +228,13 @@ def _task_targets(t: Task, r: Any, ids: list[str]) -> tuple[Any, list[str], np.n
     """Counts of the genes every sample has (rows in patch order), and the labels if the task has any."""
     import scipy.sparse as sp
 
-    tables = {s: _table(r.url, s, r.storage_options, [t.label] if t.label else []) for s in ids}
+    tables = {s: _table(r, s, [t.label] if t.label else []) for s in ids}
     shared = set(tables[ids[0]][1]).intersection(*(tables[s][1] for s in ids[1:]))
     common = [g for g in tables[ids[0]][1] if g in shared]  # linear in the number of genes
     blocks, labs = [], []
     for s in ids:
         X, var, obs = tables[s]
-        rows = _patch_rows(r.url, s, t.patch, r.storage_options)
+        rows = _patch_rows(r, s, t.patch)
         pos = {g: i for i, g in enumerate(var)}
         Xs = X if sp.issparse(X) else sp.csr_matrix(X)
         blocks.append(Xs.tocsr()[rows][:, [pos[g] for g in common]])
@@ -274,8 +267,8 @@ def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np
                 pos.setdefault(lab[s][0], []).append(_patch_centres(r, s, t.patch))
         opts["coords"] = {p: np.concatenate(c) for p, c in pos.items()}
     res = slide_mil_protocol({p: np.concatenate(b) for p, b in bags.items()}, y, **opts)
-    if want_maps and "://" not in r.url:
-        _attention_maps(Path(r.url), t, enc, ids, lab, embs, res.attention, echo)
+    if want_maps and r.is_local:
+        _attention_maps(r, t, enc, ids, lab, embs, res.attention, echo)
     if echo and missing:
         echo(f"  {len(missing)} slide(s) without a label were left out: {missing[:5]}")
     return {k: [(str(f["fold"]), f[k]) for f in res.folds]
@@ -284,15 +277,15 @@ def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np
 
 def _patch_centres(r: Any, sample_id: str, patch: str) -> np.ndarray:
     """(n, 2) µm centres of a sample's patch array, in patch order (the order of its embeddings)."""
-    return np.asarray(_patch_group(r.url, sample_id, patch, r.storage_options)[L.PATCH_CENTERS][:], dtype=np.float64)
+    return np.asarray(r.sample(sample_id).patch_group(patch)[L.PATCH_CENTERS][:], dtype=np.float64)
 
 
-def _attention_maps(root: Path, t: Task, enc: Any, ids: list[str], lab: dict[str, tuple[str, Any]],
+def _attention_maps(r: Any, t: Task, enc: Any, ids: list[str], lab: dict[str, tuple[str, Any]],
                     embs: dict[str, np.ndarray], attention: dict[str, np.ndarray], echo: Any) -> None:
     """Held-out attention of each slide as a heatmap: ROOT/heatmaps/<task>/<encoder>-<fp8>/<slide>.png."""
     from hestdata.bench.heatmap import render_heatmap
 
-    out = root / "heatmaps" / t.name / f"{enc.name}-{enc.fingerprint[:8]}"
+    out = r.path / "heatmaps" / t.name / f"{enc.name}-{enc.fingerprint[:8]}"
     offsets: dict[str, int] = {}
     for s in ids:  # bags were concatenated in this order per patient
         if s not in lab:
@@ -304,7 +297,7 @@ def _attention_maps(root: Path, t: Task, enc: Any, ids: list[str], lab: dict[str
         w = attention[patient][a:a + len(embs[s])]
         offsets[patient] = a + len(embs[s])
         if len(w):
-            render_heatmap(L.sample_path(root, s), t.patch, w, out / f"{s}.png")
+            render_heatmap(r.sample(s), t.patch, w, out / f"{s}.png")
     if echo:
         echo(f"  attention heatmaps: {out}")
 

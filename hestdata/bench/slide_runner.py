@@ -23,7 +23,7 @@ def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], 
     emb = np.stack([embs[s].mean(axis=0) for s in ids])
     from hestdata.store.profiles import aligned_profiles
 
-    profiles, genes = aligned_profiles(r.url, ids, r.storage_options)
+    profiles, genes = aligned_profiles(r, ids)
     groups = np.array([groups_of[s] for s in ids])
     proto = slide_expression_protocol if t.type == "slide_expression" else slide_retrieval_protocol
     res = proto(emb, profiles, groups, genes, **t.options)

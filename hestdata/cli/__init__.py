@@ -82,22 +82,23 @@ _add_convert_commands()
 def info(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zarr folder.")]) -> None:
     """Summarise a root (its catalog) or one sample (its metadata)."""
     from hestdata.store import layout as L
+    from hestdata.store.root import Root, StoredSample
 
     if path.name.endswith(L.SAMPLE_SUFFIX):
         import json
 
-        from hestdata.store.sample import read_metadata
-
-        typer.echo(json.dumps(read_metadata(path).model_dump(mode="json"), indent=2, ensure_ascii=False))
+        meta = StoredSample.open(path).metadata
+        typer.echo(json.dumps(meta.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
     import polars as pl
 
-    from hestdata.store.catalog import open_catalog
-
-    cat = open_catalog(path)
+    root = Root.open(path)
+    cat = root.catalog
     cols = ["id", "technology", "species", "n_obs", "n_genes", "pixel_size_um", "n_patches", "synthetic", "bytes"]
     with pl.Config(tbl_rows=100, tbl_cols=len(cols), tbl_width_chars=140):
-        typer.echo(f"{path}: {cat.height} sample(s)")
+        version = (f"catalog version {root.version}" if root.format_version == 2
+                   else "run `hestdata upgrade` to move it to format 2")
+        typer.echo(f"{path}: {cat.height} sample(s) (store format {root.format_version}, {version})")
         if cat.height:
             typer.echo(cat.select(cols))
 
@@ -128,7 +129,8 @@ def validate(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>
 @app.command()
 @handle_errors
 def repair(root: Annotated[Path, typer.Argument(help="A root left inconsistent by a crash or an edit.")]) -> None:
-    """Finish or roll back interrupted writes, remove stale temporary folders, rebuild catalog and manifest."""
+    """Finish or roll back interrupted writes, remove stale temporary folders, rebuild sample manifests and the
+    catalog from the samples present."""
     from hestdata.store.recovery import repair_root
 
     rep = repair_root(root)
@@ -140,7 +142,21 @@ def repair(root: Annotated[Path, typer.Argument(help="A root left inconsistent b
         typer.echo(f"removed {name}")
     for q in rep.quarantined:
         typer.secho(f"quarantined unreadable sample: {q}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"{root}: catalog and manifest rebuilt from {rep.n_samples} sample(s)")
+    typer.echo(f"{root}: sample manifests and catalog rebuilt from {rep.n_samples} sample(s)")
+
+
+@app.command()
+@handle_errors
+def upgrade(root: Annotated[Path, typer.Argument(help="A local root in an older store format.")]) -> None:
+    """Rewrite a store-format-1 root in format 2, in place, sample by sample (crash-safe: rerun to resume)."""
+    from hestdata.store.upgrade import upgrade_root
+
+    rep = upgrade_root(root, echo=typer.echo)
+    if rep.already:
+        typer.echo(f"{root}: already in store format 2 (catalog version {rep.version})")
+        return
+    typer.echo(f"{root}: upgraded to store format 2 — {len(rep.upgraded)} sample(s) rewritten, "
+               f"{rep.skipped} already upgraded, files {rep.files_before} -> {rep.files_after}")
 
 
 @app.command()
@@ -170,9 +186,9 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, remote 
     if isinstance(out, HestReport):
         _hest_summary(out, dry_run)
         return
-    from hestdata.store.catalog import open_catalog
+    from hestdata.store.root import Root
 
-    typer.echo(f"{out}: {open_catalog(out).height} sample(s) present")
+    typer.echo(f"{out}: {len(Root.open(out))} sample(s) present")
 
 
 def _hest_summary(rep: Any, dry_run: bool) -> None:
@@ -282,24 +298,24 @@ def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
     """Compute (and cache) per-patch features of every sample with the patch array (or a feature grid)."""
     from hestdata.bench.embed import embed_samples
     from hestdata.bench.encoders import load_encoder
-    from hestdata.store.catalog import ids_with, open_catalog
+    from hestdata.store.root import Root
 
-    cat = open_catalog(root)
+    r = Root.open(root)
     if grid:
         from hestdata.bench.grid import embed_grid
 
         enc = load_encoder(encoder, checkpoint=checkpoint)
-        ids = ids_with(cat, element="image")
-        grids = embed_grid(root, enc, ids, grid=grid, batch_size=batch_size,
+        ids = r.select(element="image").ids
+        grids = embed_grid(r, enc, ids, grid=grid, batch_size=batch_size,
                            on_sample=lambda s, hit: typer.echo(f"  {s}: {'cached' if hit else 'embedded'}"))
         for s, g in grids.items():
             typer.echo(f"  {s}: grid {g.mask.shape[0]} x {g.mask.shape[1]} cells of {g.cell_um:g} µm, "
                        f"{int(g.mask.sum())} with tissue")
         typer.echo(f"{len(grids)} sample(s), encoder {enc.name}")
         return
-    ids = ids_with(cat, patch=patch)
+    ids = r.select(patch=patch).ids
     enc = load_encoder(encoder, checkpoint=checkpoint)
-    out = embed_samples(root, enc, ids, patch=patch, batch_size=batch_size, num_workers=workers,
+    out = embed_samples(r, enc, ids, patch=patch, batch_size=batch_size, num_workers=workers,
                         on_sample=lambda s, hit: typer.echo(f"  {s}: {'cached' if hit else 'embedded'}"))
     typer.echo(f"{len(out)} sample(s), {sum(len(v) for v in out.values())} patches, encoder {enc.name}")
 
@@ -320,11 +336,10 @@ def bench_explain(root: Annotated[Path, typer.Option(help="Root.")],
     """Attribution maps of an encoder plus a fitted head (per patch and as a slide mosaic)."""
     from hestdata.bench.encoders import load_encoder
     from hestdata.bench.explain import explain_sample, fit_head
-    from hestdata.store.catalog import ids_with, open_catalog
+    from hestdata.store.root import Root
 
     enc = load_encoder(encoder, checkpoint=checkpoint)
-    cat = open_catalog(root)
-    ids = ids_with(cat, patch=patch)
+    ids = Root.open(root).select(patch=patch).ids
     if sample not in ids:
         raise typer.BadParameter(f"sample {sample!r} has no {patch} patch array")
     head = fit_head(root, enc, ids, patch, gene=gene, label=label, exclude=sample)
@@ -379,12 +394,11 @@ def export_cmd(layout: Annotated[str, typer.Argument(help="stamp or trident.")],
     enc = load_encoder(encoder, checkpoint=checkpoint)
     if grid:
         from hestdata.bench.grid import embed_grid, export_grid_trident
-        from hestdata.store.catalog import ids_with, open_catalog
+        from hestdata.store.root import Root
 
         if layout != "trident":
             raise typer.BadParameter("feature grids are exported in the trident layout")
-        cat = open_catalog(root)
-        ids = ids_with(cat, element="image")
+        ids = Root.open(root).select(element="image").ids
         files = export_grid_trident(root, embed_grid(root, enc, ids, grid=grid), enc, dest)
         typer.echo(f"wrote {len(files)} file(s) under {dest}")
         return

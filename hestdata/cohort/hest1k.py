@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hestdata.remote.config import BUILTIN_REMOTES
+from hestdata.store.remotes import BUILTIN_REMOTES
 
 HEST1K_URL = BUILTIN_REMOTES["hest1k"]
 IMPORTED = {"visium": "visium", "spatial transcriptomics": "st", "st": "st"}
@@ -211,7 +211,7 @@ def _fetch_and_convert(remote: Any, report: HestReport, patches_from: str, patch
     """Fetch every selected sample's files into the cache, then convert the complete ones as Dask tasks."""
     from hestdata.cohort.register import RegistrationReport, SampleOutcome, publish_outcomes, run_tasks
     from hestdata.remote.download import fetch_files
-    from hestdata.remote.safety import inside
+    from hestdata.store.safety import inside
 
     dest = Path(report.dest or ".")
     cache = dest / CACHE
@@ -248,13 +248,16 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
     """
     from hestdata.errors import InputError
     from hestdata.io.fs import ProcessLocalFS, join, split_url
-    from hestdata.remote.config import resolve_remote
     from hestdata.remote.download import download as download_root
+    from hestdata.store.remotes import resolve_remote
 
     url, opts = resolve_remote(source, storage_options)
     protocol, base = split_url(url)
     fs = ProcessLocalFS(protocol, opts).get()
-    if not fs.exists(join(base, "manifest.json")) and is_hest_layout(fs, base):
+    from hestdata.store import layout as L
+
+    is_root = any(fs.exists(join(base, f)) for f in (L.ROOT_POINTER, L.MANIFEST))
+    if not is_root and is_hest_layout(fs, base):
         if elements is not None:
             raise InputError(url, "elements= applies to hestdata roots; a HEST-1k download converts whole samples")
         return download_hest1k(url, dest, where=where, ids=ids, limit=limit, dry_run=dry_run,
@@ -262,12 +265,5 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
                                storage_options=opts, overwrite=overwrite, progress=progress, echo=echo)
     if dry_run or limit is not None:
         raise InputError(url, "dry_run and limit apply to HEST-1k layouts")
-    if isinstance(where, str):
-        import polars as pl
-
-        try:
-            where = pl.sql_expr(where)
-        except Exception as exc:
-            raise InputError(None, f"--where {where!r} is not a valid SQL condition on the catalog ({exc})") from None
     return download_root(url, dest, ids=ids, where=where, elements=elements, patches=patches, workers=workers,
                          storage_options=opts, progress=progress, overwrite=overwrite)

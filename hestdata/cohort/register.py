@@ -234,7 +234,7 @@ def _finish(cohort: Cohort, base: Path, r: Path, report: RegistrationReport) -> 
     """Publish what was converted, write the descriptor (relative input paths only) and the report."""
     from hestdata.metadata import now_iso
     from hestdata.store.atomic import atomic_write_bytes
-    from hestdata.store.catalog import publish
+    from hestdata.store.publish import publish
 
     done = {o.id for o in report.outcomes}
     report.outcomes += [SampleOutcome(s.id, "failed", "not run (the registration stopped early)")
@@ -249,7 +249,7 @@ def _finish(cohort: Cohort, base: Path, r: Path, report: RegistrationReport) -> 
 
 def publish_outcomes(r: Path, report: RegistrationReport) -> None:
     """Sort the outcomes, remove what killed conversions left, and publish every converted or unchanged sample."""
-    from hestdata.store.catalog import publish
+    from hestdata.store.publish import publish
     from hestdata.store.recovery import recover_root
 
     report.outcomes.sort(key=lambda o: o.id)

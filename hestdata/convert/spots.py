@@ -195,7 +195,10 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
 
     if s.expression.n_obs == 0:
         raise InputError(req.where, "no spots with counts")
-    ps = stages.resolve_pixel_size(req, s.expression.obs, s.inter_spot_distance_um)
+    from hestdata.curation.pixel_size import SpotGrid
+
+    grid = SpotGrid(s.grid_layout, s.inter_spot_distance_um) if s.inter_spot_distance_um else None
+    ps = stages.resolve_pixel_size(req, s.expression.obs, grid)
     st = curate_table(req, s, ps.value)
     geometries = [PatchGeometry.parse(g) for g in o.patches]
     image_ps = ps.value / s.image.scale_to_fullres if s.image is not None else 0.0

@@ -15,7 +15,7 @@ import numpy as np
 
 from hestdata._version import __version__
 from hestdata.errors import InputError, StoreError
-from hestdata.metadata import PixelSize, SampleMetadata, now_iso
+from hestdata.metadata import STORE_FORMAT_VERSION, PixelSize, SampleMetadata, now_iso
 from hestdata.model import Sample
 
 META_FIELDS = frozenset({"cohort", "patient", "species", "organ", "disease_state", "oncotree_code", "preservation",
@@ -76,12 +76,13 @@ def writable_root(root: str | Path) -> Path:
     return r
 
 
-def resolve_pixel_size(req: Request, obs: Any = None, spacing_um: float | None = None) -> PixelSize:
-    """Stage 2: the trusted full-resolution µm/px (warnings join the request's)."""
+def resolve_pixel_size(req: Request, obs: Any = None, grid: Any = None) -> PixelSize:
+    """Stage 2: the trusted full-resolution µm/px (warnings join the request's); ``grid`` is the spot grid's
+    geometry (:class:`hestdata.curation.pixel_size.SpotGrid`) when ``obs`` holds spots on one."""
     from hestdata.curation.pixel_size import resolve_pixel_size as resolve
 
     s = req.sample
-    ps, warns = resolve(s.pixel_size, s.technology, obs, req.where, spacing_um)
+    ps, warns = resolve(s.pixel_size, grid, obs, req.where)
     req.warnings += warns
     return ps
 
@@ -92,11 +93,6 @@ def unify_genes(req: Request, var: Any, species_hint: str | None = None) -> tupl
 
     species = req.fields.pop("species", None) or species_hint
     return unify(var, species, req.where)
-
-
-def thumbnail_level(shapes: list[tuple[int, int]], max_px: int) -> int:
-    """The finest pyramid level whose longer side fits in ``max_px`` (else the coarsest)."""
-    return next((i for i, s in enumerate(shapes) if max(s) <= max_px), len(shapes) - 1)
 
 
 def keep_levels(strips: Iterator[tuple[int, int, np.ndarray]], shapes: list[tuple[int, int]], keep: set[int],
@@ -130,6 +126,7 @@ def write_raster_pyramid(w: Any, raster: Any, pixel_size_um: float, thumbnail_ma
     """Stage 4 for an RGB raster read lazily (:class:`hestdata.raster.Raster`): the pyramid written strip by
     strip; returns the level shapes, the thumbnail level and its pixels. The raster's decoded copy, if it keeps
     one (JPEG), is released afterwards: later stages read the written pyramid."""
+    from hestdata.curation.levels import thumbnail_level
     from hestdata.curation.pyramid import iter_pyramid_from, pyramid_shapes
     from hestdata.store import layout as L
 
@@ -173,13 +170,14 @@ def sample_metadata(req: Request, **values: Any) -> SampleMetadata:
     fields = {**req.fields, **{k: v for k, v in values.items() if k in META_FIELDS and v is not None}}
     rest = {k: v for k, v in values.items() if k not in META_FIELDS}
     return SampleMetadata(id=s.sample_id, technology=s.technology, variant=s.variant, hestdata_version=__version__,
+                          format_version=STORE_FORMAT_VERSION,
                           created_at=now_iso(), input_sha256=req.input_sha256, **fields, **rest)
 
 
 def commit_and_publish(w: Any, req: Request, meta: SampleMetadata, publish_root: bool) -> Path:
     """Last stages: rename the finished sample into place, then update catalog and manifest (unless a caller
     such as registration publishes many samples at once)."""
-    from hestdata.store.catalog import publish
+    from hestdata.store.publish import publish
 
     path = w.commit(meta)
     if publish_root:

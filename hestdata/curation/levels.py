@@ -26,6 +26,12 @@ def finest_level_for(level0_pixel_size_um: float, target_pixel_size_um: float,
     return max(ok) if ok else 0
 
 
+def thumbnail_level(shapes: Sequence[tuple[int, int]], max_px: int) -> int:
+    """The finest pyramid level whose longer side fits in ``max_px`` (else the coarsest): the level tissue
+    is segmented on."""
+    return next((i for i, s in enumerate(shapes) if max(s) <= max_px), len(shapes) - 1)
+
+
 def check_resolution(geometry: PatchGeometry, image_pixel_size_um: float, *, where: str,
                      max_upsampling: float = DEFAULT_MAX_UPSAMPLING) -> None:
     """Error (naming the best available µm/px) if even level 0 is coarser than ``max_upsampling`` x the target."""

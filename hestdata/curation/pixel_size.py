@@ -8,6 +8,8 @@ positions — rotation- and shear-tolerant — or, without array coordinates, fr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -19,25 +21,28 @@ from hestdata.model import PixelSizeEvidence
 DISAGREEMENT_LIMIT_PCT = 5.0
 
 
-def grid_positions_um(technology: str, obs: pd.DataFrame, spacing_um: float | None = None) -> np.ndarray | None:
-    """Physical (x, y) µm of each spot from its array coordinates, or None if the grid is unknown/absent.
+@dataclass(frozen=True)
+class SpotGrid:
+    """The geometry of a sample's spot grid: the layout of its array coordinates and the centre-to-centre
+    distance of neighbouring spots (Visium hexagonal 100 µm, legacy ST square 200 µm, Visium HD square at the
+    bin size) — what a source knows of its instrument, and all the pixel-size estimate needs."""
 
-    ``spacing_um`` is the centre-to-centre distance of neighbouring spots (Visium 100, legacy ST 200, Visium
-    HD the bin size); the technology's standard value is used when it is None.
-    """
-    if "array_row" not in obs or "array_col" not in obs:
+    layout: Literal["hexagonal", "square"] | None  # None: unknown (the nearest-neighbour spacing is used)
+    pitch_um: float
+
+
+def grid_positions_um(grid: SpotGrid | None, obs: pd.DataFrame) -> np.ndarray | None:
+    """Physical (x, y) µm of each spot from its array coordinates, or None if the grid is unknown/absent."""
+    if grid is None or grid.layout is None or "array_row" not in obs or "array_col" not in obs:
         return None
     row = pd.to_numeric(obs["array_row"], errors="coerce").to_numpy(np.float64)
     col = pd.to_numeric(obs["array_col"], errors="coerce").to_numpy(np.float64)
     if not (np.isfinite(row).all() and np.isfinite(col).all()) or (row < 0).any():
         return None
-    if technology == "visium":  # hexagonal: same-row neighbours differ by 2 columns
-        d = spacing_um or 100.0
+    d = grid.pitch_um
+    if grid.layout == "hexagonal":  # same-row neighbours differ by 2 columns
         return np.column_stack([col * d / 2, row * d / 2 * math.sqrt(3.0)])
-    if technology in ("st", "visium_hd"):  # square grids
-        d = spacing_um or (200.0 if technology == "st" else None)
-        return None if d is None else np.column_stack([col * d, row * d])
-    return None
+    return np.column_stack([col * d, row * d])
 
 
 def estimate_from_grid(phys_um: np.ndarray, pixels: np.ndarray) -> float | None:
@@ -82,20 +87,19 @@ def unit_confusion(a: float, b: float, tolerance: float = 0.03) -> str | None:
     return next((name for f, name in UNIT_FACTORS.items() if abs(r / f - 1) <= tolerance), None)
 
 
-def _grid_estimate(technology: str, obs: pd.DataFrame | None, spacing_um: float | None
-                   ) -> tuple[float | None, str | None]:
+def _grid_estimate(grid: SpotGrid | None, obs: pd.DataFrame | None) -> tuple[float | None, str | None]:
     """µm/px from the spot/bin grid (affine fit on array coordinates, else nearest-neighbour spacing)."""
-    if obs is None:
+    if obs is None or grid is None:
         return None, None
     pix = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
-    phys = grid_positions_um(technology, obs, spacing_um)
+    phys = grid_positions_um(grid, obs)
     g = estimate_from_grid(phys, pix) if phys is not None else None
     if g is not None:
-        return g, f"{technology} spot grid (affine fit of {len(pix)} spots on array coordinates)"
-    if spacing_um:
-        g = estimate_from_neighbours(pix, spacing_um)
-        if g is not None:
-            return g, f"median nearest-neighbour spacing of {len(pix)} spots = {spacing_um:g} µm"
+        return g, (f"{grid.layout} spot grid of pitch {grid.pitch_um:g} µm (affine fit of {len(pix)} spots on "
+                   "array coordinates)")
+    g = estimate_from_neighbours(pix, grid.pitch_um)
+    if g is not None:
+        return g, f"median nearest-neighbour spacing of {len(pix)} spots = {grid.pitch_um:g} µm"
     return None, None
 
 
@@ -103,8 +107,8 @@ def _pct(a: float, b: float) -> float:
     return abs(a - b) / b * 100.0
 
 
-def resolve_pixel_size(evidence: PixelSizeEvidence, technology: str, obs: pd.DataFrame | None,
-                       where: str, spacing_um: float | None = None) -> tuple[PixelSize, list[str]]:
+def resolve_pixel_size(evidence: PixelSizeEvidence, grid: SpotGrid | None, obs: pd.DataFrame | None,
+                       where: str) -> tuple[PixelSize, list[str]]:
     """Combine the evidence into the trusted pixel size; return it and any warnings.
 
     Policy (docs/store.md): a user value always wins; otherwise physical evidence — the spot or bin grid of
@@ -112,15 +116,16 @@ def resolve_pixel_size(evidence: PixelSizeEvidence, technology: str, obs: pd.Dat
     5 %; without physical evidence the tags are trusted (within the bounds of ``check_pixel_size_um``). Both
     values stay recorded; a disagreement near a unit factor (10, 2.54, 25.4) is named as the likely cause.
 
-    ``obs`` holds spot centres (``pxl_col_in_fullres``/``pxl_row_in_fullres``, array coordinates) for a grid
-    estimate; ``None`` for sources without a spot grid (Xenium, multiplex, whole slides)."""
+    ``obs`` holds spot centres (``pxl_col_in_fullres``/``pxl_row_in_fullres``, array coordinates) and ``grid``
+    their grid's geometry for a grid estimate; ``None`` for sources without a spot grid (Xenium, multiplex,
+    whole slides)."""
     from hestdata.units import check_pixel_size_um
 
     if evidence.user is not None:
         check_pixel_size_um(evidence.user, where)
     estimated, estimated_from = evidence.estimated, evidence.estimated_from
     warnings: list[str] = []
-    g, how = _grid_estimate(technology, obs, spacing_um)
+    g, how = _grid_estimate(grid, obs)
     if g is not None:
         if estimated is not None and _pct(g, estimated) > DISAGREEMENT_LIMIT_PCT:
             warnings.append(f"{where}: spot-grid pixel size {g:.4f} µm/px differs from the {estimated_from} "

@@ -12,7 +12,6 @@ The pieces live beside it: which samples (``sources``), per-sample state (``samp
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,11 +20,9 @@ import numpy as np
 from hestdata.errors import HestdataError, IntegrityError, StoreError
 from hestdata.loader import modality
 from hestdata.loader.sampler import ShardSpan
-from hestdata.loader.samples import LoadedSample, open_sample, sample_attrs, table_names, table_of
+from hestdata.loader.samples import LoadedSample
 from hestdata.loader.targets import TARGETS, gene_list
 from hestdata.loader.transport import WorkerRing, as_tensors
-from hestdata.store import layout as L
-from hestdata.store.patches import read_root_metadata
 from hestdata.units import DEFAULT_PATCH
 
 try:
@@ -41,8 +38,9 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
     """Expression–morphology pairs of one sample, a root, or a catalog query.
 
     Args:
-        source: a ``samples/<id>.zarr`` folder or a root, local or any fsspec URL (``s3://``, ``https://`` …).
-        query: polars expression over the root's catalog (e.g. ``pl.col("organ") == "breast"``).
+        source: a root (a :class:`hestdata.Root`, or its path or fsspec URL: ``s3://``, ``https://`` …) or a
+            ``samples/<id>.zarr`` folder. Samples without the patch array are skipped (``skipped_samples``).
+        query: a condition on the root's catalog (polars expression or SQL string, e.g. ``"organ = 'breast'"``).
         genes: a list of symbols, ``"union"`` or ``"intersection"`` of the selected samples' genes (default:
             the sample's own genes for one sample, else the union). Absent genes are zero and masked.
         patch: patch array name, e.g. ``"224px_0.5um"``.
@@ -60,7 +58,7 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
             (``(x / scale - mean) / std``).
     """
 
-    def __init__(self, source: str | os.PathLike[str], query: Any = None, genes: Sequence[str] | str | None = None,
+    def __init__(self, source: Any, query: Any = None, genes: Sequence[str] | str | None = None,
                  patch: str = DEFAULT_PATCH.name, targets: str = "log1p", decode: str = "auto",
                  transform: Callable[[Any], Any] | None = None, storage_options: dict[str, Any] | None = None,
                  on_error: str = "raise", block_cache_dir: str | None = None,
@@ -81,24 +79,26 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
 
             decode = "gpu" if cuda_available() else "cpu"
         self.decode = decode
-        self.fs, paths, pinned = resolve_samples(source, query, storage_options, block_cache_dir)
-        self.source = str(source)
-        metas = [read_root_metadata(self.fs, p, pinned) for p in paths]
-        self._modality([sample_attrs(m) for m in metas], markers)
+        self.root, stored = resolve_samples(source, query, storage_options, block_cache_dir)
+        self.source = str(self.root.url if self.root is not None else stored[0].url)
+        self.fs = stored[0].fs
+        missing = [s.id for s in stored if self.patch not in s.patch_arrays()]
+        if missing and len(missing) == len(stored):
+            raise StoreError(f"{self.source}: no patch array {self.patch!r} in any selected sample "
+                             f"({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''})")
+        self.skipped_samples = missing  # without the patch array: skipped, counted
+        stored = [s for s in stored if s.id not in set(missing)]
+        self._modality(stored, markers)
         if self.multiplex:
             genes = []
-        tables = [table_of(m, self.patch) for m in metas]
-        # one read of each sample's table index: (var names, obs names); none for image-only arrays
-        names = [table_names(self.fs, p, t) if not self.multiplex and t else ([], None)
-                 for p, t in zip(paths, tables, strict=True)]
-        self.genes = gene_list(genes, [v for v, _ in names])
+        var_of = self._gene_lists(stored, genes)
+        self.genes = gene_list(genes, list(dict.fromkeys(map(tuple, var_of.values()))) if var_of else [])
         self.samples: list[LoadedSample] = []
         self.spans: list[ShardSpan] = []
         first = 0
-        for p, meta, table, (var, obs_names) in zip(paths, metas, tables, names, strict=True):
-            s = open_sample(self.fs, p, meta, self.patch, table, var, obs_names, self.genes, first, pinned)
-            self.samples.append(s)
-            n, sp = s.reader.info.n_patches, s.reader.info.shard_patches
+        for st in stored:
+            n, sp = st.patch_count(self.patch)
+            self.samples.append(LoadedSample(st, self.patch, n, sp, first, self.genes))
             self.spans += [ShardSpan(first + a, min(sp, n - a)) for a in range(0, n, sp)]
             first += n
         self._offsets = np.array([s.first for s in self.samples] + [first], dtype=np.int64)
@@ -106,13 +106,30 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         self._plan_state: Any = None  # shared int64 tensor [epoch, consumed]
         self._ring = WorkerRing()
 
-    def _modality(self, attrs: list[dict[str, Any]], markers: Sequence[str] | None) -> None:
+    def _gene_lists(self, stored: list[Any], genes: Sequence[str] | str | None) -> dict[str, list[str]]:
+        """The samples' gene lists, read once per distinct list (catalog ``genes_sha256``) when the dataset's
+        genes depend on them (``"union"``, ``"intersection"``); an explicit list reads none here."""
+        from hestdata.loader.samples import table_of
+
+        if genes is not None and not isinstance(genes, str):
+            return {}
+        out: dict[str, list[str]] = {}
+        for st in stored:
+            key = (st.row or {}).get("genes_sha256") or st.id
+            if key in out:
+                continue
+            table = table_of(st, self.patch)
+            out[key] = st.table_names(table[len("tables/"):])[0] if table else []
+        return out
+
+    def _modality(self, stored: list[Any], markers: Sequence[str] | None) -> None:
         """Multiplex (channels variant: lossless patches over canonical markers) or RGB pairs — never mixed."""
-        channels = [L.variant_of(a) == "channels" for a in attrs]
+        channels = [s.variant == "channels" for s in stored]
         self.multiplex = any(channels)
         if self.multiplex and not all(channels):
             raise StoreError(f"{self.source}: mixes multiplex and expression samples; select one kind with a query")
         if self.multiplex:
+            attrs = [s.attrs for s in stored]
             self.decode = "cpu"
             panels = [[mk["name"] for mk in a.get("markers", [])] for a in attrs]
             self.markers = modality.choose_markers(panels, markers)

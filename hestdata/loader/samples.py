@@ -1,74 +1,98 @@
-"""Per-sample state of a dataset: which patch array, which table its rows point into, and the patch index.
+"""Per-sample state of a dataset, opened lazily: which patch array, which table its rows point into, the patch
+index and the targets.
 
-Built from each sample's root ``zarr.json`` (metadata + consolidated array metadata), the patch → row index and
-the table's var/obs names — never through ``spatialdata.read_zarr``, which loads every element eagerly. What a
-sample holds (spots, cells, channels, slide) is its stored variant (``store.layout.variant_of``).
+A dataset knows each sample's size from its catalog row (patch count and shard size), so building a dataset over
+thousands of samples reads nothing per sample; the first batch that touches a sample opens it — its root
+``zarr.json`` (metadata + consolidated array metadata), the patch → row index and the table's obs names — in the
+process that reads it. Never through ``spatialdata.read_zarr``, which loads every element eagerly. What a sample
+holds (spots, cells, channels, slide) is its stored variant.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from hestdata.io.fs import ProcessLocalFS, join
 from hestdata.loader.targets import Targets, gene_positions
 from hestdata.store import layout as L
-from hestdata.store.access import open_group
-from hestdata.store.patches import PatchArrayReader, open_patch_reader
+from hestdata.store.patches import PatchArrayReader
+from hestdata.store.root import StoredSample
 
 
-@dataclass
-class LoadedSample:
-    """One sample as a dataset sees it."""
-
-    sample_id: str
-    path: str
-    reader: PatchArrayReader
-    obs_index: np.ndarray  # patch -> table row
-    centers_um: np.ndarray
-    obs_names: np.ndarray
-    targets: Targets
-    first: int  # global id of this sample's first patch
-    variant: str = "spots"
-
-
-def table_of(meta: dict[str, Any], patch: str) -> str:
+def table_of(sample: StoredSample, patch: str) -> str:
     """The table a patch array's ``obs_index`` points into (``tables/expression`` unless stated; '' for none)."""
-    cons = meta.get("consolidated_metadata", {}).get("metadata", {})
-    attrs = cons.get(f"{L.PATCH_GROUP}/{patch}", {}).get("attributes", {})
+    attrs = sample.patch_attrs(patch)
     if "obs_index_table" in attrs and not attrs["obs_index_table"]:
         return ""  # patches tied to no table (slide tiles)
     return str(attrs.get("obs_index_table") or f"tables/{L.TABLE}")
 
 
-def table_names(fs: ProcessLocalFS, path: str, table: str) -> tuple[list[str], np.ndarray]:
-    """(var names, obs names) of a sample's table, from one opening of its group."""
-    from anndata.io import read_elem
-
-    g = open_group(fs, join(path, table))
-    return [str(v) for v in read_elem(g["var"]).index], np.asarray(read_elem(g["obs"]).index.astype(str))
-
-
-def sample_attrs(meta: dict[str, Any]) -> dict[str, Any]:
-    """The hestdata metadata in a sample's root ``zarr.json``."""
-    return meta.get("attributes", {}).get(L.META_KEY, {})
+@dataclass
+class _Opened:
+    reader: PatchArrayReader
+    obs_index: np.ndarray  # patch -> table row
+    centers_um: np.ndarray
+    obs_names: np.ndarray
+    targets: Targets
 
 
-def open_sample(fs: ProcessLocalFS, path: str, meta: dict[str, Any], patch: str, table: str, var: list[str],
-                obs_names: np.ndarray | None, genes: list[str], first: int,
-                pinned: dict[str, tuple[int, str]] | None = None) -> LoadedSample:
-    """A sample's patch reader, patch → row index, centres and targets for ``genes``."""
-    consolidated = meta.get("consolidated_metadata", {}).get("metadata", {})
-    attrs = sample_attrs(meta)
-    sid = attrs.get("id", path.rsplit("/", 1)[-1])
-    reader = open_patch_reader(fs, path, patch, consolidated, pinned)
-    g = open_group(fs, join(path, L.PATCH_GROUP, patch))
-    obs_index = np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64)
-    centers = np.asarray(g[L.PATCH_CENTERS][:], dtype=np.float32)
-    if obs_names is None:  # patches are their own rows
-        obs_names = np.array([f"tile{i}" for i in range(reader.info.n_patches)])
-        obs_index = np.arange(reader.info.n_patches, dtype=np.int64)
-    targets = Targets(path, table, gene_positions(genes, var))
-    return LoadedSample(sid, path, reader, obs_index, centers, obs_names, targets, first, L.variant_of(attrs))
+@dataclass
+class LoadedSample:
+    """One sample as a dataset sees it: its size now, everything else when first used."""
+
+    stored: StoredSample
+    patch: str
+    n_patches: int
+    shard_patches: int
+    first: int  # global id of this sample's first patch
+    genes: list[str]
+    _opened: _Opened | None = field(default=None, repr=False)
+
+    @property
+    def sample_id(self) -> str:
+        return self.stored.id
+
+    @property
+    def path(self) -> str:
+        return self.stored.path
+
+    @property
+    def variant(self) -> str:
+        return self.stored.variant
+
+    def _open(self) -> _Opened:
+        if self._opened is None:
+            s = self.stored
+            reader = s.patch_reader(self.patch)
+            g = s.patch_group(self.patch)
+            obs_index = np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64)
+            centers = np.asarray(g[L.PATCH_CENTERS][:], dtype=np.float32)
+            table = table_of(s, self.patch) if s.variant != "channels" else ""
+            var, obs_names = s.table_names(table[len("tables/"):]) if table else ([], None)
+            if obs_names is None:  # patches are their own rows
+                obs_names = np.array([f"tile{i}" for i in range(reader.info.n_patches)])
+                obs_index = np.arange(reader.info.n_patches, dtype=np.int64)
+            targets = Targets(s, table, gene_positions(self.genes, var))
+            self._opened = _Opened(reader, obs_index, centers, obs_names, targets)
+        return self._opened
+
+    @property
+    def reader(self) -> PatchArrayReader:
+        return self._open().reader
+
+    @property
+    def obs_index(self) -> np.ndarray:
+        return self._open().obs_index
+
+    @property
+    def centers_um(self) -> np.ndarray:
+        return self._open().centers_um
+
+    @property
+    def obs_names(self) -> np.ndarray:
+        return self._open().obs_names
+
+    @property
+    def targets(self) -> Targets:
+        return self._open().targets

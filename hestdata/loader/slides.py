@@ -32,25 +32,24 @@ class SlideDataset:
     the slide's ``patch`` array is served as images. ``labels``: sample id → label, or a catalog column name.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, features: Mapping[str, Any] | None = None, query: Any = None,
-                 patch: str = DEFAULT_PATCH.name, labels: Mapping[str, Any] | str | None = None,
+    def __init__(self, root: str | os.PathLike[str] | Any, *, features: Mapping[str, Any] | None = None,
+                 query: Any = None, patch: str = DEFAULT_PATCH.name, labels: Mapping[str, Any] | str | None = None,
                  profiles: bool = True, storage_options: dict[str, Any] | None = None) -> None:
-        from hestdata.loader.sources import resolve_samples
-        from hestdata.store import layout as L
-        from hestdata.store.patches import read_root_metadata
+        from hestdata.store.root import Root
 
-        self.root, self.patch, self.features = os.fspath(root), patch, features
-        self.storage_options = storage_options or {}
-        fs, paths, _ = resolve_samples(self.root, query, self.storage_options)
-        meta = {p.rstrip("/").rsplit("/", 1)[-1][: -len(L.SAMPLE_SUFFIX)]:
-                read_root_metadata(fs, p).get("attributes", {}).get("hestdata", {}) for p in paths}
-        ids = [i for i in meta if (i in features if features is not None
-                                   else patch in meta[i].get("qc", {}).get("patches", {}))]
-        if not ids:
-            raise ValueError(f"{self.root}: no slide matches the query (with features or the {patch} patch array)")
+        self.patch, self.features = patch, features
+        r = Root.open(root, storage_options)
+        self.root = r.select(query) if query is not None else r
+        samples = [s for s in self.root.samples()
+                   if (s.id in features if features is not None else patch in s.patch_arrays())]
+        if not samples:
+            raise ValueError(f"{r.url}: no slide matches the query (with features or the {patch} patch array)")
+        self._samples = {s.id: s for s in samples}
+        ids = list(self._samples)
         self.sample_ids = ids
-        self.patients = [str(meta[i].get("patient") or i) for i in ids]
+        self.patients = [str((s.row or {}).get("patient") or s.id) for s in samples]
         if isinstance(labels, str):
+            meta = {s.id: s.attrs for s in samples}
             self.labels: dict[str, Any] | None = {i: meta[i].get(labels, meta[i].get("alterations", {}).get(labels))
                                                   for i in ids}
         else:
@@ -63,7 +62,7 @@ class SlideDataset:
         from hestdata.store.profiles import aligned_profiles
 
         try:
-            raw, genes = aligned_profiles(self.root, self.sample_ids, self.storage_options)
+            raw, genes = aligned_profiles(self.root, self.sample_ids)
         except InputError:
             return None, []
         return normalise_profiles(raw).astype(np.float32), genes
@@ -72,10 +71,7 @@ class SlideDataset:
         return len(self.sample_ids)
 
     def _patch_group(self, sid: str) -> Any:
-        from hestdata.store import layout as L
-        from hestdata.store.access import open_sample_group
-
-        return open_sample_group(self.root, sid, L.PATCH_GROUP, self.patch, storage_options=self.storage_options)
+        return self._samples[sid].patch_group(self.patch)
 
     def item(self, i: int) -> dict[str, Any]:
         """The i-th slide's item (see the module docstring)."""

@@ -12,9 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from hestdata.io.fs import ProcessLocalFS
-from hestdata.store.access import open_group
-
 TARGETS = ("log1p", "raw")
 DENSE_TARGETS_BYTES = 64 * 1024 * 1024  # per sample; larger target matrices stay sparse
 
@@ -53,8 +50,8 @@ def gene_positions(genes: list[str], var_names: list[str]) -> np.ndarray:
 class Targets:
     """A sample's count matrix, loaded lazily in the process that needs it (never pickled to workers)."""
 
-    def __init__(self, path: str, table: str, gene_pos: np.ndarray) -> None:
-        self.path, self.table, self.gene_pos = path, table, gene_pos
+    def __init__(self, sample: Any, table: str, gene_pos: np.ndarray) -> None:
+        self.sample, self.table, self.gene_pos = sample, table, gene_pos  # sample: a store.root.StoredSample
         self._X: Any = None
         self._pid = -1
         self._dense: Any = None
@@ -62,44 +59,44 @@ class Targets:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_X": None, "_pid": -1, "_dense": None}
 
-    def X(self, fs: ProcessLocalFS) -> Any:
+    def X(self) -> Any:
         """The counts as CSR (read once per process)."""
         if self._X is None or self._pid != os.getpid():
             import scipy.sparse as sp
             from anndata.io import read_elem
 
-            X = read_elem(open_group(fs, self.path)[f"{self.table}/X"])
+            X = read_elem(self.sample.group(self.table, "X"))
             self._X = (X if hasattr(X, "tocsr") else sp.csr_matrix(X)).tocsr()
             self._pid = os.getpid()
         return self._X
 
-    def dense(self, fs: ProcessLocalFS, targets: str) -> np.ndarray | None:
+    def dense(self, targets: str) -> np.ndarray | None:
         """(n_obs, n_requested_genes) float32 targets, precomputed once when small (<= DENSE_TARGETS_BYTES)."""
         if self._dense is None:
-            n_obs = self.X(fs).shape[0]
+            n_obs = self.X().shape[0]
             present = self.gene_pos >= 0
             if n_obs * len(self.gene_pos) * 4 > DENSE_TARGETS_BYTES:
                 self._dense = False
             else:
                 d = np.zeros((n_obs, len(self.gene_pos)), dtype=np.float32)
                 if present.any():
-                    d[:, present] = self.X(fs)[:, self.gene_pos[present]].toarray()
+                    d[:, present] = self.X()[:, self.gene_pos[present]].toarray()
                 if targets == "log1p":
                     np.log1p(d, out=d)
                 self._dense = d
         return None if self._dense is False else self._dense
 
-    def rows(self, fs: ProcessLocalFS, rows: np.ndarray, targets: str) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, rows: np.ndarray, targets: str) -> tuple[np.ndarray, np.ndarray]:
         """(targets of ``rows`` (n, n_genes) float32, mask of genes the sample has)."""
         present = self.gene_pos >= 0
         if not len(self.gene_pos):  # images only (e.g. embedding extraction): never load the table
             return np.zeros((len(rows), 0), dtype=np.float32), present
-        dense = self.dense(fs, targets)
+        dense = self.dense(targets)
         if dense is not None:
             return dense[rows], present
         out = np.zeros((len(rows), len(self.gene_pos)), dtype=np.float32)
         if present.any():
-            out[:, present] = self.X(fs)[rows][:, self.gene_pos[present]].toarray()
+            out[:, present] = self.X()[rows][:, self.gene_pos[present]].toarray()
         if targets == "log1p":
             np.log1p(out, out=out)
         return out, present

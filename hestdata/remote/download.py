@@ -1,11 +1,13 @@
 """``hestdata.download``: fetch a subset of a remote root — by id or catalog query, and by element — in parallel,
-resumably, verified against the remote manifest.
+resumably, verified against the remote catalog version and each sample's manifest.
 
-Each selected sample is staged in ``DEST/samples/.dl-<id>.zarr`` (a stable name, so an interrupted download
-resumes there: finished files are kept, ``*.part`` files are continued from their length), verified file by
-file (size, then sha256), and renamed into ``DEST/samples/<id>.zarr`` only when complete; then the local
-catalog and manifest are rebuilt for what is present locally. When elements are left out, the sample's
-``zarr.json`` is rewritten so that no reader sees (or zero-fills) an element that is not there.
+The remote root is opened once (``store.root.Root``: pointer, catalog — pinned); each selected sample's manifest
+is fetched and checked against its catalog row. Each sample is staged in ``DEST/samples/.dl-<id>.zarr`` (a stable
+name, so an interrupted download resumes there: finished files are kept, ``*.part`` files are continued from their
+length), verified file by file (size, then sha256), given its manifest and renamed into ``DEST/samples/<id>.zarr``
+only when complete; then one local catalog version publishes what arrived. When elements are left out, the
+sample's ``zarr.json`` is rewritten so that no reader sees (or zero-fills) an element that is not there, and its
+manifest records the remote original (``origin``) so that a later download still recognises the same sample.
 """
 
 from __future__ import annotations
@@ -21,21 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.errors import IntegrityError, StoreError
-from hestdata.io.fs import ProcessLocalFS, join, split_url
-from hestdata.remote.config import resolve_remote
-from hestdata.remote.safety import check_entry, check_relpath, check_sample_id, inside
+from hestdata.io.fs import ProcessLocalFS, join
 from hestdata.store import layout as L
 from hestdata.store.catalog import ELEMENTS
 from hestdata.store.recovery import recover_root
+from hestdata.store.safety import check_sample_id, inside
 
 CHUNK_BYTES = 8 * 1024 * 1024
 Progress = Callable[[str, int], None]
 
 
 def element_of(rel_in_sample: str) -> tuple[str, str | None]:
-    """Which element a file inside a sample belongs to (``"root"`` for the root zarr.json), and the patch name."""
+    """Which element a file inside a sample belongs to (``"root"`` for the root zarr.json and the manifest),
+    and the patch name."""
     parts = rel_in_sample.split("/")
-    if rel_in_sample == "zarr.json":
+    if rel_in_sample in ("zarr.json", L.SAMPLE_MANIFEST):
         return "root", None
     head = parts[0]
     if head == "images":
@@ -70,17 +72,6 @@ class Remote:
             raise StoreError(f"{path}: not found on the remote") from None
         except OSError as exc:  # unreachable host, refused connection, timeouts
             raise StoreError(f"{path}: cannot read from the remote ({type(exc).__name__}: {exc})") from None
-
-
-def _load_manifest(remote: Remote) -> dict[str, tuple[int, str]]:
-    where = join(remote.base, L.MANIFEST)
-    try:
-        m = json.loads(remote.read(L.MANIFEST))
-    except json.JSONDecodeError as exc:
-        raise IntegrityError(f"{where}: invalid JSON ({exc})") from exc
-    if not isinstance(m, dict) or m.get("format") != "hestdata-manifest" or not isinstance(m.get("files"), dict):
-        raise IntegrityError(f"{where}: not a hestdata manifest")
-    return {check_relpath(rel, where): check_entry(rel, e, where) for rel, e in m["files"].items()}
 
 
 def _sha256(path: Path) -> str:
@@ -191,16 +182,17 @@ def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | N
     zj.write_text(json.dumps(doc, indent=2))
 
 
-def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str], *, ids: Sequence[str] | None = None,
-             where: Any = None, elements: Sequence[str] | None = None, patches: Sequence[str] | None = None,
-             workers: int = 8, storage_options: dict[str, Any] | None = None,
+def download(source: str | os.PathLike[str] | Any, dest: str | os.PathLike[str], *,
+             ids: Sequence[str] | None = None, where: Any = None, elements: Sequence[str] | None = None,
+             patches: Sequence[str] | None = None, workers: int = 8, storage_options: dict[str, Any] | None = None,
              progress: Progress | None = None, overwrite: bool = False) -> Path:
     """Download the selected samples of the root at ``source`` into the local root ``dest``; return ``dest``.
 
     Args:
         source: root URL (``file://``, ``s3://``, ``gs://``, ``https://``, ``hf://`` — anything fsspec opens), a
-            local path, or a remote name from the config (``$HESTDATA_REMOTE`` when None).
-        ids: sample ids; ``where``: a polars expression over the remote catalog (both: intersection).
+            local path, a remote name from the config (``$HESTDATA_REMOTE`` when None), or an opened
+            :class:`hestdata.Root` (its pinned catalog version is what is downloaded).
+        ids: sample ids; ``where``: a condition on the remote catalog (both: intersection).
         elements: any of ``image``, ``shapes``, ``expression``, ``patches``, ``points`` (Xenium transcripts);
             default: all.
         patches: patch array names to fetch (default: all of each sample's arrays).
@@ -208,39 +200,42 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
         progress: callback ``(relative_path, n_bytes)`` called as bytes arrive (a rich bar is shown otherwise
             when stderr is a terminal).
         overwrite: replace a local sample of the same id whose content differs from the remote one. Without
-            it such a sample is refused; a local copy of the same sample is completed, never cut down (elements
-            it has stay, whatever ``elements`` says), and a complete identical copy is skipped.
+            it such a sample is refused, naming what differs; a local copy of the same sample is completed,
+            never cut down (elements it has stay, whatever ``elements`` says), and a complete identical copy is
+            skipped.
     """
-    from hestdata.store.catalog import publish
+    from hestdata.store.publish import check_writable, publish
+    from hestdata.store.root import Root
 
-    url, opts = resolve_remote(source, storage_options)
-    protocol, base = split_url(url)
-    remote = Remote(ProcessLocalFS(protocol, opts), base)
-    manifest = _load_manifest(remote)
+    root = Root.open(source, storage_options)
+    remote = Remote(root.fs, root.base)
     wanted = set(elements or ELEMENTS)
     unknown = wanted - set(ELEMENTS)
     if unknown:
         raise ValueError(f"unknown element(s) {sorted(unknown)}; choose from {list(ELEMENTS)}")
-    selected = _select(remote, manifest, url, ids, where)
+    selected = _select(root, ids, where)
     dest_p = Path(dest)
     if dest_p.exists() and not dest_p.is_dir():
         raise StoreError(f"{dest_p}: is a file, not a root folder")
+    check_writable(dest_p)
     (dest_p / L.SAMPLES).mkdir(parents=True, exist_ok=True)
     want_patches = set(patches) if patches is not None else None
     recover_root(dest_p)
     plans: dict[str, _SamplePlan] = {}
     for sid in selected:
-        local = _local_copy(dest_p, sid, manifest, overwrite)
+        sample = root.sample(sid)
+        files = sample.manifest()  # checked against the pinned catalog row
+        local = _local_copy(dest_p, sid, sample, files, overwrite)
         if local is not None and local.complete:
             continue  # an identical complete copy: nothing to fetch, nothing to rewrite
-        plans[sid] = _plan_sample(sid, manifest, base, dest_p, wanted, want_patches, local)
+        plans[sid] = _plan_sample(sid, sample, files, dest_p, wanted, want_patches, local)
     plan = [item for p in plans.values() for item in p.files]
     failures = fetch_files(remote, plan, progress, workers)
     done = [sid for sid in plans if sid not in failures]
     for sid in done:
         p = plans[sid]
         _verify_staged(p.staged, {t for *_, t in p.files}, dest_p)
-        _commit_staged(dest_p, sid, p)
+        _commit_staged(dest_p, sid, p, root.sample(sid))
     if done:
         publish(dest_p, done)
     if failures:
@@ -250,26 +245,12 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
     return dest_p
 
 
-def _select(remote: Remote, manifest: dict[str, Any], url: str, ids: list[str] | None, where: Any) -> list[str]:
-    """Sample ids chosen by ``ids`` and ``where`` from the remote catalog (verified against the manifest)."""
-    import polars as pl
-
-    from hestdata.store.catalog import parse_catalog
-
-    cat_bytes = remote.read(L.CATALOG)
-    if L.CATALOG not in manifest or hashlib.sha256(cat_bytes).hexdigest() != manifest[L.CATALOG][1]:
-        raise IntegrityError(f"{join(remote.base, L.CATALOG)}: does not match the remote manifest")
-    catalog = parse_catalog(cat_bytes, join(remote.base, L.CATALOG))
-    if ids is not None:
-        missing_ids = sorted(set(ids) - set(catalog["id"].to_list()))
-        if missing_ids:
-            raise StoreError(f"{url}: unknown sample id(s) {missing_ids}")
-        catalog = catalog.filter(pl.col("id").is_in(list(ids)))
-    if where is not None:
-        catalog = catalog.filter(where)
-    selected = [check_sample_id(s, join(remote.base, L.CATALOG)) for s in catalog["id"].to_list()]
+def _select(root: Any, ids: Sequence[str] | None, where: Any) -> list[str]:
+    """Sample ids chosen by ``ids`` and ``where`` from the remote catalog."""
+    sel = root.select(where, ids=list(ids) if ids is not None else None)
+    selected = [check_sample_id(s, root.where()) for s in sel.ids]
     if not selected:
-        raise StoreError(f"{url}: no sample matches the selection")
+        raise StoreError(f"{root.url}: no sample matches the selection")
     return selected
 
 
@@ -283,26 +264,40 @@ class _LocalCopy:
     complete: bool  # every remote file present (nothing to do)
 
 
-def _local_copy(dest: Path, sid: str, manifest: dict[str, Any], overwrite: bool) -> _LocalCopy | None:
-    """The local sample ``sid`` if it is a (possibly partial) copy of the remote one; None if there is none (or
-    ``overwrite`` lets a different one be replaced); an error if a different sample would be destroyed."""
-    from hestdata.store.manifest import load_manifest
+def _local_files(path: Path, sid: str) -> tuple[dict[str, tuple[int, str]], dict[str, Any]]:
+    """The files of a local sample (its manifest) and what its manifest records of the remote original."""
+    from hestdata.store.manifest import parse_sample_manifest, scan_sample
 
+    mpath = path / L.SAMPLE_MANIFEST
+    if not mpath.is_file():
+        return scan_sample(path), {}
+    data = mpath.read_bytes()
+    return parse_sample_manifest(data, str(mpath), sid), json.loads(data).get("origin") or {}
+
+
+def _local_copy(dest: Path, sid: str, sample: Any, remote: dict[str, tuple[int, str]], overwrite: bool
+                ) -> _LocalCopy | None:
+    """The local sample ``sid`` if it is a (possibly partial) copy of the remote one; None if there is none (or
+    ``overwrite`` lets a different one be replaced); an error naming what differs if a different sample would
+    be destroyed. Every file counts, the metadata (``zarr.json``) too: a partial copy rewrote its own, so its
+    manifest's ``origin`` records the remote original it came from."""
     path = L.sample_path(dest, sid)
     if not path.exists():
         return None
-    prefix = L.sample_relpath(sid) + "/"
-    local = {rel: (e["size"], e["sha256"]) for rel, e in load_manifest(dest)["files"].items() if rel.startswith(prefix)}
-    remote = {rel: e for rel, e in manifest.items() if rel.startswith(prefix)}
-    root_json = prefix + "zarr.json"
-    same = bool(local) and all(remote.get(rel) == e for rel, e in local.items() if rel != root_json)
-    if not same:
+    local, origin = _local_files(path, sid)
+    zj = "zarr.json"
+    original_zj = tuple(origin["zarr.json"]) if "zarr.json" in origin else local.get(zj)
+    differ = sorted(rel for rel, e in local.items() if rel != zj and remote.get(rel) != e)
+    if original_zj != remote.get(zj):
+        differ.insert(0, "zarr.json (the metadata)")
+    if differ or not local:
         if overwrite:
             return None
-        raise StoreError(f"{path}: a different sample {sid!r} exists locally (its files differ from the remote's); "
-                         "pass overwrite=True / --overwrite to replace it")
-    held = {element_of(rel[len(prefix):]) for rel in local}
-    complete = set(remote) == set(local) and local.get(root_json) == remote.get(root_json)
+        raise StoreError(f"{path}: a different sample {sid!r} exists locally (differs from the remote's in "
+                         f"{', '.join(differ[:4]) or 'every file'}{' …' if len(differ) > 4 else ''}); pass "
+                         "overwrite=True / --overwrite to replace it")
+    held = {element_of(rel) for rel in local}
+    complete = set(remote) == set(local) and local.get(zj) == remote.get(zj)
     return _LocalCopy(path, {el for el, _ in held}, {n for el, n in held if el == "patches" and n}, complete)
 
 
@@ -312,19 +307,19 @@ class _SamplePlan:
     files: list[tuple[str, str, int, str, Path]]  # (sample id, remote rel, size, sha, local target)
     missing: set[str]  # elements left out
     kept_patches: set[str] | None  # patch arrays kept (None: all)
+    remote_files: dict[str, tuple[int, str]]  # the remote sample's manifest
 
 
-def _plan_sample(sid: str, manifest: dict[str, Any], base: str, dest: Path, wanted: set[str],
+def _plan_sample(sid: str, sample: Any, files: dict[str, tuple[int, str]], dest: Path, wanted: set[str],
                  want_patches: set[str] | None, local: _LocalCopy | None) -> _SamplePlan:
     """The files of ``sid`` to fetch into its staging folder; a local partial copy's elements are kept (its
     files are copied into the staging folder, not fetched again)."""
+    if "zarr.json" not in files:
+        raise IntegrityError(f"{sample.path}: the manifest of sample {sid} has no zarr.json entry")
     prefix = L.sample_relpath(sid) + "/"
-    files = {rel: e for rel, e in manifest.items() if rel.startswith(prefix)}
-    if prefix + "zarr.json" not in files:
-        raise IntegrityError(f"{join(base, L.MANIFEST)}: sample {sid} has no zarr.json entry")
     staged = dest / L.SAMPLES / f".dl-{sid}{L.SAMPLE_SUFFIX}"
     _refuse_links(staged, dest)
-    names = {element_of(r[len(prefix):])[1] for r in files} - {None}
+    names = {element_of(r)[1] for r in files} - {None}
     if want_patches is not None and "patches" in wanted and not (want_patches & names):
         raise StoreError(f"sample {sid}: none of the patch arrays {sorted(want_patches)} (has {sorted(names)})")
     if local is not None:  # never cut a local copy down
@@ -333,20 +328,20 @@ def _plan_sample(sid: str, manifest: dict[str, Any], base: str, dest: Path, want
             want_patches = want_patches | local.patches
     plan = []
     for rel, (size, sha) in files.items():
-        el, name = element_of(rel[len(prefix):])
+        el, name = element_of(rel)
         if el in ELEMENTS and el not in wanted:
             continue
         if el == "patches" and want_patches is not None and name is not None and name not in want_patches:
             continue
         if el == "other" and wanted != set(ELEMENTS):
             continue
-        target = inside(staged.parent, staged.name + "/" + rel[len(prefix):])
-        if local is not None and rel != prefix + "zarr.json":
-            _reuse_local(dest / rel, target, size, sha)
-        plan.append((sid, rel, size, sha, target))
+        target = inside(staged.parent, staged.name + "/" + rel)
+        if local is not None and rel != "zarr.json":
+            _reuse_local(local.path / rel, target, size, sha)
+        plan.append((sid, prefix + rel, size, sha, target))
     partial = wanted != set(ELEMENTS) or want_patches is not None
     return _SamplePlan(staged, plan, set(ELEMENTS) - wanted if partial else set(),
-                       (want_patches if "patches" in wanted else None) if partial else None)
+                       (want_patches if "patches" in wanted else None) if partial else None, files)
 
 
 def _reuse_local(src: Path, target: Path, size: int, sha: str) -> None:
@@ -414,9 +409,13 @@ def fetch_files(remote: Remote, plan: list[tuple[str, str, int, str | None, Path
     return failures
 
 
-def _commit_staged(dest: Path, sid: str, plan: _SamplePlan) -> None:
-    """Rename a completed staging folder into place (a partial sample gets a consistent zarr.json first)."""
-    from hestdata.store.atomic import commit_dir
+def _commit_staged(dest: Path, sid: str, plan: _SamplePlan, sample: Any) -> None:
+    """Give a completed staging folder its manifest (a partial sample gets a consistent zarr.json first) and
+    rename it into place."""
+    import hashlib
+
+    from hestdata.store.atomic import atomic_write_bytes, commit_dir
+    from hestdata.store.manifest import sample_manifest_bytes
 
     try:
         staged_id = json.loads((plan.staged / "zarr.json").read_text())["attributes"][L.META_KEY]["id"]
@@ -425,8 +424,18 @@ def _commit_staged(dest: Path, sid: str, plan: _SamplePlan) -> None:
     if staged_id != sid:
         raise IntegrityError(f"remote sample folder {L.sample_relpath(sid)} holds sample {staged_id!r}; refusing "
                              "to commit it under another id")
-    if plan.missing or plan.kept_patches is not None:
+    partial = bool(plan.missing) or plan.kept_patches is not None
+    kept = {rel: plan.remote_files[rel] for rel in (t.relative_to(plan.staged).as_posix() for *_, t in plan.files)}
+    if partial:
         _rewrite_partial(plan.staged, plan.missing, plan.kept_patches)
+        data = (plan.staged / "zarr.json").read_bytes()
+        kept["zarr.json"] = (len(data), hashlib.sha256(data).hexdigest())
+        doc = json.loads(sample_manifest_bytes(sid, kept))
+        doc["origin"] = {"sha256": (sample.row or {}).get("sha256"), "zarr.json": list(plan.remote_files["zarr.json"])}
+        manifest = (json.dumps(doc, separators=(",", ":")) + "\n").encode()
+    else:  # the remote's entries: for a format-2 sample, the remote manifest's own bytes (same digest)
+        manifest = sample_manifest_bytes(sid, kept)
+    atomic_write_bytes(plan.staged / L.SAMPLE_MANIFEST, manifest)
     commit_dir(plan.staged, L.sample_path(dest, sid), overwrite=True, root=dest)
 
 

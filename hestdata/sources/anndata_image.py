@@ -29,6 +29,7 @@ from hestdata.sources.visium import (
 # (physical spot diameter, centre-to-centre spacing, the diameter that spot_diameter_fullres refers to)
 SPOT_GEOMETRY = {"visium": (VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_SPACING_UM, SPACERANGER_SPOT_REFERENCE_UM),
                  "st": (100.0, 200.0, 100.0)}
+GRID_LAYOUT = {"visium": "hexagonal", "st": "square"}
 
 
 def read_anndata(h5ad: str | Path, *, image: str | Path, sample_id: str, technology: str = "visium",
@@ -88,6 +89,7 @@ def read_anndata(h5ad: str | Path, *, image: str | Path, sample_id: str, technol
     return SpotSample(
         sample_id=sample_id, technology=technology, expression=adata, image=img, pixel_size=evidence,
         spot_shape="circle", spot_diameter_um=diameter_um, inter_spot_distance_um=spacing_um,
+        grid_layout=GRID_LAYOUT[technology],
         source_files=[path, Path(image)], metadata={"counts_from": origin, "scalefactors": sf},
         warnings=warnings_out,
     )

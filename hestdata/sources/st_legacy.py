@@ -110,6 +110,7 @@ def read_st(counts: str | Path, *, spots: str | Path, image: str | Path, sample_
     return SpotSample(
         sample_id=sample_id, technology="st", expression=adata, image=img, pixel_size=evidence,
         spot_shape="circle", spot_diameter_um=ST_SPOT_DIAMETER_UM, inter_spot_distance_um=ST_SPOT_SPACING_UM,
+        grid_layout="square",
         source_files=[cpath, spath, Path(image)], warnings=warnings_out,
         n_positions_without_counts=int(len(sp_df) - len(df)),
     )

@@ -63,7 +63,7 @@ def read_visium(outs: str | Path, *, sample_id: str, image: str | Path | None = 
     return SpotSample(
         sample_id=sample_id, technology="visium", expression=adata, image=img, pixel_size=evidence,
         spot_shape="circle", spot_diameter_um=VISIUM_SPOT_DIAMETER_UM,
-        inter_spot_distance_um=VISIUM_SPOT_SPACING_UM, source_files=files,
+        inter_spot_distance_um=VISIUM_SPOT_SPACING_UM, grid_layout="hexagonal", source_files=files,
         metadata={"scalefactors": sf}, warnings=warnings_out, n_positions_without_counts=n_unmatched,
     )
 

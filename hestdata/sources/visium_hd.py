@@ -68,7 +68,8 @@ def read_visium_hd(path: str | Path, *, sample_id: str, bin_size_um: int | None 
     files = [fm.path, Path(positions.attrs["path"])] + ([img.source_path] if img else [])
     return SpotSample(
         sample_id=sample_id, technology="visium_hd", expression=adata, image=img, pixel_size=evidence,
-        spot_shape="square", spot_diameter_um=bin_um, inter_spot_distance_um=bin_um, source_files=files,
+        spot_shape="square", spot_diameter_um=bin_um, inter_spot_distance_um=bin_um,
+        grid_layout="square", source_files=files,
         metadata={"scalefactors": sf, "bin_size_um": bin_um}, warnings=warnings_out,
         n_positions_without_counts=n_unmatched,
     )

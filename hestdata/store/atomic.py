@@ -42,15 +42,19 @@ def commit_dir(tmp: Path, final: Path, overwrite: bool, root: Path | None = None
     """Move a fully written ``tmp`` folder to ``final``; an old ``final`` is swapped out, then removed.
 
     With ``root`` the renames happen under the root lock, so a recovery never sees a half-done swap in progress;
-    a swap interrupted by a crash is rolled back by ``store.recovery.recover_root`` (the old sample returns)."""
+    a swap interrupted by a crash is rolled back by ``store.recovery.recover_root`` (the old sample returns), and
+    the sample is marked pending (``store.pending``) until a catalog version names it."""
     from hestdata.errors import StoreError
     from hestdata.store.failpoints import failpoint
-    from hestdata.store.layout import LOCK
+    from hestdata.store.layout import LOCK, SAMPLE_SUFFIX
+    from hestdata.store.pending import mark_pending
 
     with root_lock(root, LOCK) if root is not None else contextlib.nullcontext():
+        if final.exists() and not overwrite:
+            raise StoreError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
+        if root is not None and final.name.endswith(SAMPLE_SUFFIX):
+            mark_pending(root, final.name[: -len(SAMPLE_SUFFIX)])  # recovery publishes it after a crash
         if final.exists():
-            if not overwrite:
-                raise StoreError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
             trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex[:8]}")
             os.replace(final, trash)
             failpoint("overwrite-swap")

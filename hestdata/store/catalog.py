@@ -1,8 +1,11 @@
-"""``catalog.parquet``: one row per sample, the index every query runs on; updated with the manifest.
+"""The catalog: one row per sample, the index every query runs on and the root's index of its samples.
 
-Publishing a sample (after its folder was renamed into place) happens under the root lock: the sample's files
-are hashed into the manifest, its catalog row is upserted, rows of vanished samples are dropped, then the
-catalog and finally the manifest are written atomically.
+In a format-2 root the catalog is versioned (``store.versions``: immutable versions, a pointer written last); a
+row holds what a reader needs before opening the sample — its digest (sha256 of its ``manifest.json``), file
+count and size, format version, variant, patch arrays with their patch counts and shard sizes, and a digest of
+its gene list. This module holds the catalog's columns, how a sample's row is made and how catalog files are parsed;
+``store.publish`` writes versions, ``store.root`` reads them. Format-1 catalogs (``catalog.parquet``) parse here
+too (``parse_catalog``).
 """
 
 from __future__ import annotations
@@ -13,9 +16,6 @@ from typing import Any
 
 from hestdata.errors import StoreError
 from hestdata.store import layout as L
-from hestdata.store.atomic import root_lock
-from hestdata.store.failpoints import failpoint
-from hestdata.store.manifest import digest, load_manifest, scan
 
 CATALOG_SCHEMA: dict[str, str] = {
     "id": "str", "cohort": "str", "patient": "str", "technology": "str", "species": "str", "organ": "str",
@@ -24,29 +24,42 @@ CATALOG_SCHEMA: dict[str, str] = {
     "patch_arrays": "list[str]", "n_patches": "int64", "elements": "list[str]", "bytes": "int64", "sha256": "str", "license": "str",
     "synthetic": "bool", "path": "str", "created_at": "str", "hestdata_version": "str",
     "profile": "str", "alterations": "list[str]",
+    # format 2
+    "format_version": "int64", "variant": "str", "n_files": "int64", "patch_counts": "list[int64]",
+    "patch_shards": "list[int64]", "genes_sha256": "str",
 }
+FORMAT2_COLUMNS = ("format_version", "variant", "n_files", "patch_counts", "patch_shards", "genes_sha256")
 
 
 ELEMENTS = ("image", "shapes", "expression", "patches", "points")  # what a partial download can leave out
 
 
-def _arrow_schema() -> Any:
+def arrow_schema() -> Any:
+    """The catalog's columns as an Arrow schema."""
     import pyarrow as pa
 
     m = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
-         "list[str]": pa.list_(pa.string())}
+         "list[str]": pa.list_(pa.string()), "list[int64]": pa.list_(pa.int64())}
     return pa.schema([(k, m[v]) for k, v in CATALOG_SCHEMA.items()])
 
 
-def catalog_row(meta: Any, sha256: str, nbytes: int) -> dict[str, Any]:
-    """The catalog row of a sample from its metadata, its digest and its size on disk."""
+def catalog_row(meta: Any, sha256: str, nbytes: int, n_files: int | None = None,
+                consolidated: dict[str, Any] | None = None, genes_sha256: str | None = None) -> dict[str, Any]:
+    """The catalog row of a sample from its metadata, its digest, size and file count, the consolidated metadata
+    of its root ``zarr.json`` (patch shard sizes) and the digest of its gene list."""
     patches = meta.qc.patches
+    names = sorted(patches)
+    cons = consolidated or {}
+    shards = [int(cons.get(f"{L.PATCH_GROUP}/{n}", {}).get("attributes", {}).get("shard_patches")
+                  or L.DEFAULT_SHARD_PATCHES) for n in names]
     return {
+        "format_version": meta.format_version, "variant": L.variant_of(meta), "n_files": n_files,
+        "patch_counts": [patches[n].n_patches for n in names], "patch_shards": shards, "genes_sha256": genes_sha256,
         "id": meta.id, "cohort": meta.cohort, "patient": meta.patient, "technology": meta.technology,
         "species": meta.species, "organ": meta.organ, "disease_state": meta.disease_state,
         "oncotree_code": meta.oncotree_code, "panel": meta.panel, "preservation": meta.preservation,
         "n_obs": meta.qc.n_obs, "n_genes": meta.qc.n_genes, "pixel_size_um": meta.pixel_size_um.value,
-        "pixel_size_flagged": meta.pixel_size_um.flagged, "patch_arrays": sorted(patches),
+        "pixel_size_flagged": meta.pixel_size_um.flagged, "patch_arrays": names,
         "n_patches": sum(p.n_patches for p in patches.values()),
         "elements": [e for e in ELEMENTS if e not in meta.missing_elements], "bytes": nbytes, "sha256": sha256,
         "license": meta.license, "synthetic": meta.synthetic, "path": L.sample_relpath(meta.id),
@@ -59,7 +72,7 @@ def empty_catalog() -> Any:
     """An empty catalog (polars) with the full schema."""
     import polars as pl
 
-    return pl.from_arrow(_arrow_schema().empty_table())
+    return pl.from_arrow(arrow_schema().empty_table())
 
 
 def ids_with(cat: Any, *, patch: str | None = None, element: str | None = None) -> list[str]:
@@ -68,18 +81,6 @@ def ids_with(cat: Any, *, patch: str | None = None, element: str | None = None) 
     rows = zip(cat["id"].to_list(), cat["patch_arrays"].to_list(), cat["elements"].to_list(), strict=True)
     return [i for i, arrays, elements in rows
             if (patch is None or patch in arrays) and (element is None or element in elements)]
-
-
-def open_catalog(root: str | Path) -> Any:
-    """The catalog of a root as a polars DataFrame (empty, with the full schema, if nothing is published)."""
-
-    r = Path(root)
-    if not r.is_dir():
-        raise StoreError(f"{r}: root folder not found")
-    p = r / L.CATALOG
-    if not p.is_file():
-        return empty_catalog()
-    return parse_catalog(p.read_bytes(), str(p))
 
 
 def parse_catalog(data: bytes, where: str) -> Any:
@@ -109,88 +110,62 @@ def parse_catalog(data: bytes, where: str) -> Any:
     return cat
 
 
-def _read_rows(root: Path) -> list[dict[str, Any]]:
-    """Catalog rows via pyarrow (the conversion path does not import polars)."""
-    import pyarrow.parquet as pq
+def parse_tail(data: bytes, where: str) -> Any:
+    """A catalog tail (rows changed since the base, with a ``deleted`` column) as a polars DataFrame."""
+    import polars as pl
 
-    p = root / L.CATALOG
-    if not p.is_file():
-        return []
     try:
-        return pq.read_table(p).to_pylist()
+        tail = pl.read_parquet(io.BytesIO(data))
     except Exception as exc:
-        raise StoreError(f"{p}: cannot read catalog ({type(exc).__name__}: {exc}); run `hestdata repair {root}` "
-                         "to rebuild it from the samples") from exc
+        raise StoreError(f"{where}: cannot read catalog tail ({type(exc).__name__}: {exc})") from exc
+    if "id" not in tail.columns or "deleted" not in tail.columns:
+        raise StoreError(f"{where}: catalog tail lacks its id/deleted columns")
+    return tail
 
 
-def catalog_bytes(rows: list[dict[str, Any]]) -> bytes:
-    """``catalog.parquet`` content for ``rows`` (sorted by id, full schema)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def sample_row(folder: Path, rescan: bool = False) -> dict[str, Any]:
+    """The catalog row of a committed format-2 sample folder, from its ``manifest.json`` (written at commit; or
+    hashed now when absent or ``rescan``), its root ``zarr.json`` and the index of its expression table."""
+    import hashlib
+    import json
 
-    schema = _arrow_schema()
-    rows = sorted(rows, key=lambda r: r["id"])
-    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
+    from hestdata.metadata import parse_metadata
+    from hestdata.store.manifest import parse_sample_manifest, write_sample_manifest
+
+    zj = folder / "zarr.json"
+    try:
+        doc = json.loads(zj.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{folder}: not a readable sample ({type(exc).__name__}: {exc})") from exc
+    meta = parse_metadata(doc.get("attributes", {}).get(L.META_KEY), str(zj))
+    sid = folder.name[: -len(L.SAMPLE_SUFFIX)]
+    if meta.id != sid:
+        raise StoreError(f"{folder}: holds sample {meta.id!r}, not {sid!r}")
+    mpath = folder / L.SAMPLE_MANIFEST
+    if rescan or not mpath.is_file():
+        digest, n_files, nbytes = write_sample_manifest(folder, sid)
+    else:
+        data = mpath.read_bytes()
+        files = parse_sample_manifest(data, str(mpath), sid)
+        digest, n_files = hashlib.sha256(data).hexdigest(), len(files) + 1
+        nbytes = sum(s for s, _ in files.values()) + len(data)
+    cons = doc.get("consolidated_metadata", {}).get("metadata", {})
+    return catalog_row(meta, digest, nbytes, n_files, cons, genes_digest(folder, cons))
 
 
-def _commit(root: Path, rows: list[dict[str, Any]], files: dict[str, Any]) -> None:
-    """Catalog and manifest replaced together (one journaled step: a crash leaves the old pair or the new)."""
+def genes_digest(folder: Path, consolidated: dict[str, Any]) -> str | None:
+    """sha256 of the expression table's gene list (its var index, one symbol a line): samples with equal digests
+    share a gene list, so a reader reads it once."""
     import hashlib
 
-    from hestdata.metadata import now_iso
-    from hestdata.store.journal import commit_files
-    from hestdata.store.manifest import manifest_bytes
+    import zarr
 
-    cat = catalog_bytes(rows)
-    files[L.CATALOG] = {"size": len(cat), "sha256": hashlib.sha256(cat).hexdigest()}
-    commit_files(root, {L.CATALOG: cat, L.MANIFEST: manifest_bytes(files, now_iso())})
-
-
-def publish(root: str | Path, sample_ids: list[str] | None = None, *, rebuild: bool = False) -> None:
-    """Refresh manifest entries and catalog rows for ``sample_ids`` (all samples when None), under the lock.
-
-    ``rebuild=True`` ignores the existing catalog and manifest (``hestdata repair``: rebuilt from the samples)."""
-    from hestdata.store.journal import replay_journal
-    from hestdata.store.sample import read_metadata
-
-    r = Path(root)
-    with root_lock(r, L.LOCK):
-        replay_journal(r)
-        manifest = {"files": {}} if rebuild else _manifest_or_hint(r)
-        files: dict[str, Any] = manifest["files"]
-        present = {p.name[: -len(L.SAMPLE_SUFFIX)] for p in (r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}")
-                   if L.is_sample_dir(p)}
-        todo = sorted(present) if sample_ids is None else list(sample_ids)
-        # drop entries of vanished samples and of the samples being refreshed
-        for path in list(files):
-            parts = path.split("/")
-            if parts[0] == L.SAMPLES and len(parts) > 1:
-                sid = parts[1][: -len(L.SAMPLE_SUFFIX)]
-                if sid not in present or sid in todo:
-                    del files[path]
-        rows = {} if rebuild else {row["id"]: row for row in _read_rows(r)}
-        rows = {k: v for k, v in rows.items() if k in present}
-        for sid in todo:
-            rel = L.sample_relpath(sid)
-            entries = scan(r, rel)
-            files.update(entries)
-            meta = read_metadata(r / rel)
-            rows[sid] = catalog_row(meta, digest(entries, rel), sum(e["size"] for e in entries.values()))
-        for path in [p for p in files if p.startswith(L.COHORTS + "/")]:
-            del files[path]
-        if (r / L.COHORTS).is_dir():
-            files.update(scan(r, L.COHORTS))
-        failpoint("before-publish")
-        _commit(r, list(rows.values()), files)
-
-
-def _manifest_or_hint(root: Path) -> dict[str, Any]:
-    from hestdata.errors import IntegrityError
-
+    var = consolidated.get(f"tables/{L.TABLE}/var")
+    if var is None:
+        return None
+    name = var.get("attributes", {}).get("_index", "_index")
     try:
-        return load_manifest(root)
-    except IntegrityError as exc:
-        raise StoreError(f"{exc} (run `hestdata repair {root}` to rebuild it from the samples)") from None
+        values = zarr.open_array(str(folder / "tables" / L.TABLE / "var" / name), mode="r")[:]
+    except Exception:  # a partial download without the table
+        return None
+    return hashlib.sha256("\n".join(str(v) for v in values).encode()).hexdigest()

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hestdata.metadata import SAMPLE_ID_PATTERN, check_sample_id  # noqa: F401  (re-exported)
+from hestdata.metadata import SAMPLE_ID_PATTERN, STORE_FORMAT_VERSION, check_sample_id  # noqa: F401  (re-exported)
 
+# store format 2 (docs/store.md): a root pointer, a versioned catalog, one manifest per sample
+FORMAT_VERSION = STORE_FORMAT_VERSION  # what this hestdata writes
+READABLE_FORMATS = (1, 2)  # what it reads
+ROOT_POINTER = "hestdata.json"  # the root's current catalog version, format version and own files; written last
+CATALOG_DIR = "catalog"  # immutable catalog versions: base-<v>.parquet, tail-<v>.parquet, v<v>.json
+SAMPLE_MANIFEST = "manifest.json"  # inside samples/<id>.zarr: every file of the sample with size and sha256
+PYRAMID_SHARD_CHUNKS = 8  # image levels are sharded: 8 x 8 inner chunks of 512 px per shard file
+
+# store format 1 (read only; `hestdata upgrade` rewrites such a root)
 CATALOG = "catalog.parquet"
 MANIFEST = "manifest.json"
 SAMPLES = "samples"
@@ -62,3 +71,12 @@ def sample_relpath(sample_id: str) -> str:
 def is_sample_dir(p: Path) -> bool:
     """A committed sample (temporary and trash folders start with a dot)."""
     return p.is_dir() and p.name.endswith(SAMPLE_SUFFIX) and not p.name.startswith(".")
+
+
+def local_format(root: Path) -> int | None:
+    """The store format of a local root folder: 2, 1, or None (empty or not a root)."""
+    if (root / ROOT_POINTER).is_file():
+        return 2
+    if (root / CATALOG).is_file() or (root / MANIFEST).is_file():
+        return 1
+    return None

@@ -74,3 +74,62 @@ def manifest_bytes(files: dict[str, dict[str, Any]], updated_at: str) -> bytes:
 def write_manifest(root: Path, files: dict[str, dict[str, Any]], updated_at: str) -> None:
     """Write the manifest atomically on its own (publication writes it together with the catalog)."""
     atomic_write_bytes(root / L.MANIFEST, manifest_bytes(files, updated_at))
+
+
+# -- store format 2: one manifest per sample ----------------------------------------------------------------
+SAMPLE_MANIFEST_FORMAT = "hestdata-sample-manifest"
+
+
+def scan_sample(folder: Path, workers: int | None = None) -> dict[str, tuple[int, str]]:
+    """``{path inside the sample: (size, sha256)}`` for every file of a sample folder except its manifest
+    (dot-named paths are never part of a sample). Files are hashed on a thread pool (hashlib releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    rels = [p.relative_to(folder).as_posix() for p in files]
+    keep = [(p, r) for p, r in zip(files, rels, strict=True)
+            if r != L.SAMPLE_MANIFEST and not any(part.startswith(".") for part in r.split("/"))]
+    if not keep:
+        return {}
+    with ThreadPoolExecutor(max(1, min(len(keep), workers or 4))) as pool:
+        shas = list(pool.map(lambda pr: file_sha256(pr[0]), keep))
+    return {r: (p.stat().st_size, sha) for (p, r), sha in zip(keep, shas, strict=True)}
+
+
+def sample_manifest_bytes(sample_id: str, files: dict[str, tuple[int, str]]) -> bytes:
+    """The canonical bytes of a sample manifest (sorted, compact): its sha256 is the sample's digest."""
+    doc = {"format": SAMPLE_MANIFEST_FORMAT, "format_version": L.FORMAT_VERSION, "id": sample_id,
+           "files": {k: [int(files[k][0]), str(files[k][1])] for k in sorted(files)}}
+    return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
+
+
+def parse_sample_manifest(data: bytes, where: str, sample_id: str | None = None) -> dict[str, tuple[int, str]]:
+    """The files of a sample manifest, checked: JSON of the right format, safe relative paths, sizes and sha256
+    well formed, and (when given) the sample id it names."""
+    from hestdata.errors import IntegrityError
+    from hestdata.store.safety import check_entry, check_relpath
+
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{where}: invalid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != SAMPLE_MANIFEST_FORMAT or not isinstance(doc.get("files"), dict):
+        raise IntegrityError(f"{where}: not a hestdata sample manifest")
+    if sample_id is not None and doc.get("id") != sample_id:
+        raise IntegrityError(f"{where}: manifest of sample {doc.get('id')!r}, expected {sample_id!r}")
+    out = {}
+    for rel, e in doc["files"].items():
+        entry = {"size": e[0], "sha256": e[1]} if isinstance(e, list) and len(e) == 2 else e
+        out[check_relpath(rel, where)] = check_entry(rel, entry, where)
+    return out
+
+
+def write_sample_manifest(folder: Path, sample_id: str, workers: int | None = None) -> tuple[str, int, int]:
+    """Hash a sample folder and write its ``manifest.json`` atomically; returns (digest, n_files, n_bytes), the
+    figures of its catalog row (the manifest itself counted)."""
+    import hashlib
+
+    files = scan_sample(folder, workers)
+    data = sample_manifest_bytes(sample_id, files)
+    atomic_write_bytes(folder / L.SAMPLE_MANIFEST, data)
+    return hashlib.sha256(data).hexdigest(), len(files) + 1, sum(s for s, _ in files.values()) + len(data)

@@ -9,7 +9,6 @@ in one request, locally with ``os.pread`` and remotely through fsspec.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from dataclasses import dataclass, field
@@ -253,22 +252,3 @@ def open_patch_reader(fs: ProcessLocalFS, sample_path: str, name: str, consolida
         raise StoreError(f"{sample_path}: no patch array {name!r}")
     return PatchArrayReader(fs, join(sample_path, key), parse_array_meta(meta, join(sample_path, key)),
                             pinned=pinned)
-
-
-def read_root_metadata(fs: ProcessLocalFS, sample_path: str,
-                       pinned: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
-    """The sample's root ``zarr.json`` (attributes + consolidated metadata) in one request."""
-    path = join(sample_path, "zarr.json")
-    try:
-        if fs.is_local:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            raw = fs.get().cat_file(path)
-    except FileNotFoundError:
-        raise StoreError(f"{sample_path}: not a sample (no zarr.json)") from None
-    check_pinned(pinned, path, raw)
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"{path}: invalid JSON ({exc})") from exc

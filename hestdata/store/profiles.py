@@ -3,36 +3,33 @@ slide-level benchmark tasks."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hestdata.errors import InputError
 
+if TYPE_CHECKING:
+    from hestdata.store.root import Root, StoredSample
+
 PROFILE_TABLE = "slide_profile"
 ALTERATIONS_TABLE = "slide_alterations"
 
 
-def read_profile(root_url: str, sid: str, storage_options: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+def read_profile(sample: StoredSample) -> tuple[np.ndarray, list[str]]:
     """(genes,) values and gene names of a sample's ``tables/slide_profile``; an error naming the sample if it
     has none."""
-    from anndata.io import read_elem
-
-    from hestdata.store.access import open_sample_group
-
-    try:
-        g = open_sample_group(root_url, sid, "tables", PROFILE_TABLE, storage_options=storage_options)
-    except (FileNotFoundError, KeyError) as exc:
-        raise InputError(sid, "no tables/slide_profile (convert with a profile file, or an ST sample with "
-                              "pseudobulk on)") from exc
-    X = read_elem(g["X"])
-    var = read_elem(g["var"])
-    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float64).ravel(), [str(v) for v in var.index]
+    if not sample.has("tables", PROFILE_TABLE):
+        raise InputError(sample.id, "no tables/slide_profile (convert with a profile file, or an ST sample with "
+                                    "pseudobulk on)")
+    t = sample.read_table(PROFILE_TABLE)
+    X = t.X
+    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float64).ravel(), [str(v) for v in t.var_names]
 
 
-def aligned_profiles(root_url: str, ids: list[str], storage_options: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+def aligned_profiles(root: Root, ids: list[str]) -> tuple[np.ndarray, list[str]]:
     """(slides, genes) profiles on the genes every slide has, in the first slide's order."""
-    vals, names = zip(*(read_profile(root_url, s, storage_options) for s in ids), strict=True)
+    vals, names = zip(*(read_profile(root.sample(s)) for s in ids), strict=True)
     common = set(names[0]).intersection(*map(set, names[1:]))
     genes = [g for g in names[0] if g in common]
     if not genes:

@@ -7,13 +7,14 @@ Every write to a root goes through one of four windows, each recoverable:
 - an overwrite swaps the old sample to ``samples/.trash-<id>.zarr-<uuid>`` under the root lock; if the process
   died between the two renames the old sample is put back, otherwise the trash is removed;
 - a download stages into ``samples/.dl-<id>.zarr`` (kept across runs so downloads resume; locked while in use);
-- catalog and manifest are published as one step: both are written into ``.publish-<uuid>/``, a journal naming
-  them is written atomically, then they are renamed into place and the journal removed. A journal found later is
-  replayed (roll forward); a staging folder without a journal is removed (roll back).
+- a catalog version is committed by renaming the root pointer into place (``store.versions``); catalog files
+  of a version that was never committed are garbage and removed;
+- a sample renamed into place is marked in ``.pending/`` until a catalog version names it (``store.pending``):
+  marked ids are published, so a sample committed before a crash is never lost and never invisible.
 
-Finally, committed samples that no catalog row describes (the process died between its rename and the
-publication) are published, and rows of samples that vanished are dropped. :func:`recover_root` does all this
-under the root lock; every command that writes into a root calls it first.
+:func:`recover_root` does all this under the root lock, at a cost proportional to what was in flight, not to
+what the root holds; every command that writes into a root calls it first. In a format-1 root (read only, until
+``hestdata upgrade``) an interrupted publication of its catalog + manifest pair is replayed from its journal.
 """
 
 from __future__ import annotations
@@ -93,16 +94,10 @@ def _remove_stale(root: Path, rep: RecoveryReport, include_downloads: bool) -> N
 
 
 def unpublished(root: Path) -> list[str]:
-    """Committed samples the manifest does not describe (their publication never happened)."""
-    from hestdata.store.manifest import load_manifest
+    """Samples committed (or removed) whose catalog version was never written: the pending marks."""
+    from hestdata.store.pending import pending_ids
 
-    try:
-        files = load_manifest(root)["files"]
-    except Exception:
-        files = {}
-    present = [p.name[: -len(L.SAMPLE_SUFFIX)] for p in (root / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}")
-               if L.is_sample_dir(p)] if (root / L.SAMPLES).is_dir() else []
-    return sorted(s for s in present if f"{L.sample_relpath(s)}/zarr.json" not in files)
+    return pending_ids(root)
 
 
 def recover_root(root: str | Path, *, include_downloads: bool = False, publish: bool = True) -> RecoveryReport:
@@ -111,17 +106,24 @@ def recover_root(root: str | Path, *, include_downloads: bool = False, publish: 
     ``publish=False`` leaves committed-but-unpublished samples for their owner to publish (a registration in
     progress publishes all its samples at once, at the end)."""
     from hestdata.store.atomic import root_lock
-    from hestdata.store.catalog import publish as publish_samples
+    from hestdata.store.publish import publish as publish_samples
+    from hestdata.store.root import local_format
+    from hestdata.store.versions import collect_garbage, local_pointer
 
     r = Path(root)
     rep = RecoveryReport()
     if not (r / L.SAMPLES).is_dir() and not (r / JOURNAL).exists():
         return rep
     with root_lock(r, L.LOCK):
-        rep.replayed_journal = replay_journal(r)
+        fmt = local_format(r)
+        if fmt == 1:
+            rep.replayed_journal = replay_journal(r)
         _settle_swaps(r, rep)
         _remove_stale(r, rep, include_downloads)
-        rep.published = unpublished(r) if publish else []
+        pointer = local_pointer(r) if fmt == 2 else None
+        if pointer is not None:
+            rep.removed += collect_garbage(r, int(pointer["version"]))
+        rep.published = unpublished(r) if publish and fmt != 1 else []
     if rep.published:
         publish_samples(r, rep.published)
     return rep
@@ -136,19 +138,22 @@ class RepairReport(RecoveryReport):
 
 
 def repair_root(root: str | Path) -> RepairReport:
-    """Recover from any interrupted write (download staging included), then rebuild catalog and manifest from
-    the samples present. A sample whose metadata cannot be read is moved to ``ROOT/.quarantine/`` (kept, not
-    deleted) and named in the report."""
+    """Recover from any interrupted write (download staging included), then rebuild every sample's manifest and
+    the catalog from the samples present (a new catalog version). A sample whose metadata cannot be read is moved
+    to ``ROOT/.quarantine/`` (kept, not deleted) and named in the report. A format-1 root is rebuilt by
+    ``hestdata upgrade`` instead."""
     import time
 
     from hestdata.errors import StoreError
     from hestdata.store.atomic import root_lock
-    from hestdata.store.catalog import publish
+    from hestdata.store.pending import clear_pending, pending_ids
+    from hestdata.store.publish import check_writable, publish
     from hestdata.store.sample import read_metadata
 
     r = Path(root)
     if not r.is_dir():
         raise StoreError(f"{r}: root folder not found")
+    check_writable(r)
     rep = RepairReport()
     with root_lock(r, L.LOCK):
         rep.replayed_journal = replay_journal(r)
@@ -165,6 +170,8 @@ def repair_root(root: str | Path) -> RepairReport:
                 q.parent.mkdir(exist_ok=True)
                 os.replace(p, q)
                 rep.quarantined.append(str(q.relative_to(r)))
+        rep.published = pending_ids(r)
     publish(r, None, rebuild=True)
+    clear_pending(r, rep.published)
     rep.n_samples = len([p for p in (r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}") if L.is_sample_dir(p)])
     return rep

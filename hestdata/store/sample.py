@@ -77,49 +77,98 @@ def _zstd(level: int = 1) -> Any:
     return ZstdCodec(level=level)
 
 
-class ChunkRowWriter:
-    """Rows of chunks of the (c, y, x) pyramid levels ``folder/s<k>``, written directly: each chunk is cut from a
-    (rows, x, c) block, transposed, zstd-compressed (level 1, numcodecs — the same frames zarr's ``ZstdCodec``
-    writes) on a thread pool and saved as ``s<k>/c/0/<row>/<col>``, exactly the chunk files the arrays' metadata
-    declares (regular grid, full-size edge chunks padded with the fill value 0; all-zero chunks are not written,
-    as zarr does by default). Through zarr-python the same writes ran at ~200 MB/s, overhead-bound; zarr reads
-    the result like any other array (tests compare both ways)."""
+class ShardRowWriter:
+    """The (c, y, x) pyramid levels ``folder/s<k>``, written as the Zarr v3 ``sharding_indexed`` arrays their
+    metadata declares, row of chunks by row of chunks, in bounded memory.
 
-    def __init__(self, folder: Path, chunks: list[tuple[int, ...]], dtype: Any, workers: int | None = None) -> None:
+    Each inner chunk (c, 512, 512) is cut from a (rows, x, c) block, transposed and zstd-compressed (level 1,
+    numcodecs — the frames zarr's ``ZstdCodec`` writes) on a thread pool, then appended to the file of its shard
+    ``s<k>/c/0/<sy>/<sx>``; when the last chunk row of a shard row has arrived, each of those files gets its index
+    (little-endian uint64 offset/nbytes per inner chunk in C order, 2^64-1 twice for a chunk not stored) and the
+    index's CRC32C, as zarr writes it. All-zero chunks are not stored and a shard with none is not written, as
+    zarr does by default. Alive at any time: one block of rows and the compressed chunks of one chunk row (zarr
+    itself would need a whole shard row, 4,096 rows of the level, decoded in memory). zarr and spatialdata read
+    the result like any other sharded array (tests compare both ways)."""
+
+    def __init__(self, folder: Path, chunks: list[tuple[int, ...]], shards: list[tuple[int, ...]], dtype: Any,
+                 workers: int | None = None, names: list[str] | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         from numcodecs import Zstd
 
-        self.folder, self.chunks, self.dtype = folder, chunks, np.dtype(dtype)
+        self.folder, self.chunks, self.shards, self.dtype = folder, chunks, shards, np.dtype(dtype)
+        self.names = names or [f"s{k}" for k in range(len(chunks))]  # the level arrays' folder names
         self.codec = Zstd(level=1)
         self.pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="hestdata-zstd")
         self.pending: list[Any] = []
+        # per level: the open shard files of the current shard row, {sx: (file, index)}
+        self.open: dict[int, dict[int, tuple[Any, np.ndarray]]] = {}
 
-    def _chunk(self, k: int, block: np.ndarray, yi: int, x0: int, xi: int) -> None:
+    def _encode(self, k: int, block: np.ndarray, x0: int) -> bytes | None:
         c, ch, cw = self.chunks[k]
         part = block[:, x0:x0 + cw]
         if not part.any():
-            return
+            return None
         buf = np.zeros((c, ch, cw), dtype=self.dtype)
         buf[:, :part.shape[0], :part.shape[1]] = np.moveaxis(part, -1, 0)
-        path = self.folder / f"s{k}" / "c" / "0" / str(yi) / str(xi)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.codec.encode(buf))
+        return bytes(self.codec.encode(buf))
 
-    def write(self, k: int, r0: int, block: np.ndarray) -> None:
+    def _drain(self) -> None:
+        """Append the encoded chunks of the chunk row in flight to their shard files."""
+        for k, yi, xi, fut in self.pending:
+            data = fut.result()
+            if data is None:
+                continue
+            _, sh, sw = self.shards[k]
+            _, ch, cw = self.chunks[k]
+            per_y, per_x = sh // ch, sw // cw
+            row = self.open.setdefault(k, {})
+            sx = xi // per_x
+            if sx not in row:
+                path = self.folder / self.names[k] / "c" / "0" / str(yi // per_y) / str(sx)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                row[sx] = (open(path, "wb"), np.full((per_y, per_x, 2), np.iinfo(np.uint64).max, dtype="<u8"))
+            fh, index = row[sx]
+            index[yi % per_y, xi % per_x] = (fh.tell(), len(data))
+            fh.write(data)
+        self.pending = []
+
+    def _close_row(self, k: int) -> None:
+        from google_crc32c import value as crc32c  # what zarr itself uses
+
+        for fh, index in self.open.pop(k, {}).values():
+            raw = index.tobytes()
+            fh.write(raw)
+            fh.write(int(crc32c(raw)).to_bytes(4, "little"))
+            fh.close()
+
+    def write(self, k: int, r0: int, block: np.ndarray, level_rows: int) -> None:
         """Write rows ``r0 : r0 + len(block)`` of level ``k`` (``r0`` on a chunk boundary, whole chunk rows
-        except at the bottom)."""
+        except at the bottom of the level, which has ``level_rows`` rows)."""
         _, ch, cw = self.chunks[k]
-        for f in self.pending:  # at most one row of chunks in flight: memory stays at two blocks
-            f.result()
-        self.pending = [self.pool.submit(self._chunk, k, block[a:a + ch], (r0 + a) // ch, x0, x0 // cw)
-                        for a in range(0, len(block), ch) for x0 in range(0, block.shape[1], cw)]
+        per_y = self.shards[k][1] // ch
+        for a in range(0, len(block), ch):
+            self._drain()  # at most one row of chunks in flight
+            yi = (r0 + a) // ch
+            self.pending = [(k, yi, x0 // cw, self.pool.submit(self._encode, k, block[a:a + ch], x0))
+                            for x0 in range(0, block.shape[1], cw)]
+            if (yi + 1) % per_y == 0 or r0 + a + ch >= level_rows:
+                self._drain()
+                self._close_row(k)
 
     def close(self) -> None:
-        for f in self.pending:
-            f.result()
-        self.pending = []
+        self._drain()
+        for k in list(self.open):
+            self._close_row(k)
         self.pool.shutdown()
+
+
+def shard_shape(chunks: tuple[int, ...], shape: tuple[int, ...], per_shard: int = L.PYRAMID_SHARD_CHUNKS
+                ) -> tuple[int, ...]:
+    """The shard of a (c, y, x) level: ``per_shard`` x ``per_shard`` inner chunks, fewer where the level is
+    smaller (a shard is a whole number of chunks)."""
+    c, ch, cw = chunks
+    return (c, ch * min(per_shard, -(-shape[1] // ch)), cw * min(per_shard, -(-shape[2] // cw)))
 
 
 class PatchArrayWriter:
@@ -205,7 +254,10 @@ class SampleWriter:
     def __init__(self, root: str | Path, sample_id: str, overwrite: bool = False) -> None:
         import zarr
 
+        from hestdata.store.publish import check_writable
+
         self.root = Path(root)
+        check_writable(self.root)
         self.final = L.sample_path(self.root, L.check_sample_id(sample_id))
         if self.final.exists() and not overwrite:
             raise StoreError(f"{self.final}: sample already exists (pass overwrite=True / --overwrite)")
@@ -235,21 +287,23 @@ class SampleWriter:
         """Write a pyramid as OME-Zarr ``images/<name>`` (c, y, x) from ``(level, first_row, strip)`` strips.
 
         Strips are (rows, x, c); they are buffered per level up to a whole row of chunks so every chunk is
-        written exactly once (:class:`ChunkRowWriter`: zstd on a thread pool, chunk files written directly).
+        written exactly once (:class:`ShardRowWriter`: zstd on a thread pool, appended to shard files).
         """
         g = self.group.require_group("images").require_group(name)
         chunk = L.IMAGE_CHUNK_PX
-        arrays = [g.create_array(f"s{i}", shape=(channels, h, w), dtype=dtype,
-                                 chunks=(channels, min(chunk, h), min(chunk, w)), compressors=[_zstd(1)],
-                                 dimension_names=("c", "y", "x"), fill_value=0) for i, (h, w) in enumerate(shapes)]
+        chunks = [(channels, min(chunk, h), min(chunk, w)) for h, w in shapes]
+        shards = [shard_shape(c, (channels, h, w)) for c, (h, w) in zip(chunks, shapes, strict=True)]
+        for i, (h, w) in enumerate(shapes):
+            g.create_array(f"s{i}", shape=(channels, h, w), dtype=dtype, chunks=chunks[i], shards=shards[i],
+                           compressors=[_zstd(1)], dimension_names=("c", "y", "x"), fill_value=0)
         pending: dict[int, tuple[int, list[np.ndarray]]] = {}
         written = [0] * len(shapes)
-        chunk_rows = ChunkRowWriter(self.tmp / "images" / name, [tuple(a.chunks) for a in arrays], dtype, workers)
+        chunk_rows = ShardRowWriter(self.tmp / "images" / name, chunks, shards, dtype, workers)
 
         def flush(k: int) -> None:
             r0, parts = pending.pop(k)
             block = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            chunk_rows.write(k, r0, block)
+            chunk_rows.write(k, r0, block, shapes[k][0])
             written[k] += len(block)
 
         for k, r0, strip in strips:
@@ -387,7 +441,8 @@ class SampleWriter:
                         "obs_index_table": None, **attrs})
 
     def commit(self, metadata: SampleMetadata) -> Path:
-        """Write root attributes, consolidate metadata and rename into place atomically."""
+        """Write root attributes, consolidate metadata, write the sample's manifest and rename into place
+        atomically."""
         import zarr
 
         from hestdata.errors import SchemaError
@@ -407,6 +462,9 @@ class SampleWriter:
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             zarr.consolidate_metadata(str(self.tmp))
+        from hestdata.store.manifest import write_sample_manifest
+
+        write_sample_manifest(self.tmp, metadata.id)  # last: every file of the sample, hashed
         failpoint("before-sample-rename", self.final.name[: -len(L.SAMPLE_SUFFIX)])
         commit_dir(self.tmp, self.final, self.overwrite, root=self.root)
         self._done = True
@@ -421,6 +479,7 @@ class OpenSample:
     path: Path
     sdata: Any
     metadata: SampleMetadata
+    stored: Any = None  # the StoredSample it was read through
 
     def patch_arrays(self) -> list[str]:
         """Names of the patch arrays (e.g. ``['224px_0.5um']``)."""
@@ -428,41 +487,26 @@ class OpenSample:
 
     def patches(self, name: str) -> Any:
         """The zarr group ``hestdata/patches/<name>`` (arrays ``images``, ``obs_index``, ``centers_um``)."""
-        import zarr
+        from hestdata.store.root import StoredSample
 
-        import hestdata.store.codecs  # noqa: F401  (registers the JPEG codec)
-
-        root = zarr.open_group(str(self.path), mode="r")
-        try:
-            return root[f"{L.PATCH_GROUP}/{name}"]
-        except KeyError:
-            raise StoreError(f"{self.path}: no patch array {name!r}; available: {self.patch_arrays()}") from None
+        return (self.stored or StoredSample.open(self.path)).patch_group(name)
 
 
 def read_metadata(path: str | Path) -> SampleMetadata:
-    """The typed metadata of a sample, read from its root attributes (cheap: no element is loaded)."""
-    import zarr
+    """The typed metadata of a sample folder, read from its root attributes (cheap: no element is loaded); a
+    sample from a newer hestdata names the version to install."""
+    from hestdata.store.root import StoredSample
 
-    from hestdata.metadata import SampleMetadata
-
-    p = Path(path)
-    try:
-        g = zarr.open_group(str(p), mode="r")
-        meta = dict(g.attrs).get(L.META_KEY)
-    except Exception as exc:
-        raise StoreError(f"{p}: not a readable Zarr group ({type(exc).__name__}: {exc})") from exc
-    if meta is None:
-        raise StoreError(f"{p}: no '{L.META_KEY}' metadata in the root attributes; not a hestdata sample")
-    return SampleMetadata.model_validate(meta)
+    return StoredSample.open(Path(path)).metadata
 
 
 def open_sample(path: str | Path) -> OpenSample:
     """Open ``samples/<id>.zarr`` with ``spatialdata.read_zarr`` plus its validated metadata."""
-    import spatialdata
-
-    import hestdata.store.codecs  # noqa: F401
+    from hestdata.store.root import StoredSample
 
     p = Path(path)
-    meta = read_metadata(p)
-    sdata = spatialdata.read_zarr(str(p))
-    return OpenSample(p, sdata, meta)
+    if not p.is_dir():
+        raise StoreError(f"{p}: sample folder not found")
+    s = StoredSample.open(p)
+    meta = s.metadata
+    return OpenSample(p, s.open_spatialdata(), meta, s)

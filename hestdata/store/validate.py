@@ -46,15 +46,14 @@ class ValidationReport:
             raise SchemaError(self.path, problems)
 
 
-def _open_metadata(path: Path, bad: Callable[[str], None]) -> tuple[Any, Any] | None:
+def _open_metadata(sample: Any, bad: Callable[[str], None]) -> tuple[Any, Any] | None:
     """The sample's Zarr group and typed metadata, or None after reporting why they cannot be read."""
-    import zarr
+    from hestdata.errors import HestdataError
+    from hestdata.metadata import schema_violations
 
-    import hestdata.store.codecs  # noqa: F401  (registers the JPEG codec)
-    from hestdata.metadata import SampleMetadata, schema_violations
-
+    path = sample.local_path
     try:
-        root = zarr.open_group(str(path), mode="r")
+        root = sample.group()
     except Exception as exc:
         bad(f"not a readable Zarr v3 group ({type(exc).__name__})")
         return None
@@ -65,12 +64,14 @@ def _open_metadata(path: Path, bad: Callable[[str], None]) -> tuple[Any, Any] | 
     if raw is None:
         bad(f"root attrs lack '{L.META_KEY}' metadata")
         return None
-    problems = schema_violations(raw)
-    for p in problems:
-        bad(f"metadata {p}")
-    if problems:
+    try:
+        meta = sample.metadata  # a newer format names the version to install
+    except HestdataError as exc:
+        problems = schema_violations(raw) if isinstance(raw, dict) and \
+            raw.get("format_version", 1) <= L.FORMAT_VERSION else []
+        for p in problems or [str(exc)]:
+            bad(f"metadata {p}" if problems else p)
         return None
-    meta = SampleMetadata.model_validate(raw)
     if meta.id + L.SAMPLE_SUFFIX != path.name:
         bad(f"metadata id {meta.id!r} does not match the folder name")
     return root, meta
@@ -205,13 +206,44 @@ def _doubts(path: Path, meta: Any, warn: list[str]) -> None:
                     f"{a.n_in_tissue - a.n_off_image} on tissue, {a.n_off_image} off the image); converted on request")
 
 
-def _validate_sample(path: Path, out: list[str], warn: list[str] | None = None) -> None:
-    """Every element the sample's variant stores (spots, cells, channels, slide), as its metadata declares."""
+def _check_files(sample: Any, checksums: bool, bad: Callable[[str], None]) -> None:
+    """The sample's files against its own manifest (format 2): every listed file present with its size (and
+    sha256), no file the manifest does not list."""
+    from hestdata.store.manifest import file_sha256
+
+    path = sample.local_path
+    try:
+        files = sample.manifest()
+    except Exception as exc:
+        bad(str(exc))
+        return
+    for rel, (size, sha) in sorted(files.items()):
+        p = path / rel
+        if not p.is_file():
+            bad(f"{L.SAMPLE_MANIFEST} lists {rel} but it is absent")
+        elif p.stat().st_size != size:
+            bad(f"{rel}: size {p.stat().st_size} != its manifest's {size}")
+        elif checksums and file_sha256(p) != sha:
+            bad(f"{rel}: sha256 differs from its manifest")
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path).as_posix()
+        if p.is_file() and rel != L.SAMPLE_MANIFEST and rel not in files \
+                and not any(part.startswith(".") for part in rel.split("/")):
+            bad(f"{rel} is not in its {L.SAMPLE_MANIFEST}")
+
+
+def _validate_sample(sample: Any, out: list[str], warn: list[str] | None = None, checksums: bool = True) -> None:
+    """Every element the sample's variant stores (spots, cells, channels, slide), as its metadata declares, and
+    (format 2) its files as its manifest lists them."""
+    path = sample.local_path
 
     def bad(msg: str) -> None:
         out.append(f"{path.name}: {msg}")
 
-    opened = _open_metadata(path, bad)
+    in_v2_root = sample.root is not None and sample.root.format_version == 2
+    if (path / L.SAMPLE_MANIFEST).is_file() or in_v2_root:
+        _check_files(sample, checksums, bad)
+    opened = _open_metadata(sample, bad)
     if opened is None:
         return
     root, meta = opened
@@ -229,10 +261,11 @@ def _validate_sample(path: Path, out: list[str], warn: list[str] | None = None) 
     _check_patches(root, meta, bad)
 
 
-def _validate_root(root: Path, out: list[str], checksums: bool, warn: list[str] | None = None) -> int:
+def _validate_root_v1(root: Path, out: list[str], checksums: bool, warn: list[str] | None = None) -> int:
+    """A format-1 root (read as it is; ``hestdata upgrade`` moves it to format 2)."""
     import pyarrow.parquet as pq
 
-    from hestdata.store.catalog import CATALOG_SCHEMA
+    from hestdata.store.catalog import CATALOG_SCHEMA, FORMAT2_COLUMNS
     from hestdata.store.manifest import file_sha256, load_manifest
 
     samples = sorted(p for p in (root / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}") if L.is_sample_dir(p))
@@ -242,7 +275,7 @@ def _validate_root(root: Path, out: list[str], checksums: bool, warn: list[str] 
     else:
         try:
             t = pq.read_table(cat)
-            missing = [c for c in CATALOG_SCHEMA if c not in t.column_names]
+            missing = [c for c in CATALOG_SCHEMA if c not in t.column_names and c not in FORMAT2_COLUMNS]
             if missing:
                 out.append(f"{L.CATALOG} lacks column(s) {missing}")
             ids = t.column("id").to_pylist() if "id" in t.column_names else []
@@ -280,29 +313,104 @@ def _validate_root(root: Path, out: list[str], checksums: bool, warn: list[str] 
     for p in leftovers(root, include_downloads=True):
         out.append(f"{p.relative_to(root).as_posix()}: left over by an interrupted write "
                    f"(run `hestdata repair {root}`)")
+    from hestdata.store.root import StoredSample
+
     for s in samples:
-        _validate_sample(s, out, warn)
+        _validate_sample(StoredSample.open(s), out, warn, checksums)
     return len(samples)
 
 
 def _check_digests(root: Path, files: dict[str, Any], out: list[str]) -> None:
-    """Each catalog row's sha256 is the digest of its sample's manifest entries (catalog and manifest agree)."""
-    import pyarrow.parquet as pq
+    """Each catalog row's sha256 is the digest of its sample's manifest entries (catalog and manifest agree).
+    Entries are grouped by sample once: linear in the manifest, whatever the number of samples."""
+    import hashlib
 
-    from hestdata.store.manifest import digest
+    import pyarrow.parquet as pq
 
     try:
         rows = pq.read_table(root / L.CATALOG, columns=["id", "sha256"]).to_pylist()
     except Exception:
         return  # reported above
+    by_sample: dict[str, list[str]] = {}
+    for path in sorted(files):
+        parts = path.split("/", 2)
+        if parts[0] == L.SAMPLES and len(parts) > 2:
+            e = files[path]
+            by_sample.setdefault(parts[1], []).append(f"{path}\t{e['size']}\t{e['sha256']}\n")
     for row in rows:
-        rel = L.sample_relpath(str(row["id"]))
-        if any(k.startswith(rel + "/") for k in files) and digest(files, rel) != row["sha256"]:
+        lines = by_sample.get(f"{row['id']}{L.SAMPLE_SUFFIX}")
+        if lines and hashlib.sha256("".join(lines).encode()).hexdigest() != row["sha256"]:
             out.append(f"{L.CATALOG}: sha256 of {row['id']!r} does not match {L.MANIFEST} (interrupted publication?)")
 
 
+ROOT_ENTRIES = {L.ROOT_POINTER, L.CATALOG_DIR, L.SAMPLES, L.COHORTS, L.LOCK, *L.DERIVED}
+
+
+def _validate_root_v2(root: Path, out: list[str], checksums: bool, warn: list[str]) -> int:
+    """A format-2 root: its pointer and catalog version, each catalog row against its sample (digest of the
+    sample's manifest, the files, the content), samples no row names, the root's own files, leftovers. Linear in
+    what the root holds: each sample is read once."""
+    from hestdata.errors import HestdataError
+    from hestdata.store.catalog import CATALOG_SCHEMA
+    from hestdata.store.manifest import file_sha256
+    from hestdata.store.pending import pending_ids
+    from hestdata.store.root import Root
+
+    try:
+        r = Root.open(root)
+    except HestdataError as exc:
+        out.append(f"{exc} (run `hestdata repair {root}` to rebuild the catalog from the samples)")
+        return 0
+    missing = [c for c in CATALOG_SCHEMA if c not in r.catalog.columns]
+    if missing:
+        out.append(f"catalog version {r.version} lacks column(s) {missing}")
+    rows = {row["id"]: row for row in r.catalog.to_dicts()}
+    on_disk = {p.name[: -len(L.SAMPLE_SUFFIX)] for p in (root / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}")
+               if L.is_sample_dir(p)} if (root / L.SAMPLES).is_dir() else set()
+    for sid in sorted(set(rows) - on_disk):
+        out.append(f"the catalog lists {sid!r} but {L.sample_relpath(sid)} is absent")
+    for sid in sorted(on_disk - set(rows)):
+        out.append(f"{L.sample_relpath(sid)} is not in the catalog (version {r.version})")
+    for sid in pending_ids(root):
+        out.append(f"{sid}: committed but its publication was interrupted (run `hestdata repair {root}`)")
+    for rel, (size, sha) in sorted(r.root_files().items()):
+        p = root / rel
+        if not p.is_file() or p.stat().st_size != size or (checksums and file_sha256(p) != sha):
+            out.append(f"{rel}: missing or differs from {L.ROOT_POINTER}")
+    listed = set(r.root_files())
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or p.name in ROOT_ENTRIES - {L.COHORTS}:
+            continue
+        if p.name == L.COHORTS and p.is_dir():
+            for f in sorted(q for q in p.rglob("*") if q.is_file()):
+                rel = f.relative_to(root).as_posix()
+                if rel not in listed and not any(part.startswith(".") for part in rel.split("/")):
+                    out.append(f"{rel} is not in {L.ROOT_POINTER}")
+            continue
+        out.append(f"{p.name} is not part of a hestdata root")
+    for p in leftovers(root, include_downloads=True):
+        out.append(f"{p.relative_to(root).as_posix()}: left over by an interrupted write "
+                   f"(run `hestdata repair {root}`)")
+    for sid in sorted(set(rows) & on_disk):
+        _validate_sample(r.sample(sid), out, warn, checksums)
+    return len(on_disk)
+
+
+def _validate_root(root: Path, out: list[str], checksums: bool, warn: list[str]) -> int:
+    from hestdata.store.root import local_format
+    from hestdata.store.upgrade import MARKER
+
+    if (root / MARKER).exists():
+        out.append(f"an upgrade to store format 2 was interrupted (run `hestdata upgrade {root}` to finish it)")
+        return 0
+    if local_format(root) == 2:
+        return _validate_root_v2(root, out, checksums, warn)
+    return _validate_root_v1(root, out, checksums, warn)
+
+
 def validate(path: str | Path, *, checksums: bool = True) -> ValidationReport:
-    """Validate a root (catalog, manifest, every sample) or one ``samples/<id>.zarr``.
+    """Validate a root (catalog, every sample against its manifest and the specification) or one
+    ``samples/<id>.zarr`` (inside a format-2 root, also against its catalog row).
 
     ``checksums=False`` skips re-hashing files (sizes are still checked).
     """
@@ -311,8 +419,29 @@ def validate(path: str | Path, *, checksums: bool = True) -> ValidationReport:
         return ValidationReport(p, "unknown", [f"{p}: not found"])
     if p.name.endswith(L.SAMPLE_SUFFIX) or (p / "zarr.json").is_file():
         rep = ValidationReport(p, "sample", n_samples=1)
-        _validate_sample(p, rep.violations, rep.warnings)
+        _validate_one(p, rep, checksums)
         return rep
     rep = ValidationReport(p, "root")
     rep.n_samples = _validate_root(p, rep.violations, checksums, rep.warnings)
     return rep
+
+
+def _validate_one(p: Path, rep: ValidationReport, checksums: bool) -> None:
+    """One sample; in a format-2 root its catalog row too (one row read: O(the sample), whatever the root)."""
+    from hestdata.errors import HestdataError
+    from hestdata.store.root import Root, StoredSample, local_format
+
+    root = p.parent.parent
+    sid = p.name[: -len(L.SAMPLE_SUFFIX)]
+    sample = StoredSample.open(p)
+    if p.parent.name == L.SAMPLES and local_format(root) == 2:
+        try:
+            r = Root.open(root)
+        except HestdataError as exc:
+            rep.violations.append(str(exc))
+        else:
+            if sid in r:
+                sample = r.sample(sid)  # its manifest is checked against the row's digest
+            else:
+                rep.violations.append(f"{p.name}: not in the catalog of {root} (version {r.version})")
+    _validate_sample(sample, rep.violations, rep.warnings, checksums)

@@ -1,11 +1,13 @@
 """Builds the archived format-1 root (run with hestdata at commit 73b7b0c, store format 1)."""
-import sys; sys.path.insert(0, "/work/main")
+# run from the repository root with PYTHONPATH=. (tests.synth: the suite's synthetic sample)
 from pathlib import Path
+
 import numpy as np
-from scipy.ndimage import uniform_filter
-from tests.synth import synthetic_sample
-from hestdata.model import RasterImage
+
 import hestdata
+from hestdata.model import RasterImage
+from tests.synth import synthetic_sample
+
 
 def smooth(s):
     img = s.image.raster.array.copy()
@@ -17,6 +19,7 @@ def smooth(s):
         img[..., c] = np.where(tissue & (img[..., c] > 0), np.clip(wave.astype(int) + off, 0, 255), img[..., c])
     s.image = RasterImage(img, Path("synthetic.png"), "fullres")
     return s
+
 
 s = smooth(synthetic_sample("synth_a", n=8))
 hestdata.convert(s, "root1", patches=["64px_0.5um"], metadata={"organ": "breast", "patient": "P1", "cohort": "arch"})
