@@ -71,6 +71,9 @@ class CountingS3:
         self._server: Any = None
 
     def __enter__(self) -> CountingS3:
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the traffic is counted here, not logged
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 

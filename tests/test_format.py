@@ -236,6 +236,11 @@ def test_stored_sample_without_root_and_layers(tmp_path):
     assert s.row is None and s.patch_count("64px_0.5um") == (8, 8) and s.variant == "spots"
     assert s.digest("hestdata/patches/64px_0.5um") == Root.open(tmp_path / "root").sample("s").digest(
         "hestdata/patches/64px_0.5um")
+    assert s.patches("64px_0.5um")["images"].shape == (8, 64, 64, 3)
+    values, genes = s.profile()  # pseudo-bulk: the sum of the in-tissue spots' counts
+    table = s.read_table()
+    in_profile = table.obs["in_profile"].to_numpy().astype(bool)
+    assert genes == list(table.var_names) and np.allclose(values, np.asarray(table.X[in_profile].sum(axis=0)).ravel())
     shutil.rmtree(path / "hestdata")
     with pytest.raises(hestdata.HestdataError):
         hestdata.validate(path).raise_if_invalid()

@@ -153,7 +153,7 @@ def write_morphology(w: Any, xs: CellSample, pixel_size_um: float) -> ImageInfo 
 
 def convert_cells(req: stages.Request, xs: CellSample, o: CellOptions, publish_root: bool) -> Path:
     """The cell variant's pipeline."""
-    from hestdata.sources.xenium import check_extent
+    from hestdata.curation.agreement import check_extent
     from hestdata.store import layout as L
     from hestdata.store.sample import SampleWriter
 

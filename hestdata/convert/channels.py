@@ -49,7 +49,7 @@ def grid_patches(image: np.ndarray, pixel_size_um: float, g: PatchGeometry, wher
 
 def convert_channels(req: stages.Request, ms: ChannelSample, o: ChannelOptions, publish_root: bool) -> Path:
     """The multiplex variant's pipeline."""
-    from hestdata.sources.multiplex import marker_stats
+    from hestdata.curation.markers import marker_stats
     from hestdata.store.sample import SampleWriter
 
     if ms.image.ndim != 3 or ms.image.shape[0] != len(ms.markers):

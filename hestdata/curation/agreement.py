@@ -14,7 +14,9 @@ import math
 
 import numpy as np
 
+from hestdata.errors import InputError
 from hestdata.metadata import ImageSpotAgreement
+from hestdata.model import CellSample
 
 MAX_OFF_IMAGE_FRACTION = 0.20
 MIN_ON_TISSUE_FRACTION = 0.80
@@ -63,3 +65,21 @@ def describe(a: ImageSpotAgreement) -> str:
                      f"({a.n_on_otsu_tissue / on_img:.0%}; random placement reaches {a.chance_limit:.0%}, "
                      f"tissue covers {a.image_tissue_fraction:.0%} of the region the spots span)")
     return "; ".join(parts)
+
+
+def check_extent(xs: CellSample, pixel_size_um: float, tolerance_um: float = 5.0) -> None:
+    """Transcripts and cells must lie on the morphology image; otherwise the pixel size or origin is wrong."""
+    if xs.image is None:
+        return
+    x0, y0 = xs.image_origin_um
+    h, w = xs.image.shape[-2:]
+    x1, y1 = x0 + w * pixel_size_um, y0 + h * pixel_size_um
+    t = xs.transcripts
+    out = ((t["x"] < x0 - tolerance_um) | (t["x"] > x1 + tolerance_um) | (t["y"] < y0 - tolerance_um)
+           | (t["y"] > y1 + tolerance_um))
+    if out.any():
+        raise InputError(xs.folder, f"{int(out.sum())} of {len(t)} transcripts lie outside the morphology image "
+                                    f"([{x0:g}, {x1:g}] x [{y0:g}, {y1:g}] µm at {pixel_size_um:g} µm/px); transcripts "
+                                    f"span [{t['x'].min():.1f}, {t['x'].max():.1f}] x [{t['y'].min():.1f}, "
+                                    f"{t['y'].max():.1f}] µm",
+                         "check --pixel-size-um and --image-origin-um")

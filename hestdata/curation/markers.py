@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from hestdata.errors import InputError
 
 _METAL = re.compile(r"([A-Z][a-z]?)(\d{2,3})$|^(\d{2,3})([A-Z][a-z]?)$")
@@ -127,4 +129,20 @@ def resolve_all(names: list[str], **kw: object) -> list[Marker | None]:
         if m.name in seen:
             raise InputError(kw.get("where"), f"channels {seen[m.name]!r} and {n!r} both map to {m.name}")  # type: ignore[arg-type]
         seen[m.name] = n
+    return out
+
+
+def marker_stats(image: np.ndarray) -> list[dict[str, float]]:
+    """Per channel: the scale to [0, 1] (dtype max for integers, the channel max for floats) and mean, std,
+    p1, p99 of the scaled values."""
+    out = []
+    for ch in image:
+        if np.issubdtype(ch.dtype, np.integer):
+            scale = float(np.iinfo(ch.dtype).max)
+        else:
+            m = float(np.nanmax(ch)) if ch.size else 0.0
+            scale = m if m > 0 else 1.0
+        v = ch.astype(np.float64) / scale
+        out.append({"scale": scale, "mean": float(v.mean()), "std": float(v.std()),
+                    "p1": float(np.percentile(v, 1)), "p99": float(np.percentile(v, 99))})
     return out

@@ -58,6 +58,8 @@ class ProcessLocalFS:
             opts = dict(self.storage_options)
             if self.protocol != "file":
                 opts.setdefault("skip_instance_cache", True)
+            if self.protocol in ("s3", "s3a"):  # whole-file reads: one GET, not a HEAD for the size first
+                opts.setdefault("max_concurrency", 1)
             fs = fsspec.filesystem(self.protocol, **opts)
             if self.block_cache_dir and self.protocol != "file":
                 from fsspec.implementations.cached import CachingFileSystem

@@ -13,13 +13,15 @@ from hestdata.store.root import Root, StoredSample
 
 
 def _is_sample(source: str | os.PathLike[str], storage_options: dict[str, Any]) -> bool:
+    """A sample folder (named ``*.zarr``, or a local folder with a zarr.json and no root files); remote roots
+    are tried as roots first (no probing request)."""
     protocol, path = split_url(source)
     if path.endswith(L.SAMPLE_SUFFIX):
         return True
-    fs = ProcessLocalFS(protocol, storage_options)
-    exists = os.path.exists if fs.is_local else fs.get().exists
-    return bool(exists(join(path, "zarr.json"))) and not any(
-        exists(join(path, f)) for f in (L.ROOT_POINTER, L.CATALOG))
+    if protocol != "file":
+        return False
+    return os.path.exists(join(path, "zarr.json")) and not any(
+        os.path.exists(join(path, f)) for f in (L.ROOT_POINTER, L.CATALOG))
 
 
 def resolve_samples(source: Any, query: Any = None, storage_options: dict[str, Any] | None = None,
@@ -36,7 +38,15 @@ def resolve_samples(source: Any, query: Any = None, storage_options: dict[str, A
         if block_cache_dir and not isinstance(source, StoredSample):
             sample.fs = ProcessLocalFS(sample.fs.protocol, opts, block_cache_dir)
         return None, [sample]
-    root = Root.open(source, opts, block_cache_dir=block_cache_dir)
+    try:
+        root = Root.open(source, opts, block_cache_dir=block_cache_dir)
+    except StoreError:
+        protocol, path = split_url(source)
+        if protocol == "file" or not ProcessLocalFS(protocol, opts).get().exists(join(path, "zarr.json")):
+            raise
+        if query is not None:  # a remote sample folder not named *.zarr
+            raise StoreError(f"{source}: a query needs a root, not a single sample") from None
+        return None, [StoredSample.open(source, opts)]
     selected = root.select(query) if query is not None else root
     if len(selected) == 0:
         raise StoreError(f"{root.url}: no sample matches" + ("" if query is None else f" the query {query}"))

@@ -152,9 +152,15 @@ def _open_ranged(fs: Any, path: str, size: int) -> Any:
     ranged reads stop after the requested length even when a server ignores ``Range`` and streams on (its
     ``cat_file`` would buffer the whole body: a server streaming an endless body would exhaust memory)."""
     try:
-        return fs.open(path, "rb", cache_type="none", size=size)
+        f = fs.open(path, "rb", cache_type="none", size=size)
     except TypeError:  # filesystems whose open() takes no size
         return fs.open(path, "rb", cache_type="none")
+    if getattr(f, "_details", 0) is None:
+        # fsspec's buffered files (s3fs's among them) send a HEAD for ``details`` before the first range, to pin
+        # the ETag; the manifest gives the size and its sha256 checks the bytes, so that request is not needed
+        # (it doubled a sample download's requests: 235 -> 119 for 116 files)
+        f._details = {"name": path, "size": size, "type": "file"}
+    return f
 
 
 def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | None) -> None:

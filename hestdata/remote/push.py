@@ -126,6 +126,19 @@ def push(root: str | os.PathLike[str], url: str, *, storage_options: dict[str, A
     return report
 
 
+def _changed_ids(local: Any, remote: Any) -> tuple[list[str], int]:
+    """Ids whose catalog row (the digest of the sample's manifest) differs from the remote's, and the files of
+    the others: one join of two catalogs, no per-sample work."""
+    import polars as pl
+
+    cat = local.catalog.select("id", "sha256", pl.col("n_files").fill_null(0))
+    if remote is None:
+        return cat["id"].to_list(), 0
+    same = cat.join(remote.catalog.select("id", "sha256"), on=["id", "sha256"], how="semi")
+    changed = cat.join(same.select("id"), on="id", how="anti").sort("id")
+    return changed["id"].to_list(), int(same["n_files"].sum())
+
+
 def _plan_samples(r: Path, local: Any, remote: Any, fs: Any, is_local: bool, base: str, verify_remote: bool,
                   report: PushReport) -> tuple[list[tuple[str, tuple[int, str]]], list[tuple[str, tuple[int, str]]]]:
     """The sample files to upload, and the manifests of the changed samples (uploaded after their files)."""
@@ -133,12 +146,10 @@ def _plan_samples(r: Path, local: Any, remote: Any, fs: Any, is_local: bool, bas
 
     todo: list[tuple[str, tuple[int, str]]] = []  # (root-relative path, (size, sha256))
     manifests: list[tuple[str, tuple[int, str]]] = []
-    for sample in local.samples():
-        sid = sample.id
+    changed, report.unchanged = _changed_ids(local, remote)  # unchanged samples: nothing of them is read
+    for sid in changed:
+        sample = local.sample(sid)
         prefix = L.sample_relpath(sid)
-        if remote is not None and sid in remote and remote.row(sid)["sha256"] == sample.row["sha256"]:
-            report.unchanged += int(sample.row.get("n_files") or 0)  # unchanged: nothing of it is read
-            continue
         files = sample.manifest()
         have: dict[str, tuple[int, str]] = {}
         if remote is not None and sid in remote:

@@ -108,22 +108,6 @@ def read_multiplex(path: str | Path, *, sample_id: str, panel: str | Path | None
                          dropped=[names[i] for i, m in enumerate(markers) if m is None])
 
 
-def marker_stats(image: np.ndarray) -> list[dict[str, float]]:
-    """Per channel: the scale to [0, 1] (dtype max for integers, the channel max for floats) and mean, std,
-    p1, p99 of the scaled values."""
-    out = []
-    for ch in image:
-        if np.issubdtype(ch.dtype, np.integer):
-            scale = float(np.iinfo(ch.dtype).max)
-        else:
-            m = float(np.nanmax(ch)) if ch.size else 0.0
-            scale = m if m > 0 else 1.0
-        v = ch.astype(np.float64) / scale
-        out.append({"scale": scale, "mean": float(v.mean()), "std": float(v.std()),
-                    "p1": float(np.percentile(v, 1)), "p99": float(np.percentile(v, 99))})
-    return out
-
-
 class MultiplexOptions(ChannelOptions, UserPixelSize):
     """Options of the ``multiplex`` source."""
 

@@ -26,6 +26,7 @@ IMAGE_HE = "he"
 SHAPES_SPOTS = "spots"
 SHAPES_TISSUE = "tissue"
 TABLE = "expression"
+PROFILE_TABLE = "slide_profile"  # one row per slide: a profile file, or the pseudo-bulk
 PATCH_GROUP = "hestdata/patches"
 PATCH_IMAGES = "images"
 PATCH_OBS_INDEX = "obs_index"

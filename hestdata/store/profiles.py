@@ -8,23 +8,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hestdata.errors import InputError
+from hestdata.store import layout as L
 
 if TYPE_CHECKING:
     from hestdata.store.root import Root, StoredSample
 
-PROFILE_TABLE = "slide_profile"
+PROFILE_TABLE = L.PROFILE_TABLE
 ALTERATIONS_TABLE = "slide_alterations"
 
 
 def read_profile(sample: StoredSample) -> tuple[np.ndarray, list[str]]:
     """(genes,) values and gene names of a sample's ``tables/slide_profile``; an error naming the sample if it
     has none."""
-    if not sample.has("tables", PROFILE_TABLE):
+    got = sample.profile()
+    if got is None:
         raise InputError(sample.id, "no tables/slide_profile (convert with a profile file, or an ST sample with "
                                     "pseudobulk on)")
-    t = sample.read_table(PROFILE_TABLE)
-    X = t.X
-    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float64).ravel(), [str(v) for v in t.var_names]
+    return got
 
 
 def aligned_profiles(root: Root, ids: list[str]) -> tuple[np.ndarray, list[str]]:

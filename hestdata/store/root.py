@@ -291,6 +291,9 @@ class StoredSample:
     _manifest: dict[str, tuple[int, str]] | None = field(default=None, repr=False)
     _doc: dict[str, Any] | None = field(default=None, repr=False)
     _meta: Any = field(default=None, repr=False)
+    _raw_doc: bytes | None = field(default=None, repr=False)
+    _zroot: Any = field(default=None, repr=False)  # (pid, group): an fsspec store is bound to its process's loop
+    _names: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.root is not None:
@@ -312,7 +315,7 @@ class StoredSample:
         return sample if isinstance(sample, StoredSample) else cls.open(sample)
 
     def __getstate__(self) -> dict[str, Any]:  # shipped to DataLoader workers: small, no caches of bytes
-        return {**self.__dict__, "_doc": None, "_meta": None}
+        return {**self.__dict__, "_doc": None, "_meta": None, "_raw_doc": None, "_zroot": None, "_names": {}}
 
     # -- files -----------------------------------------------------------------------------------------------
     @property
@@ -397,7 +400,7 @@ class StoredSample:
     def doc(self) -> dict[str, Any]:
         """The root ``zarr.json`` (attributes and consolidated metadata), read once."""
         if self._doc is None:
-            raw = self.read("zarr.json")
+            raw = self._raw_doc = self.read("zarr.json")
             try:
                 self._doc = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -457,13 +460,37 @@ class StoredSample:
         try:
             if self.fs.is_local:
                 return zarr.open_group(path, mode="r")
+            root = self._remote_root()
+            return root["/".join(parts)] if parts else root
+        except (FileNotFoundError, KeyError):
+            raise StoreError(f"{path}: not found in sample {self.id}") from None
+
+    def _remote_root(self) -> Any:
+        """Remote: the sample's root group, opened once from its consolidated metadata over a
+        :class:`~hestdata.store.manifest_store.ManifestStore` (children open without a request)."""
+        if self._zroot is None or self._zroot[0] != os.getpid():  # a forked worker opens its own
+            import zarr
             from zarr.storage import FsspecStore
 
-            store = FsspecStore.from_url(to_url(self.fs.protocol, path),
+            from hestdata.store.manifest_store import ManifestStore
+
+            self.doc()
+            inner = FsspecStore.from_url(to_url(self.fs.protocol, self.path),
                                          storage_options=self.fs.storage_options or None, read_only=True)
-            return zarr.open_group(store, mode="r")
-        except FileNotFoundError:
-            raise StoreError(f"{path}: not found in sample {self.id}") from None
+            files = self.manifest() if self.root is not None or self._has_manifest() else None
+            if files is None:  # a sample on its own without a manifest (format 1): plain fsspec
+                self._zroot = (os.getpid(), zarr.open_group(inner, mode="r"))
+            else:
+                store = ManifestStore(inner, files, self.path, {"zarr.json": self._raw_doc or self.read("zarr.json")})
+                self._zroot = (os.getpid(), zarr.open_group(store, mode="r", use_consolidated=True))
+        return self._zroot[1]
+
+    def _has_manifest(self) -> bool:
+        try:
+            self.manifest()
+            return True
+        except StoreError:
+            return False
 
     def has(self, *parts: str) -> bool:
         """Does the sample store this element (per its consolidated metadata)?"""
@@ -476,12 +503,21 @@ class StoredSample:
         return self.group("tables", name)
 
     def table_names(self, name: str = L.TABLE) -> tuple[list[str], Any]:
-        """(var names, obs names) of a table."""
+        """(var names, obs names) of a table (read once: the two index columns only)."""
         import numpy as np
         from anndata.io import read_elem
 
+        if name in self._names:
+            return self._names[name]
         g = self.table(name)
-        return [str(v) for v in read_elem(g["var"]).index], np.asarray(read_elem(g["obs"]).index.astype(str))
+
+        def index(frame: Any) -> np.ndarray:  # the index column only (one chunk), not the whole data frame
+            import pandas as pd
+
+            return np.asarray(pd.Index(read_elem(frame[frame.attrs.get("_index", "_index")])).astype(str))
+
+        self._names[name] = (index(g["var"]).tolist(), index(g["obs"]))
+        return self._names[name]
 
     def read_table(self, name: str = L.TABLE) -> Any:
         """A table as an AnnData."""
@@ -494,6 +530,22 @@ class StoredSample:
         if not self.has(L.PATCH_GROUP, name):
             raise StoreError(f"{self.path}: no patch array {name!r}; available: {self.patch_arrays()}")
         return self.group(L.PATCH_GROUP, name)
+
+    def patches(self, name: str) -> Any:
+        """The patch array ``name`` (e.g. ``224px_0.5um``): its zarr group, whose ``images[i]`` decodes patch ``i``
+        (same as :meth:`patch_group`; :meth:`patch_reader` gives the raw JPEG bytes)."""
+        return self.patch_group(name)
+
+    def profile(self) -> tuple[Any, list[str]] | None:
+        """The slide-level profile (``tables/slide_profile``): (values, gene names), or None when the sample has
+        none."""
+        import numpy as np
+
+        if not self.has("tables", L.PROFILE_TABLE):
+            return None
+        t = self.read_table(L.PROFILE_TABLE)
+        X = t.X.toarray() if hasattr(t.X, "toarray") else t.X
+        return np.asarray(X, np.float64).ravel(), [str(v) for v in t.var_names]
 
     def patch_reader(self, name: str) -> Any:
         """The raw-bytes reader of a patch array (:class:`hestdata.store.patches.PatchArrayReader`), pinned."""
