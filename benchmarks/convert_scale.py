@@ -136,6 +136,7 @@ if mode == "hestdata":
     import hestdata
     s = hestdata.read_anndata(h5ad, image=image, sample_id="scale", pixel_size_um=0.25)
     hestdata.convert(s, out, patches=["224px_0.5um"], workers=int(cores))
+    n_files = sum(len(f) for _, _, f in os.walk(os.path.join(out, "samples", "scale.zarr")))
 elif mode == "read-whole":
     import anndata as ad, h5py, numpy as np, tifffile
     from PIL import Image
@@ -185,7 +186,8 @@ elapsed = time.perf_counter() - t0
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report its parent's peak
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({"seconds": elapsed, "peak_rss_mib": hwm / 1024,
-                  **({"patches": n} if mode == "patch-stage" else {})}))
+                  **({"patches": n} if mode == "patch-stage" else {}),
+                  **({"files": n_files} if mode == "hestdata" else {})}))
 """
 
 
@@ -215,7 +217,7 @@ def main() -> None:
     blocks = tissue_blocks()
     print(f"{len(blocks)} real tissue blocks of {TILE_PX} px; {CORES} cores; pixel size {PIXEL_SIZE_UM} µm/px")
     print(f"{'size':>7} {'layout':<10} {'spots':>6} {'pipeline':<11} {'seconds':>8} {'peak MiB':>9}"
-          f" {'time ratio':>11} {'RSS ratio':>10}")
+          f" {'files':>6} {'time ratio':>11} {'RSS ratio':>10}")
     stage_store = None
     for side in args.sizes:
         tiffs = build_tiffs(args.workdir, side, blocks)
@@ -229,8 +231,9 @@ def main() -> None:
                     continue
                 ratio = (f"{h['seconds'] / b['seconds']:>11.2f} {h['peak_rss_mib'] / b['peak_rss_mib']:>10.2f}"
                          if b and name == "hestdata" else "")
+                files = r.get("files", "")  # the sample store's files (goal at 30k²: <= 300)
                 print(f"{side:>7} {layout:<10} {n_spots:>6} {name:<11} {r['seconds']:>8.1f} "
-                      f"{r['peak_rss_mib']:>9.0f} {ratio}", flush=True)
+                      f"{r['peak_rss_mib']:>9.0f} {files:>6} {ratio}", flush=True)
         if side <= 30_000 or stage_store is None:
             stage_store = args.workdir / f"store_{tiffs['pyramidal'].stem}"
     if stage_store is not None:

@@ -28,44 +28,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("HESTDATA_SHARED_DATA", REPO.parent / "shared" / "data")) / "st_legacy" / "her2st"
+sys.path.insert(0, str(REPO))
+from benchmarks._her2st import DATA, build_root  # noqa: E402
+
 OUT = REPO / "benchmarks" / "out"
-SECTIONS = {"B4": "B/B4/BT10737_D2_HE.jpg", "C2": "C/C2/5714_HE_BT_C2.jpg", "C3": "C/C3/5714_HE_BT_D1.jpg"}
-
-
-def build_root(root: Path) -> Path:
-    """her2st sections plus dense-grid samples over the same images (real tissue patches)."""
-    import anndata as ad
-    import pandas as pd
-
-    import hestdata
-    from hestdata.model import PixelSizeEvidence, SpotSample
-    from hestdata.sources.images import load_image
-
-    if (root / "catalog.parquet").exists():
-        return root
-    rng = np.random.default_rng(0)
-    for sec, img in SECTIONS.items():
-        s = hestdata.read_st(DATA / "ST-cnts" / f"{sec}.tsv.gz", spots=DATA / "ST-spotfiles" / f"{sec}_selection.tsv",
-                             image=DATA / "ST-imgs" / img, sample_id=f"her2st_{sec}")
-        hestdata.convert(s, root, metadata={"organ": "breast"})
-        image = load_image(DATA / "ST-imgs" / img)
-        ps = 0.69
-        step = 112 / ps
-        ys, xs = np.mgrid[step / 2:image.height_px - step / 2:step, step / 2:image.width_px - step / 2:step]
-        n = ys.size
-        obs = pd.DataFrame({"in_tissue": 0, "array_row": -1, "array_col": -1,
-                            "pxl_row_in_fullres": ys.ravel(), "pxl_col_in_fullres": xs.ravel()},
-                           index=[f"g{i}" for i in range(n)])
-        genes = s.expression.var_names[:200]
-        var = pd.DataFrame({"gene_id": "", "feature_type": "Gene Expression"}, index=genes)
-        X = rng.poisson(1.0, size=(n, len(genes))).astype(np.int32)
-        grid = SpotSample(sample_id=f"grid_{sec}", technology="st", expression=ad.AnnData(X=X, obs=obs, var=var),
-                          image=image, pixel_size=PixelSizeEvidence(user=ps), spot_diameter_um=100,
-                          inter_spot_distance_um=200, source_files=[DATA / "ST-imgs" / img])
-        hestdata.convert(grid, root, metadata={"organ": "breast", "synthetic": True,
-                                               "provenance": "dense 112 µm grid over a real her2st H&E"})
-    return root
 
 
 def rate(n: int, seconds: float) -> float:
@@ -95,11 +61,15 @@ def bench_loader(ds, workers: int, batch: int, epochs: int) -> float:
     return rate(n, time.perf_counter() - t)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true",
+                    help="one section, no dense grid, one epoch, into a temporary root (the test that keeps this "
+                         "script from rotting)")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for the root and the HDF5 copy")
+    args = ap.parse_args(argv)
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}")
     import h5py
@@ -109,7 +79,9 @@ def main() -> None:
     import hestdata
     from hestdata.store.codecs import decode_jpeg
 
-    root = build_root(OUT / "root")
+    if args.quick:
+        args.epochs = 1
+    root = build_root(args.out / "root", ["C2"] if args.quick else None, grid=not args.quick)
     ds = hestdata.PatchDataset(root, decode="cpu")
     genes = ds.genes[:50]
     ds = hestdata.PatchDataset(root, decode="cpu", genes=genes)
@@ -133,7 +105,7 @@ def main() -> None:
     rows.append(("(c) zarr-python z[i] per patch", c, ""))
 
     # (d) HEST-1k layout
-    h5 = OUT / "hest_layout.h5"
+    h5 = args.out / "hest_layout.h5"
     if not h5.exists():
         with h5py.File(h5, "w") as f:
             d = f.create_dataset("img", shape=(n, 224, 224, 3), dtype="uint8", chunks=(1, 224, 224, 3))
@@ -160,7 +132,7 @@ def main() -> None:
         rows.append(("(f) GPU nvJPEG", float("nan"), "no CUDA here"))
 
     # (g) spatialdata ImageTilesDataset
-    rows.append(bench_spatialdata(root))
+    rows.append(bench_spatialdata(root, 12 if args.quick else 120))
 
     b1 = dict((r[0], r[1]) for r in rows)
     name_b1 = "(b) PatchDataset+make_loader cpu, 1 workers"
@@ -177,6 +149,7 @@ def main() -> None:
     print(f"bytes/patch ours / (d) = {jpeg_bytes / h5_bytes:.3f}   (target <= 0.2)")
     e1 = [r for r in rows if r[0].startswith("(e)") and "1 workers" in r[0]][0][1]
     print(f"(e, 1 worker) / (b, 1 worker) = {e1 / b1[name_b1]:.2f}   (target >= 0.5)")
+    return b1
 
 
 def bench_s3(root: Path, genes: list[str], args: argparse.Namespace) -> list[tuple[str, float, str]]:
@@ -233,7 +206,7 @@ def bench_gpu(root: Path, genes: list[str], raw: list[bytes], args: argparse.Nam
     return out
 
 
-def bench_spatialdata(root: Path) -> tuple[str, float, str]:
+def bench_spatialdata(root: Path, n_tiles: int) -> tuple[str, float, str]:
     import spatialdata
     from spatialdata.dataloader import ImageTilesDataset
 
@@ -241,7 +214,7 @@ def bench_spatialdata(root: Path) -> tuple[str, float, str]:
     tiles = ImageTilesDataset(sdata, regions_to_images={"spots": "he"}, regions_to_coordinate_systems={"spots": "global"},
                               tile_dim_in_units=112.0, rasterize=True, rasterize_kwargs={"target_width": 224},
                               return_annotations="x_um", table_name="expression")
-    k = min(len(tiles), 120)
+    k = min(len(tiles), n_tiles)
     tiles[0]
     t = time.perf_counter()
     for i in range(k):

@@ -97,10 +97,15 @@ def parse_catalog(data: bytes, where: str) -> Any:
     missing = [c for c in ("id", "path") if c not in cat.columns]
     if missing:
         raise StoreError(f"{where}: catalog lacks column(s) {missing}")
-    ids = cat["id"].to_list()
-    if len(set(ids)) != len(ids):
+    if cat["id"].n_unique() != cat.height:
         raise StoreError(f"{where}: catalog has duplicate ids")
-    for sid, rel in zip(ids, cat["path"].to_list(), strict=True):
+    # vectorised (a 10,000-row catalog is checked in milliseconds); the row-by-row check below runs only on the
+    # first offending row, for its message
+    ok = (cat["id"].str.contains(L.SAMPLE_ID_PATTERN).fill_null(False)
+          & (cat["path"] == (pl.lit(L.SAMPLE_RELPATH_PREFIX) + cat["id"] + pl.lit(L.SAMPLE_SUFFIX))).fill_null(False)
+          if cat.height else pl.Series([], dtype=pl.Boolean))
+    bad = cat.filter(~ok) if cat.height else cat
+    for sid, rel in zip(bad["id"].to_list()[:1], bad["path"].to_list()[:1], strict=True):
         try:
             L.check_sample_id(sid)
         except InputError as exc:

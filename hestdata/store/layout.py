@@ -21,6 +21,7 @@ SAMPLES = "samples"
 COHORTS = "cohorts"
 LOCK = ".hestdata.lock"
 SAMPLE_SUFFIX = ".zarr"
+SAMPLE_RELPATH_PREFIX = f"{SAMPLES}/"  # a catalog row's path is this + id + SAMPLE_SUFFIX
 
 IMAGE_HE = "he"
 SHAPES_SPOTS = "spots"

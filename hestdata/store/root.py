@@ -56,7 +56,7 @@ class Root:
     catalog: Any
     pointer: dict[str, Any] | None = field(default=None, repr=False)
     manifest1: dict[str, tuple[int, str]] | None = field(default=None, repr=False)  # format 1: every file
-    _rows: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+    _rows: dict[str, int] | None = field(default=None, repr=False)
 
     # -- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -197,17 +197,19 @@ class Root:
     def __contains__(self, sample_id: object) -> bool:
         return sample_id in self._row_index()
 
-    def _row_index(self) -> dict[str, dict[str, Any]]:
+    def _row_index(self) -> dict[str, int]:
+        """Row position of each id (built once: rows are materialised one at a time, when asked for)."""
         if self._rows is None:
-            self._rows = {r["id"]: r for r in self.catalog.to_dicts()}
+            self._rows = {sid: i for i, sid in enumerate(self.catalog["id"].to_list())}
         return self._rows
 
     def row(self, sample_id: str) -> dict[str, Any]:
         """The catalog row of a sample."""
         try:
-            return self._row_index()[sample_id]
+            i = self._row_index()[sample_id]
         except KeyError:
             raise StoreError(f"{self.url}: no sample {sample_id!r} in the catalog") from None
+        return self.catalog.row(i, named=True)
 
     def select(self, where: Any = None, *, ids: list[str] | None = None, patch: str | None = None,
                element: str | None = None, variant: str | None = None) -> Root:
