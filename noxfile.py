@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``nox -s demo``, ``nox -s lint``, ``nox -s docs``.
+"""Developer sessions: ``nox -s tests``, ``nox -s demo``, ``nox -s lint``, ``nox -s docs``, ``nox -s peers``.
 
 Each session builds its own virtual environment with the interpreter that runs nox (Python >= 3.11).
 """
@@ -39,3 +39,12 @@ def docs(session: nox.Session) -> None:
     """Build the mkdocs site into ./site (strict: broken links fail)."""
     session.install("mkdocs")
     session.run("mkdocs", "build", "--strict")
+
+
+@nox.session
+def peers(session: nox.Session) -> None:
+    """The loader against litdata, MosaicML streaming and webdataset (benchmarks/loader_peers.py), in an
+    environment of its own (MosaicML streaming pins numpy below 2.2)."""
+    session.install("-e", ".[bench-peers]")
+    session.run("python", "benchmarks/loader_peers.py", *session.posargs)
+

@@ -83,15 +83,36 @@ def ids_with(cat: Any, *, patch: str | None = None, element: str | None = None) 
             if (patch is None or patch in arrays) and (element is None or element in elements)]
 
 
-def parse_catalog(data: bytes, where: str) -> Any:
+def _read_table(data: bytes, ids: list[str] | None) -> Any:
+    """Parquet bytes as polars; with ``ids``, only their rows: row groups whose id statistics exclude every one
+    of them are not decoded (catalog files are sorted by id in row groups of 1,024)."""
+    import polars as pl
+
+    if ids is None:
+        return pl.read_parquet(io.BytesIO(data))
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(io.BytesIO(data))
+    col = pf.schema_arrow.get_field_index("id")
+    groups = []
+    for g in range(pf.metadata.num_row_groups):
+        st = pf.metadata.row_group(g).column(col).statistics if col >= 0 else None
+        if st is None or not st.has_min_max or any(st.min <= i <= st.max for i in ids):
+            groups.append(g)
+    cat = pl.from_arrow(pf.read_row_groups(groups)) if groups else pl.from_arrow(pf.schema_arrow.empty_table())
+    return cat.filter(pl.col("id").is_in(list(ids))) if "id" in cat.columns else cat
+
+
+def parse_catalog(data: bytes, where: str, ids: list[str] | None = None) -> Any:
     """The one catalog reader: ``catalog.parquet`` bytes (local or fetched) as a polars DataFrame, checked —
-    readable, with ``id`` and ``path`` columns, unique valid ids, and relative sample paths inside the root."""
+    readable, with ``id`` and ``path`` columns, unique valid ids, and relative sample paths inside the root.
+    ``ids``: only those rows (what one-sample operations read)."""
     import polars as pl
 
     from hestdata.errors import InputError
 
     try:
-        cat = pl.read_parquet(io.BytesIO(data))
+        cat = _read_table(data, ids)
     except Exception as exc:
         raise StoreError(f"{where}: cannot read catalog ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in ("id", "path") if c not in cat.columns]
@@ -115,12 +136,10 @@ def parse_catalog(data: bytes, where: str) -> Any:
     return cat
 
 
-def parse_tail(data: bytes, where: str) -> Any:
+def parse_tail(data: bytes, where: str, ids: list[str] | None = None) -> Any:
     """A catalog tail (rows changed since the base, with a ``deleted`` column) as a polars DataFrame."""
-    import polars as pl
-
     try:
-        tail = pl.read_parquet(io.BytesIO(data))
+        tail = _read_table(data, ids)
     except Exception as exc:
         raise StoreError(f"{where}: cannot read catalog tail ({type(exc).__name__}: {exc})") from exc
     if "id" not in tail.columns or "deleted" not in tail.columns:

@@ -61,10 +61,12 @@ class Root:
     # -- opening -------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, source: str | os.PathLike[str] | Root | None, storage_options: dict[str, Any] | None = None, *,
-             version: int | None = None, block_cache_dir: str | None = None) -> Root:
+             version: int | None = None, block_cache_dir: str | None = None, ids: list[str] | None = None) -> Root:
         """Open a root by path, URL (``s3://``, ``https://``, ``hf://`` …) or configured remote name
         (``$HESTDATA_REMOTE`` when None); ``version`` reopens an earlier catalog version (format 2, one of the
-        last ``store.versions.KEEP_VERSIONS``). An opened :class:`Root` is returned as it is."""
+        last ``store.versions.KEEP_VERSIONS``). ``ids`` opens it already narrowed to those samples (as
+        :meth:`select` ``(ids=…)``, unknown ids dropped), decoding only their rows. An opened :class:`Root` is
+        returned as it is."""
         from hestdata.store.remotes import resolve_remote
 
         if isinstance(source, Root):
@@ -80,7 +82,7 @@ class Root:
         pointer_rel = L.ROOT_POINTER if version is None else f"{L.CATALOG_DIR}/v{version:08d}.json"
         raw = root._read_opt(pointer_rel)
         if raw is not None:
-            return root._open_v2(raw, pointer_rel)
+            return root._open_v2(raw, pointer_rel, ids)
         if version is not None:
             raise StoreError(f"{url}: no catalog version {version} (only the last versions are kept)")
         cat_raw = root._read_opt(L.CATALOG)
@@ -91,17 +93,18 @@ class Root:
                 root.catalog = empty_catalog()
                 return root
             raise StoreError(f"{url}: not a hestdata root (no {L.ROOT_POINTER} or {L.CATALOG})")
-        return root._open_v1(cat_raw)
+        root = root._open_v1(cat_raw)
+        return root if ids is None else root.select(ids=[i for i in ids if i in root])
 
-    def _open_v2(self, raw: bytes, rel: str) -> Root:
+    def _open_v2(self, raw: bytes, rel: str, ids: list[str] | None = None) -> Root:
         from hestdata.store import versions
         from hestdata.store.catalog import parse_catalog, parse_tail
 
         where = self.where(rel)
         pointer = versions.parse_pointer(raw, where)
         parts = versions.read_version(self.read, pointer, where)
-        base = parse_catalog(parts[0], self.where(pointer["catalog"]["base"]["path"]))
-        tail = parse_tail(parts[1], self.where(pointer["catalog"]["tail"]["path"])) if len(parts) > 1 else None
+        base = parse_catalog(parts[0], self.where(pointer["catalog"]["base"]["path"]), ids)
+        tail = parse_tail(parts[1], self.where(pointer["catalog"]["tail"]["path"]), ids) if len(parts) > 1 else None
         self.catalog = _with_all_columns(versions.merge(base, tail))
         self.pointer, self.version, self.format_version = pointer, int(pointer["version"]), 2
         return self
