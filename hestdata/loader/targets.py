@@ -62,11 +62,7 @@ class Targets:
     def X(self) -> Any:
         """The counts as CSR (read once per process)."""
         if self._X is None or self._pid != os.getpid():
-            import scipy.sparse as sp
-            from anndata.io import read_elem
-
-            X = read_elem(self.sample.group(self.table, "X"))
-            self._X = (X if hasattr(X, "tocsr") else sp.csr_matrix(X)).tocsr()
+            self._X = self.sample.read_matrix(self.table.rsplit("/", 1)[-1])
             self._pid = os.getpid()
         return self._X
 

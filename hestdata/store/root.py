@@ -508,21 +508,19 @@ class StoredSample:
         return self.group("tables", name)
 
     def table_names(self, name: str = L.TABLE) -> tuple[list[str], Any]:
-        """(var names, obs names) of a table (read once: the two index columns only)."""
-        import numpy as np
-        from anndata.io import read_elem
+        """(var names, obs names) of a table (read once: the two index columns only, without anndata)."""
+        from hestdata.store.elements import read_index
 
-        if name in self._names:
-            return self._names[name]
-        g = self.table(name)
-
-        def index(frame: Any) -> np.ndarray:  # the index column only (one chunk), not the whole data frame
-            import pandas as pd
-
-            return np.asarray(pd.Index(read_elem(frame[frame.attrs.get("_index", "_index")])).astype(str))
-
-        self._names[name] = (index(g["var"]).tolist(), index(g["obs"]))
+        if name not in self._names:
+            g = self.table(name)
+            self._names[name] = (read_index(g["var"]).tolist(), read_index(g["obs"]))
         return self._names[name]
+
+    def read_matrix(self, name: str = L.TABLE) -> Any:
+        """A table's ``X`` as scipy CSR (without anndata)."""
+        from hestdata.store.elements import read_matrix
+
+        return read_matrix(self.group("tables", name, "X"))
 
     def read_table(self, name: str = L.TABLE) -> Any:
         """A table as an AnnData."""
