@@ -30,3 +30,27 @@ def test_peer_benchmark_runs_every_installed_peer(tmp_path):
             (run,) = got["results"][f"{source}/0/{system}"]
             assert run["n_first"] == run["n_warm"] == n  # every patch once per epoch, in every format
     assert "hestdata / best peer" in got["report"]
+
+
+def test_gpu_check_runs_its_cpu_parts_without_cuda(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the whole check (benchmarks/gpu_check.py), not this test")
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--quick", "--work", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(3) loader, CPU decode, 0 workers" in out and "not measured (no CUDA device here)" in out
+
+
+def test_gpu_check_pixel_comparison_fails_on_a_wrong_decode():
+    import numpy as np
+
+    from benchmarks import gpu_check
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    assert gpu_check.compare(a, a)[2]
+    assert not gpu_check.compare(a, a[..., ::-1].copy())[2]  # BGR for RGB
+    assert not gpu_check.compare(a, np.roll(a, 3, axis=2))[2]  # shifted
