@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hestdata.ids import SAMPLE_ID_PATTERN, STORE_FORMAT_VERSION, check_sample_id  # noqa: F401  (re-exported)
+
 # built-in: visium, visium_hd, st, xenium, multiplex, imc, wsi; sources registered by other packages add theirs
 Technology = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Variant = Literal["spots", "cells", "channels", "slide"]
-SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # no path separators: an id is a folder name
-STORE_FORMAT_VERSION = 2  # the store format this hestdata writes (docs/store.md); it reads 1 and 2
 Species = Literal["Homo sapiens", "Mus musculus", "other", "unknown"]
 Preservation = Literal["FFPE", "fresh frozen", "unknown"]
 ImageKind = Literal["fullres", "hires", "lowres"]
@@ -217,16 +217,6 @@ def parse_metadata(raw: Any, where: str) -> SampleMetadata:
                                 f"this hestdata {__version__} does not know ({install})") from None
         problems = [f"{'/'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
         raise SchemaError(where, problems) from None
-
-
-def check_sample_id(sample_id: str) -> str:
-    """``sample_id`` if it is a valid id (letters, digits, '.', '_', '-'; at most 128; no path separators)."""
-    from hestdata.errors import InputError
-
-    if not isinstance(sample_id, str) or not re.fullmatch(SAMPLE_ID_PATTERN, sample_id):
-        raise InputError(None, f"sample id {sample_id!r} is invalid",
-                         "use letters, digits, '.', '_' and '-', starting with a letter or digit (max 128)")
-    return sample_id
 
 
 def now_iso() -> str:

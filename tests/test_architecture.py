@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "hestdata"
 # Lower layers never import higher ones; packages on one layer never import each other.
 LAYERS: dict[str, int] = {
     "_version": 0, "errors": 0, "io": 0,
-    "units": 1, "raster": 1,
+    "units": 1, "raster": 1, "ids": 1,
     "metadata": 2, "model": 2, "options": 2,
     "curation": 3,
     "store": 4,

@@ -66,17 +66,26 @@ class Targets:
             self._pid = os.getpid()
         return self._X
 
+    def n_obs(self) -> int:
+        """Rows of the table (from its metadata: nothing is read)."""
+        if self._X is None:
+            node = self.sample.group(self.table, "X")
+            shape = node.attrs.get("shape") or getattr(node, "shape", None)  # sparse groups / dense arrays
+            if shape:
+                return int(shape[0])
+        return int(self.X().shape[0])
+
     def dense(self, targets: str) -> np.ndarray | None:
         """(n_obs, n_requested_genes) float32 targets, precomputed once when small (<= DENSE_TARGETS_BYTES)."""
         if self._dense is None:
-            n_obs = self.X().shape[0]
+            n_obs = self.n_obs()
             present = self.gene_pos >= 0
             if n_obs * len(self.gene_pos) * 4 > DENSE_TARGETS_BYTES:
                 self._dense = False
             else:
                 d = np.zeros((n_obs, len(self.gene_pos)), dtype=np.float32)
                 if present.any():
-                    d[:, present] = self.X()[:, self.gene_pos[present]].toarray()
+                    d[:, present] = self.sample.read_columns(self.table.rsplit("/", 1)[-1], self.gene_pos[present])
                 if targets == "log1p":
                     np.log1p(d, out=d)
                 self._dense = d

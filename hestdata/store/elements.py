@@ -40,3 +40,25 @@ def read_matrix(node: Any) -> Any:
 
     X = read_elem(node)
     return (X if hasattr(X, "tocsr") else sp.csr_matrix(X)).tocsr()
+
+
+def read_columns(node: Any, cols: np.ndarray) -> np.ndarray:
+    """Columns ``cols`` of an AnnData matrix element as a dense float32 (n_obs, len(cols)) array, with numpy only
+    (the loader's targets: tens of genes out of thousands; scipy is not imported for it)."""
+    cols = np.asarray(cols, dtype=np.int64)
+    enc = _encoding(node)
+    if enc == "csr_matrix":
+        n_obs, n_var = (int(v) for v in node.attrs["shape"])
+        indptr = np.asarray(node["indptr"][...], dtype=np.int64)
+        indices, data = np.asarray(node["indices"][...]), np.asarray(node["data"][...])
+        where = np.full(n_var, -1, dtype=np.int64)
+        where[cols] = np.arange(len(cols))
+        j = where[indices]
+        keep = j >= 0
+        rows = np.repeat(np.arange(n_obs), np.diff(indptr))
+        out = np.zeros((n_obs, len(cols)), dtype=np.float32)
+        np.add.at(out, (rows[keep], j[keep]), data[keep])  # duplicate entries add up, as in scipy
+        return out
+    if enc == "array":
+        return np.asarray(node[...], dtype=np.float32)[:, cols]
+    return np.asarray(read_matrix(node)[:, cols].toarray(), dtype=np.float32)

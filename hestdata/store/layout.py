@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hestdata.metadata import SAMPLE_ID_PATTERN, STORE_FORMAT_VERSION, check_sample_id  # noqa: F401  (re-exported)
+from hestdata.ids import SAMPLE_ID_PATTERN, STORE_FORMAT_VERSION, check_sample_id  # noqa: F401  (re-exported)
 
 # store format 2 (docs/store.md): a root pointer, a versioned catalog, one manifest per sample
 FORMAT_VERSION = STORE_FORMAT_VERSION  # what this hestdata writes

@@ -33,9 +33,9 @@ def _with_all_columns(cat: Any) -> Any:
     """A catalog with every column of the current schema (older catalogs lack the format-2 ones: null)."""
     import polars as pl
 
-    from hestdata.store.catalog import arrow_schema
+    from hestdata.store.catalog import polars_schema
 
-    schema = pl.from_arrow(arrow_schema().empty_table()).schema
+    schema = polars_schema()
     missing = [pl.lit(None, dtype=dt).alias(name) for name, dt in schema.items() if name not in cat.columns]
     return cat.with_columns(missing) if missing else cat
 
@@ -515,6 +515,12 @@ class StoredSample:
             g = self.table(name)
             self._names[name] = (read_index(g["var"]).tolist(), read_index(g["obs"]))
         return self._names[name]
+
+    def read_columns(self, name: str, cols: Any) -> Any:
+        """Columns ``cols`` of a table's ``X`` as dense float32 (numpy only)."""
+        from hestdata.store.elements import read_columns
+
+        return read_columns(self.group("tables", name, "X"), cols)
 
     def read_matrix(self, name: str = L.TABLE) -> Any:
         """A table's ``X`` as scipy CSR (without anndata)."""

@@ -1,0 +1,19 @@
+"""Sample ids and the store format number: what every layer checks, in a module that imports nothing heavy (the
+loader's workers import the store layout, and with it this, not the pydantic models of ``hestdata.metadata``)."""
+
+from __future__ import annotations
+
+import re
+
+SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # no path separators: an id is a folder name
+STORE_FORMAT_VERSION = 2  # the store format this hestdata writes (docs/store.md); it reads 1 and 2
+
+
+def check_sample_id(sample_id: str) -> str:
+    """``sample_id`` if it is a valid id (letters, digits, '.', '_', '-'; at most 128; no path separators)."""
+    from hestdata.errors import InputError
+
+    if not isinstance(sample_id, str) or not re.fullmatch(SAMPLE_ID_PATTERN, sample_id):
+        raise InputError(None, f"sample id {sample_id!r} is invalid",
+                         "use letters, digits, '.', '_' and '-', starting with a letter or digit (max 128)")
+    return sample_id
