@@ -11,6 +11,7 @@ holds (spots, cells, channels, slide) is its stored variant.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,18 @@ class _Opened:
     centers_um: np.ndarray
     obs_names: np.ndarray
     targets: Targets
+
+
+def _read_all(parts: dict[str, Any], concurrent: bool) -> dict[str, Any]:
+    """Call each of ``parts``; from a bucket, at once on a few threads (each is one or two requests: a sample opens
+    in the time of its slowest read, not of their sum)."""
+    if not concurrent:
+        return {k: f() for k, f in parts.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(parts), thread_name_prefix="hestdata-open") as pool:
+        futures = {k: pool.submit(f) for k, f in parts.items()}
+        return {k: fut.result() for k, fut in futures.items()}
 
 
 @dataclass
@@ -64,12 +77,14 @@ class LoadedSample:
     def _open(self) -> _Opened:
         if self._opened is None:
             s = self.stored
-            reader = s.patch_reader(self.patch)
-            g = s.patch_group(self.patch)
-            obs_index = np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64)
-            centers = np.asarray(g[L.PATCH_CENTERS][:], dtype=np.float32)
+            g = s.patch_group(self.patch)  # the sample's metadata (manifest, zarr.json): read once, first
             table = table_of(s, self.patch) if s.variant != "channels" else ""
-            var, obs_names = s.table_names(table[len("tables/"):]) if table else ([], None)
+            parts = {"reader": lambda: s.patch_reader(self.patch),
+                     "obs_index": lambda: np.asarray(g[L.PATCH_OBS_INDEX][:], dtype=np.int64),
+                     "centers": lambda: np.asarray(g[L.PATCH_CENTERS][:], dtype=np.float32),
+                     "names": lambda: s.table_names(table[len("tables/"):]) if table else ([], None)}
+            got = _read_all(parts, concurrent=not s.fs.is_local)
+            reader, obs_index, centers, (var, obs_names) = (got[k] for k in parts)
             if obs_names is None:  # patches are their own rows
                 obs_names = np.array([f"tile{i}" for i in range(reader.info.n_patches)])
                 obs_index = np.arange(reader.info.n_patches, dtype=np.int64)

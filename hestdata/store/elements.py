@@ -49,8 +49,8 @@ def read_columns(node: Any, cols: np.ndarray) -> np.ndarray:
     enc = _encoding(node)
     if enc == "csr_matrix":
         n_obs, n_var = (int(v) for v in node.attrs["shape"])
-        indptr = np.asarray(node["indptr"][...], dtype=np.int64)
-        indices, data = np.asarray(node["indices"][...]), np.asarray(node["data"][...])
+        indptr, indices, data = _arrays(node, ("indptr", "indices", "data"))
+        indptr = indptr.astype(np.int64, copy=False)
         where = np.full(n_var, -1, dtype=np.int64)
         where[cols] = np.arange(len(cols))
         j = where[indices]
@@ -62,3 +62,12 @@ def read_columns(node: Any, cols: np.ndarray) -> np.ndarray:
     if enc == "array":
         return np.asarray(node[...], dtype=np.float32)[:, cols]
     return np.asarray(read_matrix(node)[:, cols].toarray(), dtype=np.float32)
+
+
+def _arrays(node: Any, names: tuple[str, ...]) -> list[np.ndarray]:
+    """Whole arrays of a group, read at once (three round trips in the time of one from a bucket)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(names), thread_name_prefix="hestdata-read") as pool:
+        return list(pool.map(lambda n: np.asarray(node[n][...]), names))
+

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.errors import IntegrityError, StoreError
-from hestdata.io.fs import ProcessLocalFS, join, split_url, to_url
+from hestdata.io.fs import ProcessLocalFS, fsspec_options, join, split_url, to_url
 from hestdata.store import layout as L
 
 local_format = L.local_format
@@ -480,8 +480,9 @@ class StoredSample:
             from hestdata.store.manifest_store import ManifestStore
 
             self.doc()
-            inner = FsspecStore.from_url(to_url(self.fs.protocol, self.path),
-                                         storage_options=self.fs.storage_options or None, read_only=True)
+            opts = fsspec_options(self.fs.protocol, self.fs.storage_options)
+            inner = FsspecStore.from_url(to_url(self.fs.protocol, self.path), storage_options=opts or None,
+                                         read_only=True)
             files = self.manifest() if self.root is not None or self._has_manifest() else None
             if files is None:  # a sample on its own without a manifest (format 1): plain fsspec
                 self._zroot = (os.getpid(), zarr.open_group(inner, mode="r"))
