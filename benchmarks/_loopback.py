@@ -15,18 +15,24 @@ from typing import Any
 
 @dataclass
 class Traffic:
-    """Requests seen since the last :meth:`clear`: ``(method, path, response bytes)``."""
+    """Requests seen since the last :meth:`clear`: ``[method, path, response bytes]``.
 
-    requests: list[tuple[str, str, int]] = field(default_factory=list)
+    A request is counted in the window it *started* in: the server finishes a response (and its count) after
+    the client has read it, so counting at the end would put an earlier operation's last request into the
+    next window."""
+
+    requests: list[list[Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def clear(self) -> None:
         with self.lock:
-            self.requests.clear()
+            self.requests = []
 
-    def add(self, method: str, path: str, n: int) -> None:
+    def start(self, method: str, path: str) -> list[Any]:
+        entry: list[Any] = [method, path, 0]
         with self.lock:
-            self.requests.append((method, path, n))
+            self.requests.append(entry)
+        return entry
 
     @property
     def n(self) -> int:
@@ -34,7 +40,7 @@ class Traffic:
 
     @property
     def bytes_out(self) -> int:
-        return sum(n for *_, n in self.requests)
+        return sum(e[2] for e in self.requests)
 
     def gets(self) -> list[str]:
         return [p for m, p, _ in self.requests if m == "GET"]
@@ -44,7 +50,7 @@ class Traffic:
 
 
 class _Counting:
-    """WSGI middleware: counts each request and the bytes of its response body."""
+    """WSGI middleware: counts each request (when it arrives) and the bytes of its response body."""
 
     def __init__(self, app: Any, traffic: Traffic) -> None:
         self.app, self.traffic = app, traffic
@@ -53,13 +59,10 @@ class _Counting:
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
         if environ.get("QUERY_STRING"):
             path = f"{path}?{environ['QUERY_STRING']}"
-        total = 0
-        try:
-            for chunk in self.app(environ, start_response):
-                total += len(chunk)
-                yield chunk
-        finally:
-            self.traffic.add(method, path, total)
+        entry = self.traffic.start(method, path)
+        for chunk in self.app(environ, start_response):
+            entry[2] += len(chunk)
+            yield chunk
 
 
 class CountingS3:
