@@ -62,14 +62,20 @@ class Targets:
     def X(self) -> Any:
         """The counts as CSR (read once per process)."""
         if self._X is None or self._pid != os.getpid():
-            self._X = self.sample.read_matrix(self.table.rsplit("/", 1)[-1])
+            from hestdata.store.elements import read_matrix
+
+            self._X = read_matrix(self._node())
             self._pid = os.getpid()
         return self._X
+
+    def _node(self) -> Any:
+        """The table's ``X`` element (a zarr group or array; its metadata only)."""
+        return self.sample.group(self.table, "X")
 
     def n_obs(self) -> int:
         """Rows of the table (from its metadata: nothing is read)."""
         if self._X is None:
-            node = self.sample.group(self.table, "X")
+            node = self._node()
             shape = node.attrs.get("shape") or getattr(node, "shape", None)  # sparse groups / dense arrays
             if shape:
                 return int(shape[0])
@@ -85,7 +91,9 @@ class Targets:
             else:
                 d = np.zeros((n_obs, len(self.gene_pos)), dtype=np.float32)
                 if present.any():
-                    d[:, present] = self.sample.read_columns(self.table.rsplit("/", 1)[-1], self.gene_pos[present])
+                    from hestdata.store.elements import read_columns
+
+                    d[:, present] = read_columns(self._node(), self.gene_pos[present])
                 if targets == "log1p":
                     np.log1p(d, out=d)
                 self._dense = d

@@ -517,18 +517,6 @@ class StoredSample:
             self._names[name] = (read_index(g["var"]).tolist(), read_index(g["obs"]))
         return self._names[name]
 
-    def read_columns(self, name: str, cols: Any) -> Any:
-        """Columns ``cols`` of a table's ``X`` as dense float32 (numpy only)."""
-        from hestdata.store.elements import read_columns
-
-        return read_columns(self.group("tables", name, "X"), cols)
-
-    def read_matrix(self, name: str = L.TABLE) -> Any:
-        """A table's ``X`` as scipy CSR (without anndata)."""
-        from hestdata.store.elements import read_matrix
-
-        return read_matrix(self.group("tables", name, "X"))
-
     def read_table(self, name: str = L.TABLE) -> Any:
         """A table as an AnnData."""
         from anndata.io import read_elem

@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 from hestdata.errors import IntegrityError
+from hestdata.ids import SAMPLE_ID_PATTERN
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID = re.compile(SAMPLE_ID_PATTERN)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
