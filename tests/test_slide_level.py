@@ -102,7 +102,9 @@ def test_slide_expression_learns_a_planted_map_and_nothing_from_shuffled_slides(
     assert res.metrics["mse"] < 0.5 * res.metrics["mean_profile_mse"]  # far better than the no-image baseline
     # independent check of one gene's r (scipy) on the pooled out-of-fold predictions
     y = normalise_profiles(prof)[:, [genes.index(res.genes[0])]].ravel()
-    assert res.per_gene[res.genes[0]]["pearson"] == pytest.approx(pearsonr(res.predictions[:, 0], y)[0], abs=1e-9)
+    ok = np.isfinite(res.predictions[:, 0])  # slides whose fold chose this gene
+    assert res.per_gene[res.genes[0]]["n_slides"] == ok.sum() >= 3
+    assert res.per_gene[res.genes[0]]["pearson"] == pytest.approx(pearsonr(res.predictions[ok, 0], y[ok])[0], abs=1e-9)
     rng = np.random.default_rng(1)
     shuffled = np.mean([slide_expression_protocol(rng.permutation(emb), prof, groups, genes, n_genes=40)
                         .metrics["pearson_mean"] for _ in range(5)])
@@ -113,6 +115,28 @@ def test_slide_expression_learns_a_planted_map_and_nothing_from_shuffled_slides(
         slide_expression_protocol(emb, prof, np.array(["P"] * len(emb)), genes)
     with pytest.raises(ValueError, match="constant"):
         slide_expression_protocol(emb, np.ones_like(prof), groups, genes)
+
+
+def test_slide_gene_choice_never_sees_the_held_out_slides():
+    """Wild profiles on one fold's test slides change neither the genes that fold scores nor its predictions."""
+    from hestdata.bench.tasks.slide_level import group_folds, slide_expression_protocol
+
+    emb, prof, groups, genes = _planted()
+    base = slide_expression_protocol(emb, prof, groups, genes, n_genes=10)
+    te = group_folds(groups, 5)[0]
+    wild = prof.copy()
+    wild[te] = np.random.default_rng(3).poisson(500, size=wild[te].shape)  # would dominate an all-slide variance
+    pert = slide_expression_protocol(emb, wild, groups, genes, n_genes=10)
+    cols_b = [base.genes.index(g) for g in base.genes if np.isfinite(base.predictions[te[0], base.genes.index(g)])]
+    chosen_b = {base.genes[c] for c in cols_b}
+    chosen_p = {g for j, g in enumerate(pert.genes) if np.isfinite(pert.predictions[te[0], j])}
+    assert chosen_b == chosen_p
+    for g in chosen_b:
+        np.testing.assert_array_equal(base.predictions[te, base.genes.index(g)], pert.predictions[te, pert.genes.index(g)])
+    log = slide_expression_protocol(emb, prof, groups, genes, n_genes=10, normalize="log1p")
+    assert log.metrics["pearson_mean"] != base.metrics["pearson_mean"]
+    with pytest.raises(ValueError, match="normalize"):
+        slide_expression_protocol(emb, prof, groups, genes, normalize="tpm")
 
 
 def test_slide_retrieval_is_chance_for_a_constant_encoder_and_high_when_planted():

@@ -147,10 +147,10 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     else:
         groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
         batch = np.concatenate([[s] * len(embs[s]) for s in ids])
-        counts, genes, labels = None, None, None
+        counts, genes, labels, libs = None, None, None, None
         if t.type in ("expression", "retrieval") or (t.label and t.type == "classification"):
-            counts, genes, labels = _task_targets(t, r, ids)
-        results = _run(t, emb, counts, genes, groups, batch, labels)
+            counts, genes, labels, libs = _task_targets(t, r, ids)
+        results = _run(t, emb, counts, genes, groups, batch, labels, libs)
     per_gene = results.pop("_per_gene", None)
     intervals = results.pop("_ci", {})
     rows = make_rows(t, enc, results, n_items=len(emb), samples=ids, data_version=data_version(r.catalog, ids))
@@ -224,23 +224,26 @@ def _task_samples(t: Task, r: Any) -> tuple[list[str], dict[str, str]]:
     return ids, dict(zip(ids, cat[t.group_by].cast(pl.String).to_list(), strict=True))
 
 
-def _task_targets(t: Task, r: Any, ids: list[str]) -> tuple[Any, list[str], np.ndarray | None]:
-    """Counts of the genes every sample has (rows in patch order), and the labels if the task has any."""
+def _task_targets(t: Task, r: Any, ids: list[str]) -> tuple[Any, list[str], np.ndarray | None, np.ndarray]:
+    """Counts of the genes every sample has (rows in patch order), the labels if the task has any, and each
+    row's library size over its sample's **whole** table (what CP10k divides by, and the library-size baseline
+    uses)."""
     import scipy.sparse as sp
 
     tables = {s: _table(r, s, [t.label] if t.label else []) for s in ids}
     shared = set(tables[ids[0]][1]).intersection(*(tables[s][1] for s in ids[1:]))
     common = [g for g in tables[ids[0]][1] if g in shared]  # linear in the number of genes
-    blocks, labs = [], []
+    blocks, labs, libs = [], [], []
     for s in ids:
         X, var, obs = tables[s]
         rows = _patch_rows(r, s, t.patch)
         pos = {g: i for i, g in enumerate(var)}
-        Xs = X if sp.issparse(X) else sp.csr_matrix(X)
-        blocks.append(Xs.tocsr()[rows][:, [pos[g] for g in common]])
+        Xs = (X if sp.issparse(X) else sp.csr_matrix(X)).tocsr()[rows]
+        blocks.append(Xs[:, [pos[g] for g in common]])
+        libs.append(np.asarray(Xs.sum(axis=1), dtype=np.float64).ravel())
         if t.label:
             labs.append(np.asarray(obs[t.label])[rows])
-    return sp.vstack(blocks).tocsr(), common, np.concatenate(labs) if labs else None
+    return sp.vstack(blocks).tocsr(), common, np.concatenate(labs) if labs else None, np.concatenate(libs)
 
 
 def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np.ndarray],
@@ -255,6 +258,11 @@ def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np
     for s in ids:
         if s in lab:
             pt, label = lab[s]
+            if pt in y and y[pt] != label:
+                first = next(o for o in ids if o in lab and lab[o][0] == pt)
+                raise InputError(Path(t.labels or ""), f"patient {pt!r} has slides with different {t.label!r} labels: "
+                                 f"{first} is {y[pt]!r}, {s} is {label!r} (a patient-level task needs one label "
+                                 "per patient)")
             bags.setdefault(pt, []).append(embs[s])
             y[pt] = label
     opts = dict(t.options)
@@ -302,14 +310,26 @@ def _attention_maps(r: Any, t: Task, enc: Any, ids: list[str], lab: dict[str, tu
         echo(f"  attention heatmaps: {out}")
 
 
+def gene_option(options: dict[str, Any]) -> dict[str, Any]:
+    """Task options with the gene choice under one name: a task file says ``genes: hest`` (or ``variance``, a
+    list, a ``var_50genes.json`` path); the protocols call it ``gene_selection``."""
+    o = dict(options)
+    if "genes" in o:
+        if "gene_selection" in o:
+            raise InputError(None, "a task's options give both 'genes' and 'gene_selection'; keep one")
+        o["gene_selection"] = o.pop("genes")
+    return o
+
+
 def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, batch: np.ndarray,
-         labels: Any) -> dict[str, list[tuple[str, float]]]:
-    """metric -> [(fold label, value)] for the task."""
-    o = dict(t.options)
+         labels: Any, libs: np.ndarray | None = None) -> dict[str, list[tuple[str, float]]]:
+    """metric -> [(fold label, value)] for the task (``batch``: the sample of each row; ``libs``: each row's
+    library size over its whole table)."""
+    o = gene_option(t.options)
     if t.type == "expression":
         from hestdata.bench.tasks.expression import expression_protocol
 
-        res = expression_protocol(emb, counts, groups, genes=genes, **o)
+        res = expression_protocol(emb, counts, groups, genes=genes, slides=batch, library_size=libs, **o)
         per_gene = [(f.test_group, str(gname), float(r)) for f in res.folds for gname, r in zip(f.genes, f.pearson,
                                                                                                strict=True)]
         from hestdata.bench.tasks.expression import bootstrap_interval
@@ -319,7 +339,7 @@ def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, 
     if t.type == "retrieval":
         from hestdata.bench.tasks.retrieval import retrieval_protocol
 
-        res = retrieval_protocol(emb, counts, groups, **o)
+        res = retrieval_protocol(emb, counts, groups, library_size=libs, **o)
         keys = [k for k in res.folds[0] if k not in ("test_group", "n_test")]
         return {k: [(f["test_group"], f[k]) for f in res.folds] for k in keys}
     if t.type == "batch_effect":

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.bench.metrics import recall_at_k
-from hestdata.bench.tasks.expression import _folds
+from hestdata.bench.tasks.expression import _folds, targets
 
 
 @dataclass
@@ -66,8 +66,13 @@ def train_heads(img_tr: np.ndarray, expr_tr: np.ndarray, *, dim: int = 128, mlp:
 
 
 def retrieval_protocol(embeddings: np.ndarray, counts: Any, groups: Any, *, pca_dim: int = 256, dim: int = 128,
-                       mlp: bool = False, epochs: int = 60, seed: int = 1, n_folds: int | None = None) -> RetrievalResult:
-    """Per held-out group: train heads on the other groups, retrieve over the whole held-out set both ways."""
+                       mlp: bool = False, epochs: int = 60, seed: int = 1, n_folds: int | None = None,
+                       normalize: str = "log1p", library_size: np.ndarray | None = None) -> RetrievalResult:
+    """Per held-out group: train heads on the other groups, retrieve over the whole held-out set both ways.
+
+    ``normalize``: the expression side as ``log1p`` of raw counts (HESCAPE's) or ``cp10k_log1p`` (per 10,000 of
+    each spot's library — ``library_size``, its total over the whole table, when given), which keeps sequencing
+    depth from being what the two sides agree on."""
     import scipy.sparse as sp
     import torch
     import torch.nn.functional as F
@@ -76,7 +81,7 @@ def retrieval_protocol(embeddings: np.ndarray, counts: Any, groups: Any, *, pca_
 
     x = np.asarray(embeddings, dtype=np.float32)
     c = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    y = np.log1p(c.astype(np.float32))
+    y = targets(c, normalize, library_size).astype(np.float32)
     g = np.asarray(groups).astype(str)
     res = RetrievalResult()
     for tr, te, label in _folds(g, n_folds):
