@@ -22,22 +22,24 @@ SECTIONS = {"B4": ("B/B4/BT10737_D2_HE.jpg", "B"), "C2": ("C/C2/5714_HE_BT_C2.jp
             "C3": ("C/C3/5714_HE_BT_D1.jpg", "C")}
 
 
-def build() -> Path:
+def build(root: Path = ROOT) -> Path:
+    """The three sections converted into ``root`` (a root that already holds them is used as it is)."""
     import hestdata
+    from hestdata.store import layout as L
 
-    if (ROOT / "catalog.parquet").exists():
-        cat = hestdata.open_catalog(ROOT)
-        if "profile" in cat.columns and cat["profile"].null_count() == 0:
-            return ROOT
+    if L.local_format(root) is not None:
+        cat = hestdata.open_catalog(root)
+        if "profile" in cat.columns and cat["profile"].null_count() == 0 and cat.height >= len(SECTIONS):
+            return root
         import shutil
 
-        shutil.rmtree(ROOT)  # written before slide profiles existed: rebuild
+        shutil.rmtree(root)  # written before slide profiles existed, or partial: rebuild
     for sec, (img, patient) in SECTIONS.items():
         s = hestdata.read_st(DATA / "ST-cnts" / f"{sec}.tsv.gz", spots=DATA / "ST-spotfiles" / f"{sec}_selection.tsv",
                              image=DATA / "ST-imgs" / img, sample_id=f"her2st_{sec}")
-        hestdata.convert(s, ROOT, metadata={"cohort": "her2st", "patient": patient, "organ": "breast",
+        hestdata.convert(s, root, metadata={"cohort": "her2st", "patient": patient, "organ": "breast",
                                             "citation": "Andersson et al., Nat Commun 12, 6012 (2021)"})
-    return ROOT
+    return root
 
 
 def main() -> None:

@@ -54,3 +54,18 @@ def test_gpu_check_pixel_comparison_fails_on_a_wrong_decode():
     assert gpu_check.compare(a, a)[2]
     assert not gpu_check.compare(a, a[..., ::-1].copy())[2]  # BGR for RGB
     assert not gpu_check.compare(a, np.roll(a, 3, axis=2))[2]  # shifted
+
+
+def test_her2st_confound_study_runs_both_gene_criteria(her2st_root, tmp_path, capsys):
+    """benchmarks/her2st_confound.py at its smallest (the two baselines only) on the session's her2st root: every
+    criterion x normalisation cell is computed, and the no-image library-size baseline is the depth confound it
+    is meant to show (far better on HEST's raw log1p targets than once they are library-size normalised)."""
+    from benchmarks import her2st_confound
+
+    table = her2st_confound.main(["--encoders", "--root", str(her2st_root), "--cache-dir", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert set(table) == {"library-size", "mean-rgb"}
+    assert set(table["mean-rgb"]) == {f"{c}/{n}" for c in ("hest", "variance") for n in ("log1p", "cp10k_log1p")}
+    lib = table["library-size"]
+    assert lib["variance/log1p"] > lib["variance/cp10k_log1p"] + 0.2
+    assert "genes shared by the two criteria" in out
