@@ -119,3 +119,35 @@ def test_task_targets_library_size_is_the_baselines_and_patient_labels_must_agre
     with pytest.raises(InputError, match=r"patient 'C' has slides with different 'HER2' labels: her2st_C2 is 'pos', "
                                          r"her2st_C3 is 'neg'"):
         hestdata.run_benchmark(her2st_root, "color-stats", task, cache_dir=tmp_path / "c", leaderboard=False)
+
+
+def test_html_leaderboard_shows_what_the_markdown_shows_and_names_are_inert():
+    """Every cell (mean ± std and the interval), per-fold line, chance level and version line of the Markdown is
+    in the HTML page too; a task or encoder name carrying HTML or Markdown is shown, never interpreted."""
+    import html as h
+    import re
+
+    import polars as pl
+
+    from hestdata.bench.leaderboard import render_html, render_markdown
+
+    evil = "<script>alert(1)</script>[x](http://e)"
+
+    def row(enc, fp, metric, mean, ci):
+        return {"task": f"t {evil}", "task_type": "expression", "encoder": enc, "fingerprint": fp, "metric": metric,
+                "folds": ["B", "C"], "fold_values": [mean - 0.01, mean + 0.01], "mean": mean, "std": 0.01,
+                "date": "2026-12-03", "ci_low": ci[0], "ci_high": ci[1], "data_version": "d" * 64,
+                "versions": '{"hestdata": "0.2.0"}'}
+
+    df = pl.DataFrame([row(evil, "a" * 64, "pearson_mean", 0.3, (0.25, 0.35)),
+                       row("color-stats", "b" * 64, "pearson_mean", 0.2, (0.15, 0.22))])
+    md, page = render_markdown(df), render_html(df)
+    assert "<script>" not in md and "<script>" not in page and "](http" not in md
+    text = h.unescape(re.sub(r"<[^>]+>", " ", page))
+    for line in md.splitlines():
+        if line.startswith("- "):  # per-fold values, chance, data version, packages
+            plain = line[2:].replace("\\", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+            assert plain in " ".join(text.split()), plain
+    for cell in ("0.3000 ± 0.0100 [0.250, 0.350]", "0.2000 ± 0.0100 [0.150, 0.220]"):
+        assert cell in md and cell in text
+    assert "chance level of pearson_mean: 0" in text and "class='chance'" in page  # the chart's chance line

@@ -139,92 +139,128 @@ def _labels(sub: Any) -> dict[str, str]:
     return {fp: (n if names.count(n) == 1 else f"{n} #{fp[:8]}") for fp, n in by_fp.items()}
 
 
+_MD_SPECIAL = "\\`*{}[]()!|~"
+
+
+def md_escape(text: Any) -> str:
+    """A name as inert Markdown text: HTML characters as entities (a renderer that allows HTML shows them, never
+    runs them) and Markdown punctuation backslash-escaped (a name cannot open a link, code, emphasis or a table
+    cell); an underscore inside a word (``her2st_expression``) is left as it is, since it emphasises nothing."""
+    t = html.escape(str(text), quote=False).replace("\n", " ").replace("\r", " ")
+    out = []
+    for i, ch in enumerate(t):
+        inner = 0 < i < len(t) - 1 and t[i - 1].isalnum() and t[i + 1].isalnum()
+        out.append("\\" + ch if ch in _MD_SPECIAL or (ch == "_" and not inner) else ch)
+    return "".join(out)
+
+
+def _task_view(df: Any, task: str, metrics: dict[str, str] | None) -> dict[str, Any]:
+    """What both renderings show of one task: the metrics (primary first, with their direction), one row of cells
+    per encoder (mean ± std over folds, and the 95 % bootstrap interval over spots within folds where computed),
+    the primary metric's per-fold values, its chance level, the data versions and the packages."""
+    sub = df.filter(df["task"] == task)
+    mets = sorted(set(sub["metric"].to_list()))
+    primary = (metrics or {}).get(task) or primary_metric(sub["task_type"][0], mets)
+    mets = [primary] + [m for m in mets if m != primary] if primary in mets else mets
+    labels = _labels(sub)
+    prim = sub.filter(sub["metric"] == mets[0]).sort("mean", descending=not lower_is_better(mets[0]), nulls_last=True)
+    rows = []
+    for fp in dict.fromkeys(prim["fingerprint"].to_list() + sub["fingerprint"].to_list()):
+        cells = []
+        for m in mets:
+            r = sub.filter((sub["fingerprint"] == fp) & (sub["metric"] == m))
+            cell = _fmt(r["mean"][0], r["std"][0]) if r.height else ""
+            if r.height and "ci_low" in r.columns and r["ci_low"][0] is not None and math.isfinite(r["ci_low"][0]):
+                cell += f" [{r['ci_low'][0]:.3f}, {r['ci_high'][0]:.3f}]"
+            cells.append(cell)
+        rows.append((fp, labels[fp], cells))
+    folds = [(labels[row["fingerprint"]], len(row["folds"]),
+              ", ".join(f"{f}={v:.4f}" for f, v in zip(row["folds"], row["fold_values"], strict=True)))
+             for row in prim.iter_rows(named=True)]
+    chance = CHANCE.get(mets[0].split("_", 1)[-1] if mets[0] not in CHANCE else mets[0])
+    versions = sorted({str(v)[:12] for v in sub["data_version"].to_list()}) if "data_version" in sub.columns else []
+    pkgs = json.loads(sub.sort("date")["versions"][-1] or "{}") if "versions" in sub.columns and sub.height else {}
+    return {"sub": sub, "mets": mets, "primary": primary, "rows": rows, "folds": folds, "chance": chance,
+            "versions": versions, "packages": ", ".join(f"{k} {v}" for k, v in sorted(pkgs.items()) if v)}
+
+
+def _notes(v: dict[str, Any], esc: Any) -> list[str]:
+    """The lines under a task's table, with names passed through ``esc``."""
+    m = v["mets"][0]
+    out = [f"{esc(label)}: {esc(m)} per fold ({n}): {folds}" for label, n, folds in v["folds"]]
+    if v["chance"]:
+        out.append(f"chance level of {esc(m)}: {v['chance']}")
+    if v["versions"]:
+        out.append(f"data version(s): {', '.join(v['versions'])}" + (" — rows compare only within one version"
+                                                                     if len(v["versions"]) > 1 else ""))
+    if v["packages"]:
+        out.append(f"packages: {v['packages']}")
+    return out
+
+
 def render_markdown(df: Any, metrics: dict[str, str] | None = None) -> str:
     """One table per task: one row per encoder fingerprint (runs whose names collide get a short hash), one column
     per metric with its direction (↑ higher is better, ↓ lower), rows sorted by the task's primary metric in its
     direction (mean ± std over folds, and the 95 % bootstrap interval over spots within folds where computed);
-    then the primary metric's per-fold values."""
+    then the primary metric's per-fold values, its chance level, data versions and packages. Task and encoder
+    names are escaped (:func:`md_escape`)."""
     df = latest(df)
     out = []
     for task in sorted(set(df["task"].to_list())):
-        sub = df.filter(df["task"] == task)
-        mets = sorted(set(sub["metric"].to_list()))
-        primary = (metrics or {}).get(task) or primary_metric(sub["task_type"][0], mets)
-        mets = [primary] + [m for m in mets if m != primary] if primary in mets else mets
-        labels = _labels(sub)
-        prim = sub.filter(sub["metric"] == mets[0]).sort("mean", descending=not lower_is_better(mets[0]),
-                                                           nulls_last=True)
-        fps = list(dict.fromkeys(prim["fingerprint"].to_list() + sub["fingerprint"].to_list()))
-        out.append(f"### {task}\n")
-        out.append("| encoder | " + " | ".join(f"{m} {'↓' if lower_is_better(m) else '↑'}" for m in mets) + " |")
-        out.append("|---|" + "---|" * len(mets))
-        for fp in fps:
-            cells = []
-            for m in mets:
-                r = sub.filter((sub["fingerprint"] == fp) & (sub["metric"] == m))
-                cell = _fmt(r["mean"][0], r["std"][0]) if r.height else ""
-                if r.height and "ci_low" in r.columns and r["ci_low"][0] is not None and math.isfinite(r["ci_low"][0]):
-                    cell += f" [{r['ci_low'][0]:.3f}, {r['ci_high'][0]:.3f}]"
-                cells.append(cell)
-            out.append(f"| {labels[fp]} | " + " | ".join(cells) + " |")
+        v = _task_view(df, task, metrics)
+        out.append(f"### {md_escape(task)}\n")
+        out.append("| encoder | " + " | ".join(f"{md_escape(m)} {'↓' if lower_is_better(m) else '↑'}"
+                                               for m in v["mets"]) + " |")
+        out.append("|---|" + "---|" * len(v["mets"]))
+        for _, label, cells in v["rows"]:
+            out.append(f"| {md_escape(label)} | " + " | ".join(cells) + " |")
         out.append("")
-        for row in prim.iter_rows(named=True):
-            folds = ", ".join(f"{f}={v:.4f}" for f, v in zip(row["folds"], row["fold_values"], strict=True))
-            out.append(f"- {labels[row['fingerprint']]}: {mets[0]} per fold ({len(row['folds'])}): {folds}")
-        chance = CHANCE.get(mets[0].split("_", 1)[-1] if mets[0] not in CHANCE else mets[0])
-        if chance:
-            out.append(f"- chance level of {mets[0]}: {chance}")
-        versions = sorted({str(v)[:12] for v in sub["data_version"].to_list()}) if "data_version" in sub.columns else []
-        if versions:
-            out.append(f"- data version(s): {', '.join(versions)}" + (" — rows compare only within one version"
-                                                                       if len(versions) > 1 else ""))
-        if "versions" in sub.columns and sub.height:
-            pkgs = json.loads(sub.sort("date")["versions"][-1] or "{}")
-            out.append("- packages: " + ", ".join(f"{k} {v}" for k, v in sorted(pkgs.items()) if v))
+        out.extend(f"- {line}" for line in _notes(v, md_escape))
         out.append("")
     return "\n".join(out)
 
 
-def render_html(df: Any, title: str = "hestdata leaderboard") -> str:
-    """A self-contained page: the tables and, per task and metric, an SVG bar chart with ±std error bars."""
+def render_html(df: Any, title: str = "hestdata leaderboard", metrics: dict[str, str] | None = None) -> str:
+    """A self-contained page showing what :func:`render_markdown` shows (the same cells, intervals, per-fold
+    values, chance level, versions), plus an SVG bar chart of the primary metric with ±std error bars and the
+    chance line where it is a number."""
     df = latest(df)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}"
-             "td:first-child{text-align:left}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+             "td:first-child{text-align:left}</style></head><body>", f"<h1>{e(title)}</h1>"]
     for task in sorted(set(df["task"].to_list())):
-        sub = df.filter(df["task"] == task)
-        ttype = sub["task_type"][0]
-        primary = primary_metric(ttype, sorted(set(sub["metric"].to_list())))
-        mets = sorted(set(sub["metric"].to_list()), key=lambda m: (m != primary, m))
-        parts.append(f"<section class='task' data-task='{html.escape(task)}'><h2>{html.escape(task)}</h2>")
+        v = _task_view(df, task, metrics)
+        parts.append(f"<section class='task' data-task='{e(task)}'><h2>{e(task)}</h2>")
         parts.append("<table><tr><th>encoder</th>" + "".join(
-            f"<th>{html.escape(m)} {'↓' if lower_is_better(m) else '↑'}</th>" for m in mets) + "</tr>")
-        labels = _labels(sub)
-        prim = sub.filter(sub["metric"] == mets[0]).sort("mean", descending=not lower_is_better(mets[0]),
-                                                           nulls_last=True)
-        for fp in dict.fromkeys(prim["fingerprint"].to_list() + sub["fingerprint"].to_list()):
-            cells = []
-            for m in mets:
-                r = sub.filter((sub["fingerprint"] == fp) & (sub["metric"] == m))
-                cells.append(f"<td>{_fmt(r['mean'][0], r['std'][0]) if r.height else ''}</td>")
-            parts.append(f"<tr><td title='{fp}'>{html.escape(labels[fp])}</td>{''.join(cells)}</tr>")
-        parts.append("</table>")
-        for m in mets[:1] if primary else mets:
-            parts.append(_svg_bars(sub.filter(sub["metric"] == m), m))
+            f"<th>{e(m)} {'↓' if lower_is_better(m) else '↑'}</th>" for m in v["mets"]) + "</tr>")
+        for fp, label, cells in v["rows"]:
+            parts.append(f"<tr><td title='{e(fp)}'>{e(label)}</td>" + "".join(f"<td>{e(c)}</td>" for c in cells)
+                         + "</tr>")
+        parts.append("</table><ul class='notes'>" + "".join(f"<li>{line}</li>" for line in _notes(v, e)) + "</ul>")
+        parts.append(_svg_bars(v["sub"].filter(v["sub"]["metric"] == v["mets"][0]), v["mets"][0], _chance_value(v)))
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _svg_bars(sub: Any, metric: str) -> str:
+def _chance_value(v: dict[str, Any]) -> float | None:
+    """The chance level as a number where it is one (AUROC 0.5, Pearson 0), for the chart's chance line."""
+    try:
+        return float(str(v["chance"]).split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _svg_bars(sub: Any, metric: str, chance: float | None = None) -> str:
     labels = _labels(sub)
     rows = [(labels[f], m, s) for f, m, s in zip(sub["fingerprint"], sub["mean"], sub["std"], strict=True)
             if math.isfinite(m)]
     if not rows:
         return ""
     w, bar, gap, left = 520, 22, 8, 150
-    hi = max(max(m + s for _, m, s in rows), 1e-9)
+    hi = max(max(m + s for _, m, s in rows), 1e-9, chance if chance is not None else 0.0)
     lo = min(0.0, min(m - s for _, m, s in rows))
     span = hi - lo
     h = len(rows) * (bar + gap) + 30
@@ -241,5 +277,9 @@ def _svg_bars(sub: Any, metric: str) -> str:
                    f"fill='#4c78a8'><title>{m:.4f} ± {s:.4f}</title></rect>")
         out.append(f"<line class='err' x1='{x(m - s):.1f}' x2='{x(m + s):.1f}' y1='{y + bar / 2}' y2='{y + bar / 2}' "
                    "stroke='black'/>")
-    out.append(f"<text x='{left}' y='{h - 4}' font-size='11'>{html.escape(metric)} (mean ± std over folds)</text></svg>")
+    if chance is not None and lo <= chance <= hi:
+        out.append(f"<line class='chance' x1='{x(chance):.1f}' x2='{x(chance):.1f}' y1='4' y2='{h - 20}' stroke='#d62728' "
+                   f"stroke-dasharray='4 3'><title>chance {chance:g}</title></line>")
+    legend = " — dashed: chance" if chance is not None and lo <= chance <= hi else ""
+    out.append(f"<text x='{left}' y='{h - 4}' font-size='11'>{html.escape(metric)} (mean ± std over folds){legend}</text></svg>")
     return "".join(out)
