@@ -25,8 +25,12 @@ def primary_metric(task_type: str, metrics: list[str]) -> str:
     p = PRIMARY.get(task_type)
     if p in metrics:
         return p
-    mil = [m for m in metrics if m.endswith("_auroc") and not m.startswith("meanpool")]
-    return mil[0] if task_type == "slide_mil" and mil else (metrics[0] if metrics else "")
+    if task_type == "slide_mil":  # the aggregator's per-fold AUROC, C-index (survival) or Pearson r (regression)
+        for suffix in ("_auroc", "_c_index", "_pearson"):
+            mil = [m for m in metrics if m.endswith(suffix) and not m.startswith("meanpool") and "_pooled_" not in m]
+            if mil:
+                return mil[0]
+    return metrics[0] if metrics else ""
 
 
 def _versions() -> str:
@@ -121,7 +125,8 @@ def _fmt(m: float, s: float) -> str:
     return "n/a" if not math.isfinite(m) else f"{m:.4f} ± {s:.4f}"
 
 
-CHANCE = {"pearson_mean": "0 (no correlation)", "auroc": "0.5", "recall@1": "1/n of the held-out set",
+CHANCE = {"pearson_mean": "0 (no correlation)", "auroc": "0.5", "c_index": "0.5", "pearson": "0 (no correlation)",
+          "recall@1": "1/n of the held-out set",
           "recall@5": "5/n of the held-out set", "recall@10": "10/n of the held-out set",
           "median_rank": "(n + 1) / 2 of the held-out set"}
 

@@ -75,7 +75,8 @@ def load_task(spec: str | Path) -> Task:
 
 
 def read_labels(t: Task) -> dict[str, tuple[str, Any]]:
-    """slide id (file stem or id) -> (patient, label), from the task's labels table."""
+    """slide id (file stem or id) -> (patient, label), from the task's labels table; with a survival head the label
+    is (time, event), the event read from the column named by the ``event`` option."""
     import pandas as pd
 
     p = Path(t.labels or "")
@@ -86,12 +87,16 @@ def read_labels(t: Task) -> dict[str, tuple[str, Any]]:
             else pd.read_csv(p)
     except ImportError as exc:  # pandas needs openpyxl for .xlsx
         raise InputError(p, f"cannot read this table type: {exc}", "pip install openpyxl, or save it as CSV") from exc
-    need = {t.patient_column, t.slide_column, str(t.label)}
+    event = t.options.get("event") if t.options.get("head") == "survival" else None
+    if t.options.get("head") == "survival" and not event:
+        raise InputError(p, "a survival task needs options.event: the labels column saying 1 (event) or 0 (censored)")
+    need = {t.patient_column, t.slide_column, str(t.label)} | ({str(event)} if event else set())
     if not need <= set(df.columns):
         raise InputError(p, f"labels table lacks column(s) {sorted(need - set(df.columns))}")
-    df = df.dropna(subset=[t.label])
+    df = df.dropna(subset=[t.label] + ([event] if event else []))
+    labels = list(zip(df[t.label], df[event], strict=True)) if event else list(df[t.label])
     return {Path(str(s)).name.split(".")[0]: (str(pt), lab)
-            for s, pt, lab in zip(df[t.slide_column], df[t.patient_column], df[t.label], strict=True)}
+            for s, pt, lab in zip(df[t.slide_column], df[t.patient_column], labels, strict=True)}
 
 
 def _table(r: Any, sid: str, columns: list[str]) -> tuple[Any, list[str], Any]:
@@ -247,8 +252,9 @@ def _task_targets(t: Task, r: Any, ids: list[str]) -> tuple[Any, list[str], np.n
 
 
 def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np.ndarray],
-                   echo: Any) -> dict[str, list[tuple[str, float]]]:
-    """Patient bags of slide embeddings -> ABMIL and mean-pool folds (and held-out attention maps)."""
+                   echo: Any) -> dict[str, Any]:
+    """Patient bags of slide embeddings -> the aggregator and mean-pool folds with STAMP's recipe, pooled
+    statistics and curves (and held-out attention maps)."""
     from hestdata.bench.tasks.slide_mil import slide_mil_protocol
 
     lab = read_labels(t)
@@ -266,8 +272,13 @@ def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np
             bags.setdefault(pt, []).append(embs[s])
             y[pt] = label
     opts = dict(t.options)
+    opts.pop("event", None)
     want_maps = bool(opts.pop("heatmaps", True))
     agg = str(opts.get("aggregator", "abmil"))
+    head = str(opts.get("head", "classification"))
+    if head == "survival":
+        opts["events"] = {p: v[1] for p, v in y.items()}
+        y = {p: v[0] for p, v in y.items()}
     if agg == "transformer" and "coords" not in opts:  # positions of the patches, aligned with the bags
         pos: dict[str, list[np.ndarray]] = {}
         for s in ids:
@@ -279,8 +290,36 @@ def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np
         _attention_maps(r, t, enc, ids, lab, embs, res.attention, echo)
     if echo and missing:
         echo(f"  {len(missing)} slide(s) without a label were left out: {missing[:5]}")
-    return {k: [(str(f["fold"]), f[k]) for f in res.folds]
-            for k in (f"{agg}_auroc", f"{agg}_balanced_accuracy", "meanpool_auroc", "meanpool_balanced_accuracy")}
+    return mil_results(res, t, enc, r, echo)
+
+
+MIL_METRICS = {"classification": ("auroc", "balanced_accuracy"), "regression": ("pearson", "mse"),
+               "survival": ("c_index",)}
+MIL_POOLED = {"classification": ("auroc", "ap"), "regression": ("pearson",), "survival": ("c_index",)}
+
+
+def mil_results(res: Any, t: Task, enc: Any, r: Any, echo: Any) -> dict[str, Any]:
+    """Leaderboard metrics of a MIL run: per fold, and pooled out of fold (``<name>_pooled_<metric>`` with its 95 %
+    bootstrap interval); for a classification head on a local root, the pooled ROC/PR figure and tables under
+    ``ROOT/figures/<task>/<encoder>-<fp8>/``."""
+    out: dict[str, Any] = {}
+    ci: dict[str, tuple[float, float]] = {}
+    for name in (res.aggregator, "meanpool"):
+        for m in MIL_METRICS[res.head]:
+            out[f"{name}_{m}"] = [(str(f["fold"]), f[f"{name}_{m}"]) for f in res.folds]
+        for m in MIL_POOLED[res.head]:
+            st = res.pooled[name]
+            out[f"{name}_pooled_{m}"] = [("pooled", st[m])]
+            ci[f"{name}_pooled_{m}"] = st[f"{m}_ci"]
+    out["_ci"] = ci
+    if res.head == "classification" and r.is_local:
+        from hestdata.bench.tasks.mil_stats import save_curves
+
+        folder = r.path / "figures" / t.name / f"{enc.name}-{enc.fingerprint[:8]}"
+        save_curves(res.pooled[res.aggregator], folder, f"{t.name}: {enc.name} ({res.aggregator}), out-of-fold")
+        if echo:
+            echo(f"  ROC/PR curves: {folder / 'roc_pr.png'}")
+    return out
 
 
 def _patch_centres(r: Any, sample_id: str, patch: str) -> np.ndarray:

@@ -37,7 +37,7 @@ INSTANCE_KEY = "spot_id"
 META_KEY = "hestdata"
 
 # derived, re-creatable artefacts kept in a root but outside its manifest (never pushed or downloaded)
-DERIVED = ("embeddings", "leaderboard.parquet", "leaderboard_genes.parquet", "leaderboard.html", "heatmaps")
+DERIVED = ("embeddings", "leaderboard.parquet", "leaderboard_genes.parquet", "leaderboard.html", "heatmaps", "figures")
 
 SPATIALDATA_VERSION = "0.2"
 ELEMENT_VERSION = "0.3"

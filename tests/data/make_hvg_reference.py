@@ -44,7 +44,7 @@ def hest_k_genes(dfs: list[pd.DataFrame], k: int = 50, min_cells_pct: float = 0.
     sc.pp.log1p(st)
     sc.pp.highly_variable_genes(st, n_top_genes=k)
     chosen = st.var_names[st.var["highly_variable"]][:k].tolist()
-    disp = {g: float(v) for g, v in zip(common, st.var["dispersions_norm"]) if np.isfinite(v)}
+    disp = {g: float(v) for g, v in zip(common, st.var["dispersions_norm"], strict=True) if np.isfinite(v)}
     return chosen, disp
 
 
