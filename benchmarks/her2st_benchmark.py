@@ -42,29 +42,35 @@ def build(root: Path = ROOT) -> Path:
     return root
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the tasks; returns "encoder / task" -> metric -> mean (what it printed)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoders", nargs="+", default=["color-stats", "random-vit-s16"])
     ap.add_argument("--tasks", nargs="+", default=["her2st_expression", "her2st_retrieval"],
                     help="also her2st_slide_expression her2st_slide_retrieval (pseudo-bulk profiles)")
-    args = ap.parse_args()
+    ap.add_argument("--root", type=Path, default=ROOT, help="a root holding the three sections (built if absent)")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ROOT/embeddings)")
+    args = ap.parse_args(argv)
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}")
     import hestdata
     from hestdata.bench.leaderboard import read, render_markdown
 
-    root = build()
+    root = build(args.root)
     (root / "leaderboard.parquet").unlink(missing_ok=True)
+    out: dict[str, dict[str, float]] = {}
     for enc in args.encoders:
         for task in args.tasks:
             t = time.perf_counter()
-            rows = hestdata.run_benchmark(root, enc, task)
+            rows = hestdata.run_benchmark(root, enc, task, cache_dir=args.cache_dir)
+            out[f"{enc} / {task}"] = {r["metric"]: float(r["mean"]) for r in rows}
             print(f"{enc} / {task}: {time.perf_counter() - t:.1f} s")
             for r in rows:
                 print(f"   {r['metric']}: {r['mean']:.4f} ± {r['std']:.4f}  "
                       + ", ".join(f"{f}={v:.4f}" for f, v in zip(r["folds"], r["fold_values"], strict=True)))
     print()
     print(render_markdown(read(root)))
+    return out
 
 
 if __name__ == "__main__":

@@ -69,3 +69,22 @@ def test_her2st_confound_study_runs_both_gene_criteria(her2st_root, tmp_path, ca
     lib = table["library-size"]
     assert lib["variance/log1p"] > lib["variance/cp10k_log1p"] + 0.2
     assert "genes shared by the two criteria" in out
+
+
+def test_her2st_worked_example_runs_every_task(her2st_root, tmp_path):
+    """benchmarks/her2st_benchmark.py with the cheapest encoder on a copy of the session's her2st root: the four
+    tasks it documents each yield their primary metric."""
+    import shutil
+
+    from benchmarks import her2st_benchmark
+
+    root = tmp_path / "root"
+    shutil.copytree(her2st_root, root, ignore=shutil.ignore_patterns("embeddings", "leaderboard*"))
+    out = her2st_benchmark.main(["--encoders", "color-stats", "--root", str(root), "--cache-dir", str(tmp_path / "c"),
+                                 "--tasks", "her2st_expression", "her2st_retrieval", "her2st_slide_expression",
+                                 "her2st_slide_retrieval"])
+    assert set(out) == {f"color-stats / {t}" for t in ("her2st_expression", "her2st_retrieval",
+                                                        "her2st_slide_expression", "her2st_slide_retrieval")}
+    assert -1 <= out["color-stats / her2st_expression"]["pearson_mean"] <= 1
+    assert 0 <= out["color-stats / her2st_retrieval"]["img2expr_recall@5"] <= 1
+    assert (root / "leaderboard.parquet").is_file()
