@@ -1,7 +1,7 @@
 """Run a benchmark task on a root with one encoder, and append the result to the leaderboard.
 
 A task is a YAML file (built-in ones live in ``hestdata/bench/tasks/``): ``name``, ``type`` (expression |
-retrieval | batch_effect | classification), ``samples`` (an SQL filter over the catalog), ``group_by`` (catalog
+retrieval | batch_effect | classification), ``samples`` (a condition on the catalog, hestdata.store.query), ``group_by`` (catalog
 column for the folds, e.g. ``patient``), ``patch`` (array name), ``label`` (obs column, classification only)
 and ``options`` passed to the protocol.
 """

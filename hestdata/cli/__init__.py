@@ -164,7 +164,8 @@ def upgrade(root: Annotated[Path, typer.Argument(help="A local root in an older 
 def download(source: Annotated[str, typer.Argument(help="Root URL, path, remote name, or hest1k.")],
              dest: Annotated[Path, typer.Argument(help="Local root to create or update.")],
              sample_id: Annotated[list[str] | None, typer.Option("--id", help="Sample id, repeatable.")] = None,
-             where: Annotated[str | None, typer.Option(help="SQL filter on the catalog, e.g. \"organ = 'breast'\".")] = None,
+             where: Annotated[str | None, typer.Option(
+                 help="Condition on the catalog, e.g. \"organ = 'breast' and n_spots > 100\" (docs/store.md, Queries).")] = None,
              only: Annotated[str | None, typer.Option(help="Elements: image,shapes,expression,patches,points.")] = None,
              patch: Annotated[list[str] | None, typer.Option(help="Patch array name, repeatable.")] = None,
              workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 8,
@@ -174,15 +175,21 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, remote 
              dry_run: Annotated[bool, typer.Option("--dry-run", help="HEST-1k: list ids and sizes, fetch nothing.")] = False,
              patches_from: Annotated[str, typer.Option(
                  help="HEST-1k: 'recut' (cut from the WSI) or 'hest' (keep HEST's patches).")] = "recut") -> None:
-    """Download a subset of a root (by id / SQL filter / element), resumable and checksum-verified; HEST-1k
+    """Download a subset of a root (by id / catalog condition / element), resumable and checksum-verified; HEST-1k
     layouts (``hest1k``: the Hub's MahmoodLab/hest) are fetched and converted sample by sample."""
     from hestdata.cohort.hest1k import HestReport
     from hestdata.cohort.hest1k import download as run
+    from hestdata.errors import InputError
 
     elements = [e.strip() for e in only.split(",")] if only else None
-    out = run(source, dest, ids=sample_id or None, where=where, elements=elements, patches=patch or None,
-              workers=workers, overwrite=overwrite, limit=limit, dry_run=dry_run, patches_from=patches_from,
-              echo=typer.echo)
+    try:
+        out = run(source, dest, ids=sample_id or None, where=where, elements=elements, patches=patch or None,
+                  workers=workers, overwrite=overwrite, limit=limit, dry_run=dry_run, patches_from=patches_from,
+                  echo=typer.echo)
+    except InputError as exc:
+        if where is not None and exc.reason.startswith("query "):  # say which flag held the bad condition
+            raise InputError(exc.path, f"--where: {exc.reason}", exc.hint) from None
+        raise
     if isinstance(out, HestReport):
         _hest_summary(out, dry_run)
         return

@@ -5,7 +5,7 @@ published into a store.
 gated dataset: accept its terms on the Hub and log in with ``huggingface-cli login`` or ``$HF_TOKEN``; the token
 is read by huggingface_hub and never printed). Any other fsspec URL holding a HEST-layout folder (an S3 mirror, a
 lab share, ``https://``) works the same. The metadata CSV (``HEST_v*.csv``) is read remotely and filtered with
-the same SQL as catalog queries; only the files each selected sample needs are fetched (in parallel, resumable by
+the same query language as catalog queries (hestdata.store.query); only the files each selected sample needs are fetched (in parallel, resumable by
 byte range, size-checked, and sha256-checked where the source publishes digests: the Hub's LFS digests, or a
 ``SHA256SUMS`` file beside the CSV), into ``DEST/.hest-cache/`` in HEST's own layout; then each sample is
 converted as a Dask task with the rules of ``convert hest1k`` (pixel size from HEST's metadata, image–spot
@@ -97,7 +97,8 @@ def read_hest_metadata(fs: Any, csv_path: str) -> Any:
 
 
 def select_ids(meta: Any, where: Any, ids: list[str] | None, limit: int | None, csv_path: str) -> list[str]:
-    """Ids chosen by ``where`` (SQL text or a polars expression), ``ids`` and ``limit``, in CSV order."""
+    """Ids chosen by ``where`` (query text in :mod:`hestdata.store.query`'s language, or a polars expression),
+    ``ids`` and ``limit``, in CSV order."""
     import polars as pl
 
     from hestdata.errors import InputError
@@ -108,10 +109,9 @@ def select_ids(meta: Any, where: Any, ids: list[str] | None, limit: int | None, 
             raise InputError(csv_path, f"unknown HEST id(s) {unknown[:5]}")
         meta = meta.filter(pl.col("id").is_in(list(ids)))
     if where is not None:
-        try:
-            meta = meta.filter(pl.sql_expr(where) if isinstance(where, str) else where)
-        except Exception as exc:
-            raise InputError(csv_path, f"query {where!r} failed on the HEST metadata ({exc})") from None
+        from hestdata.store.query import filter_frame
+
+        meta = filter_frame(meta, where, f"the HEST metadata ({csv_path})")
     out = meta["id"].cast(pl.String).to_list()
     return out[:limit] if limit is not None else out
 
@@ -241,7 +241,7 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
     """Download a subset of a root — ours (returns the local root's path) or a HEST-1k layout, e.g. the
     built-in ``"hest1k"`` remote (returns a :class:`HestReport`; ``dry_run`` lists ids and sizes only).
 
-    ``where`` is SQL text (``"organ = 'Bowel' and st_technology = 'Visium'"``) or a polars expression over the
+    ``where`` is query text (``"organ = 'Bowel' and st_technology = 'Visium'"``, hestdata.store.query) or a polars expression over the
     catalog / HEST metadata CSV; ``ids`` and ``limit`` narrow it. For our layout see
     :func:`hestdata.remote.download.download` (``elements``, ``patches``, ``overwrite``); for HEST, ``patches``
     are geometries to cut and ``patches_from="hest"`` keeps HEST's own patches.

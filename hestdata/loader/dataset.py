@@ -40,7 +40,7 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
     Args:
         source: a root (a :class:`hestdata.Root`, or its path or fsspec URL: ``s3://``, ``https://`` …) or a
             ``samples/<id>.zarr`` folder. Samples without the patch array are skipped (``skipped_samples``).
-        query: a condition on the root's catalog (polars expression or SQL string, e.g. ``"organ = 'breast'"``).
+        query: a condition on the root's catalog (polars expression or query text, hestdata.store.query, e.g. ``"organ = 'breast'"``).
         genes: a list of symbols, ``"union"`` or ``"intersection"`` of the selected samples' genes (default:
             the sample's own genes for one sample, else the union). Absent genes are zero and masked.
         patch: patch array name, e.g. ``"224px_0.5um"``.

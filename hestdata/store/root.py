@@ -216,12 +216,12 @@ class Root:
 
     def select(self, where: Any = None, *, ids: list[str] | None = None, patch: str | None = None,
                element: str | None = None, variant: str | None = None) -> Root:
-        """The same root (same pinned version) with its catalog narrowed: a filter (a polars expression or an
-        SQL condition on the catalog's columns), ids (unknown ones are an error), samples holding a patch array,
+        """The same root (same pinned version) with its catalog narrowed: a filter (a polars expression, or a
+        condition in :mod:`hestdata.store.query`'s language on the catalog's columns), ids (unknown ones are an error), samples holding a patch array,
         an element, or of a variant."""
         import polars as pl
 
-        from hestdata.store.query import as_expr
+        from hestdata.store.query import filter_frame
 
         cat = self.catalog
         if ids is not None:
@@ -230,12 +230,7 @@ class Root:
                 raise StoreError(f"{self.url}: unknown sample id(s) {unknown}")
             cat = cat.filter(pl.col("id").is_in(list(ids)))
         if where is not None:
-            expr = as_expr(where)
-            try:
-                cat = cat.filter(expr)
-            except Exception as exc:
-                raise StoreError(f"{self.url}: catalog query {where!r} failed ({type(exc).__name__}: {exc}); "
-                                 f"columns: {cat.columns}") from None
+            cat = filter_frame(cat, where, f"the catalog of {self.url}")
         if patch is not None or element is not None:
             from hestdata.store.catalog import ids_with
 
