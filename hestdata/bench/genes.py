@@ -131,3 +131,16 @@ def choose_genes(choice: Any, k: int, values_train: np.ndarray, counts_train: np
     if missing:
         raise ValueError(f"{len(missing)} fixed gene(s) absent from every sample's table, e.g. {missing[:5]}")
     return np.array([pos[g] for g in fixed], dtype=np.int64)
+
+
+def gene_option(options: dict[str, Any]) -> dict[str, Any]:
+    """Task options with the gene choice under one name: a task file says ``genes: hest`` (or ``variance``, a
+    list, a ``var_50genes.json`` path); the protocols call it ``gene_selection``."""
+    o = dict(options)
+    if "genes" in o:
+        if "gene_selection" in o:
+            from hestdata.errors import InputError
+
+            raise InputError(None, "a task's options give both 'genes' and 'gene_selection'; keep one")
+        o["gene_selection"] = o.pop("genes")
+    return o

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hestdata.bench.genes import gene_option
 from hestdata.bench.leaderboard import PRIMARY, append_gene_rows  # noqa: F401  (PRIMARY re-exported)
 from hestdata.bench.slide_runner import SLIDE_TASKS
 from hestdata.errors import InputError
@@ -347,17 +348,6 @@ def _attention_maps(r: Any, t: Task, enc: Any, ids: list[str], lab: dict[str, tu
             render_heatmap(r.sample(s), t.patch, w, out / f"{s}.png")
     if echo:
         echo(f"  attention heatmaps: {out}")
-
-
-def gene_option(options: dict[str, Any]) -> dict[str, Any]:
-    """Task options with the gene choice under one name: a task file says ``genes: hest`` (or ``variance``, a
-    list, a ``var_50genes.json`` path); the protocols call it ``gene_selection``."""
-    o = dict(options)
-    if "genes" in o:
-        if "gene_selection" in o:
-            raise InputError(None, "a task's options give both 'genes' and 'gene_selection'; keep one")
-        o["gene_selection"] = o.pop("genes")
-    return o
 
 
 def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, batch: np.ndarray,

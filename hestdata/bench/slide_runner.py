@@ -26,7 +26,7 @@ def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], 
     profiles, genes = aligned_profiles(r, ids)
     groups = np.array([groups_of[s] for s in ids])
     proto = slide_expression_protocol if t.type == "slide_expression" else slide_retrieval_protocol
-    from hestdata.bench.runner import gene_option
+    from hestdata.bench.genes import gene_option
 
     res = proto(emb, profiles, groups, genes, **gene_option(t.options))
     out: dict[str, Any] = {k: [("pooled", v)] for k, v in res.metrics.items()}

@@ -276,19 +276,15 @@ def _run_fold(fold: int, tr: np.ndarray, te: np.ndarray, c: dict[str, Any]) -> t
                                                                                dict[str, np.ndarray]]:
     """Train and score one fold (``c``: the protocol's inputs and options); returns (fold row, model outputs and
     baseline outputs of the test patients, attention)."""
-    import copy
 
     import torch
 
     from hestdata.bench.tasks import mil_stats
 
-    patients, y, y_of, ev, ev_of, classes, cidx = (c[k] for k in ("patients", "y", "y_of", "ev", "ev_of", "classes",
-                                                                  "cidx"))
-    head, aggregator, seed, bags, coords, n_out = (c[k] for k in ("head", "aggregator", "seed", "bags", "coords",
-                                                                  "n_out"))
-    epochs, lr, hidden, bag_size, batch_size = (c[k] for k in ("epochs", "lr", "hidden", "bag_size", "batch_size"))
-    val_fraction, patience, monitor, weight_decay = (c[k] for k in ("val_fraction", "patience", "monitor",
-                                                                    "weight_decay"))
+    patients, y_of, ev_of, classes, cidx, head, aggregator, seed, bags, coords, n_out = (c[k] for k in (
+        "patients", "y_of", "ev_of", "classes", "cidx", "head", "aggregator", "seed", "bags", "coords", "n_out"))
+    epochs, lr, hidden, bag_size, batch_size, val_fraction, patience, monitor, weight_decay = (c[k] for k in (
+        "epochs", "lr", "hidden", "bag_size", "batch_size", "val_fraction", "patience", "monitor", "weight_decay"))
 
     def target(ps: list[str]) -> Any:
         if head == "classification":
@@ -340,6 +336,32 @@ def _run_fold(fold: int, tr: np.ndarray, te: np.ndarray, c: dict[str, Any]) -> t
         return mil_stats.concordance_index(np.array([y_of[p] for p in ps]), np.array([ev_of[p] for p in ps]),
                                            o[:, 0])
 
+    ran, best_epoch = _train_epochs(model, opt, sched, fit_p, val_p, bs, out_of, loss_of, score_of, gen,
+                                    epochs, warmup, patience, monitor)
+    model.eval()
+    attn = {}
+    with torch.no_grad():
+        outs = []
+        for p in test_p:
+            o, w = _forward(model, aggregator, tbags[p], tpos.get(p))
+            outs.append(o)
+            attn[p] = w.numpy()
+        to = torch.stack(outs)
+    row, out_a, out_b = _fold_metrics(c, fold, tr, te, to, bags, mu, sd, (y_mu, y_sd))
+    row.update({"validation_patients": val_p, "epochs_run": ran, "best_epoch": best_epoch})
+    return row, out_a, out_b, attn
+
+
+def _train_epochs(model: Any, opt: Any, sched: Any, fit_p: list[str], val_p: list[str], bs: int, out_of: Any,
+                  loss_of: Any, score_of: Any, gen: Any, epochs: int, warmup: int, patience: int,
+                  monitor: str) -> tuple[int, int]:
+    """STAMP's loop: batches of sampled bags, one OneCycle step per batch; after each epoch the validation score
+    (or loss), the best checkpoint kept, stopped ``patience`` epochs after the last improvement (counted once
+    the warm-up is over), the best restored. Returns (epochs run, best epoch)."""
+    import copy
+
+    import torch
+
     best: tuple[float, float] = (-np.inf, -np.inf)
     best_state, best_epoch, since, ran = copy.deepcopy(model.state_dict()), 0, 0, 0
     for epoch in range(epochs):
@@ -373,19 +395,24 @@ def _run_fold(fold: int, tr: np.ndarray, te: np.ndarray, c: dict[str, Any]) -> t
         model.load_state_dict(best_state)  # the best validation checkpoint
     else:
         best_epoch = ran
-    model.eval()
-    attn = {}
-    with torch.no_grad():
-        outs = []
-        for p in test_p:
-            o, w = _forward(model, aggregator, tbags[p], tpos.get(p))
-            outs.append(o)
-            attn[p] = w.numpy()
-        to = torch.stack(outs)
+    return ran, best_epoch
+
+
+def _fold_metrics(c: dict[str, Any], fold: int, tr: np.ndarray, te: np.ndarray, to: Any, bags: dict[str, Any],
+                  mu: np.ndarray, sd: np.ndarray, y_scale: tuple[float, float]) -> tuple[dict[str, Any], Any, Any]:
+    """A fold's metrics for the trained model's test outputs ``to`` and the mean-pool baseline fitted here;
+    returns (row, model outputs, baseline outputs) of the test patients."""
+    import torch
+
+    from hestdata.bench.tasks import mil_stats
+
+    patients, y, ev, classes, cidx, head, aggregator, seed, n_out = (
+        c[k] for k in ("patients", "y", "ev", "classes", "cidx", "head", "aggregator", "seed", "n_out"))
+    train_p, test_p = [patients[i] for i in tr], [patients[i] for i in te]
+    y_mu, y_sd = y_scale
     mean_tr = np.stack([((bags[p] - mu) / sd).mean(0) for p in train_p])
     mean_te = np.stack([((bags[p] - mu) / sd).mean(0) for p in test_p])
-    row: dict[str, Any] = {"fold": fold, "test_patients": test_p, "validation_patients": val_p,
-                           "epochs_run": ran, "best_epoch": best_epoch}
+    row: dict[str, Any] = {"fold": fold, "test_patients": test_p}
     if head == "classification":
         proba_a = torch.softmax(to, 1).numpy()
         yt = y[te]
@@ -414,7 +441,7 @@ def _run_fold(fold: int, tr: np.ndarray, te: np.ndarray, c: dict[str, Any]) -> t
         out_b = _linear_cox(mean_tr, y[tr], ev[tr], mean_te, seed + fold)
         for name, o in ((aggregator, out_a), ("meanpool", out_b)):
             row[f"{name}_c_index"] = mil_stats.concordance_index(y[te], ev[te], o)
-    return row, out_a, out_b, attn
+    return row, out_a, out_b
 
 
 def _linear_cox(x_tr: np.ndarray, t_tr: np.ndarray, e_tr: np.ndarray, x_te: np.ndarray, seed: int) -> np.ndarray:
