@@ -10,27 +10,34 @@ reading and decoding JPEGs from the store, encoder, writing the cache), with the
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.her2st_benchmark import ROOT, build  # noqa: E402
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> float:
+    """Print the rates; returns extraction / bare."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", default="random-vit-s16")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--root", type=Path, default=ROOT, help="a root holding the three her2st sections (built if absent)")
+    args = ap.parse_args(argv)
     import torch
-    from her2st_benchmark import build
 
     from hestdata.bench.embed import embed_samples
     from hestdata.bench.encoders import load_encoder
     from hestdata.loader import PatchDataset
     from hestdata.loader.dataset import as_tensors
 
-    root = build()
+    root = build(args.root)
     ids = ["her2st_B4", "her2st_C2", "her2st_C3"]
     enc = load_encoder(args.encoder)
     batches = []
@@ -53,6 +60,7 @@ def main() -> None:
     print(f"bare encoder forward (batches in memory): {bare:8.1f} patches/s")
     print(f"extraction (loader + encoder + cache):   {extraction:8.1f} patches/s")
     print(f"extraction / bare = {extraction / bare:.2f}   (target >= 0.9)")
+    return extraction / bare
 
 
 if __name__ == "__main__":

@@ -206,13 +206,13 @@ def run(mode: str, h5ad: Path, image: Path, cores: int) -> dict[str, float]:
         return res
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 60_000])
     ap.add_argument("--read-whole-max", type=int, default=30_000,
                     help="largest size for the read-whole pipeline (it needs ~2.5x the image in RAM)")
     ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "scale")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     blocks = tissue_blocks()
     print(f"{len(blocks)} real tissue blocks of {TILE_PX} px; {CORES} cores; pixel size {PIXEL_SIZE_UM} µm/px")

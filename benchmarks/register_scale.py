@@ -43,13 +43,13 @@ def cohort(folder: Path, n: int) -> Path:
     return path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from hestdata.cohort.register import register_cohort
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}")
     results = {}

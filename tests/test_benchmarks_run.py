@@ -88,3 +88,20 @@ def test_her2st_worked_example_runs_every_task(her2st_root, tmp_path):
     assert -1 <= out["color-stats / her2st_expression"]["pearson_mean"] <= 1
     assert 0 <= out["color-stats / her2st_retrieval"]["img2expr_recall@5"] <= 1
     assert (root / "leaderboard.parquet").is_file()
+
+
+def test_conversion_and_extraction_benchmarks_run_at_their_smallest(her2st_root, tmp_path, capsys):
+    """benchmarks/convert.py (one fresh conversion per pipeline, the smallest section) and bench_harness.py (the
+    cheapest encoder). convert_scale.py and register_scale.py are not run here: at their smallest they cost
+    20-30 s each (mosaic TIFFs, a Dask cluster), more than the suite's budget allows; their code paths are tested
+    by tests/test_gigapixel.py and tests/test_register.py."""
+    import shutil
+
+    from benchmarks import bench_harness, convert
+
+    convert.main(["--section", "B4", "--repeats", "1"])
+    root = tmp_path / "root"
+    shutil.copytree(her2st_root, root, ignore=shutil.ignore_patterns("embeddings", "leaderboard*"))
+    ratio = bench_harness.main(["--encoder", "color-stats", "--batch-size", "64", "--workers", "0", "--root", str(root)])
+    out = capsys.readouterr().out
+    assert "time  hestdata / hest-style" in out and "extraction / bare" in out and ratio > 0
