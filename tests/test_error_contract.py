@@ -187,3 +187,50 @@ def test_fuzzed_visium_side_files_convert_or_fail_in_one_line(tmp_path, seed):
     root = tmp_path / "R"
     r = runner.invoke(app, ["convert", "visium", str(outs), "--out", str(root), "--id", "v", "--no-patches"])
     _converted_or_one_line_error(r, root)
+
+
+def test_every_exception_family_is_one_line_at_the_cli(tmp_path, monkeypatch):
+    """The families user input and the network raise, each mapped at the CLI boundary to one line with a hint;
+    anything else to its type with --debug for the traceback (which --debug then shows)."""
+    import pickle
+
+    import polars as pl
+    import yaml
+
+    from hestdata.cli.common import describe
+
+    class ConnectError(Exception):  # what an HTTP client raises offline
+        __module__ = "httpx"
+
+    class EndpointConnectionError(Exception):
+        __module__ = "botocore.exceptions"
+
+    cases = {
+        ModuleNotFoundError("No module named 'torch'", name="torch"): "pip install 'hestdata[ml]'",
+        ModuleNotFoundError("No module named 'huggingface_hub'", name="huggingface_hub"): "pip install huggingface_hub",
+        pickle.UnpicklingError("Weights only load failed: GLOBAL os.system"): "weights_only=True",
+        pl.exceptions.ColumnNotFoundError("unable to find column 'x'"): "table: ColumnNotFoundError",
+        ConnectError("[Errno -2] Name or service not known"): "network: ConnectError",
+        EndpointConnectionError("Could not connect to the endpoint URL"): "check the URL",
+        FileNotFoundError(2, "No such file or directory", "/x/y.h5"): "/x/y.h5: No such file or directory",
+        json.JSONDecodeError("Expecting value", "{", 1): "Expecting value",
+        RuntimeError("boom\nsecond line"): "unexpected RuntimeError: boom (run with --debug",
+    }
+    try:
+        yaml.safe_load("a: !!python/object/apply:os.system ['true']")
+    except yaml.YAMLError as exc:
+        cases[exc] = "YAML (line 1)"
+    for exc, want in cases.items():
+        line = describe(exc)
+        assert want in line and "\n" not in line, (type(exc), line)
+
+    task = tmp_path / "evil.yaml"
+    task.write_text("name: evil\ntype: expression\nsamples: \"id = 'x'\"\ngroup_by: patient\n"
+                    "options: !!python/object/apply:os.system ['echo pwned']\n")
+    r = runner.invoke(app, ["bench", "run", "--root", str(tmp_path), "--encoder", "color-stats", "--task", str(task)])
+    last = r.output.strip().splitlines()[-1]
+    assert r.exit_code == 1 and "Traceback" not in r.output and last.startswith("error: YAML (line 5): ")
+    assert "could not determine a constructor" in last and "no !!python tags" in last
+    monkeypatch.setattr("hestdata.cli.common.debug_enabled", lambda: True)
+    r = runner.invoke(app, ["bench", "run", "--root", str(tmp_path), "--encoder", "color-stats", "--task", str(task)])
+    assert r.exit_code != 0 and type(r.exception).__module__.startswith("yaml")  # --debug: the real exception

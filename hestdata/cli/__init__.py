@@ -37,8 +37,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
-                                                        help="Print the version and exit.")] = None) -> None:
+                                                        help="Print the version and exit.")] = None,
+          debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error instead of its "
+                                                              "one-line summary.")] = False) -> None:
     """Curate spatial-omics / pathology samples into SpatialData/Zarr stores."""
+    if debug:
+        import os
+
+        os.environ["HESTDATA_DEBUG"] = "1"
 
 
 def _print_summary(path: Path) -> None:
