@@ -234,3 +234,21 @@ def test_every_exception_family_is_one_line_at_the_cli(tmp_path, monkeypatch):
     monkeypatch.setattr("hestdata.cli.common.debug_enabled", lambda: True)
     r = runner.invoke(app, ["bench", "run", "--root", str(tmp_path), "--encoder", "color-stats", "--task", str(task)])
     assert r.exit_code != 0 and type(r.exception).__module__.startswith("yaml")  # --debug: the real exception
+
+
+def test_a_refused_first_conversion_leaves_no_root_behind(tmp_path):
+    import anndata as ad
+    import numpy as np
+
+    s = synthetic_sample("neg")
+    X = np.asarray(s.expression.X.toarray() if hasattr(s.expression.X, "toarray") else s.expression.X, np.int64)
+    X[0, 0] = -5
+    s.expression = ad.AnnData(X=X, obs=s.expression.obs, var=s.expression.var)
+    root = tmp_path / "new_root"
+    with pytest.raises(hestdata.errors.InputError, match="negative"):
+        hestdata.convert(s, root)
+    assert not root.exists()  # no empty root, no lock file
+    good = hestdata.convert(synthetic_sample("ok"), root)
+    with pytest.raises(hestdata.errors.InputError, match="negative"):
+        hestdata.convert(s, root)
+    assert good.is_dir() and hestdata.validate(root).ok  # an existing root is never removed

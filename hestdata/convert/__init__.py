@@ -67,9 +67,31 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
         raw = dict(options or {})
     raw.update(option_values)
     opts = parse_options(model, raw, where=sample.where, what=f"{variant} samples")
-    req = check_request(sample, root, metadata=metadata, overwrite=overwrite, input_sha256=input_sha256,
-                        progress=progress, publish_root=publish_root)
-    return _converter(variant)(req, sample, opts, publish_root)
+    fresh = not Path(root).exists()
+    try:
+        req = check_request(sample, root, metadata=metadata, overwrite=overwrite, input_sha256=input_sha256,
+                            progress=progress, publish_root=publish_root)
+        return _converter(variant)(req, sample, opts, publish_root)
+    except BaseException:
+        if fresh:
+            _remove_if_empty(Path(root))
+        raise
+
+
+def _remove_if_empty(root: Path) -> None:
+    """Remove a root this conversion created if its first sample was refused: only the lock file, empty
+    ``samples/`` and empty bookkeeping folders are there (anything else is left as it is)."""
+    import shutil
+
+    from hestdata.store import layout as L
+    from hestdata.store.atomic import root_lock
+
+    if not root.is_dir():
+        return
+    with root_lock(root, L.LOCK):  # no commit can run meanwhile
+        if any(p.is_file() and not (p.parent == root and p.name == L.LOCK) for p in root.rglob("*")):
+            return  # something was written (another writer, a recoverable leftover): keep it
+        shutil.rmtree(root, ignore_errors=True)
 
 
 
