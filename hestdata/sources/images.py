@@ -276,21 +276,62 @@ class _ContiguousRows:
         return block if len(shape) == 3 or planar else block[..., 0]
 
 
+MAX_IMAGE_PIXELS = 50_000_000_000  # 224k x 224k: above any slide scanned today (HEST-1k's largest ~2e10 px)
+MAX_DECODED_PIXELS = 2_000_000_000  # JPEG / PNG are decoded whole (no random access): 6 GB of RGB at this cap
+
+
+def image_limits() -> tuple[int, int]:
+    """(largest image, largest whole-decoded JPEG/PNG) in pixels; ``HESTDATA_MAX_IMAGE_PIXELS`` and
+    ``HESTDATA_MAX_DECODED_PIXELS`` override them."""
+    import os
+
+    def env(name: str, default: int) -> int:
+        try:
+            return int(float(os.environ.get(name, default)))
+        except ValueError:
+            raise InputError(None, f"${name} must be a number of pixels, got {os.environ[name]!r}") from None
+
+    return env("HESTDATA_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS), env("HESTDATA_MAX_DECODED_PIXELS", MAX_DECODED_PIXELS)
+
+
+def check_image_size(path: Path, height_px: int, width_px: int, decoded_whole: bool) -> None:
+    """Refuse, before anything is allocated, an image whose declared size is above the limits (the numbers and
+    the override in the message)."""
+    cap, whole = image_limits()
+    n = int(height_px) * int(width_px)
+    if n > cap:
+        raise InputError(path, f"declares {width_px:,} x {height_px:,} px ({n / 1e9:.1f} gigapixels), above the "
+                               f"limit of {cap / 1e9:.1f} gigapixels", "a corrupt header? if the image is real, "
+                               "raise $HESTDATA_MAX_IMAGE_PIXELS")
+    if decoded_whole and n > whole:
+        raise InputError(path, f"{width_px:,} x {height_px:,} px ({n / 1e9:.2f} gigapixels, {3 * n / 2**30:.1f} GiB "
+                               f"decoded): a {path.suffix.lstrip('.').upper()} is decoded whole and this is above "
+                               f"{whole / 1e9:.1f} gigapixels", "convert it to a tiled pyramidal TIFF (e.g. vips "
+                               "tiffsave --tile --pyramid), or raise $HESTDATA_MAX_DECODED_PIXELS")
+
+
 def open_raster(path: str | Path) -> Raster:
-    """A lazy :class:`~hestdata.raster.Raster` over an image file (JPEG, PNG, TIFF family); errors name the file."""
+    """A lazy :class:`~hestdata.raster.Raster` over an image file (JPEG, PNG, TIFF family); errors name the file.
+    Declared sizes are checked against :func:`image_limits` before any pixel is decoded."""
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "image file not found")
     suffix = p.suffix.lower()
     try:
         if suffix in JPEG_SUFFIXES:
-            return JpegRaster(p)
+            r: Raster = JpegRaster(p)
+            check_image_size(p, r.height_px, r.width_px, decoded_whole=True)
+            return r
         if suffix in TIFF_SUFFIXES:
-            return TiffRaster(p)
+            r = TiffRaster(p)
+            check_image_size(p, r.height_px, r.width_px, decoded_whole=False)
+            return r
         if suffix in PNG_SUFFIXES:
             from PIL import Image
 
+            Image.MAX_IMAGE_PIXELS = None  # our own limit below, with the file named
             with Image.open(p) as im:
+                check_image_size(p, im.size[1], im.size[0], decoded_whole=True)
                 im.load()
                 if im.mode not in ("RGB", "RGBA", "L", "I;16", "I"):
                     im = im.convert("RGB")

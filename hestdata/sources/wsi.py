@@ -113,6 +113,9 @@ def open_wsi(path: str | Path, *, pixel_size_um: float | None = None) -> WSI:
 
 
 def _checked(w: WSI) -> WSI:
+    from hestdata.sources.images import check_image_size
+
+    check_image_size(w.path, w.level_dimensions[0][1], w.level_dimensions[0][0], decoded_whole=False)
     ev = w.pixel_size
     if ev.embedded is not None and ev.embedded > PLAUSIBLE_MAX_UM:
         ev.embedded = None  # 72/96 dpi screen defaults, not a scan

@@ -1,0 +1,41 @@
+"""Declared image sizes are checked before anything is allocated: a header claiming a terapixel is refused with
+the numbers, and a JPEG/PNG (decoded whole) above its own cap is refused with the way out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from hestdata.errors import InputError
+from hestdata.sources.images import open_raster
+
+
+def test_a_tiff_above_the_limit_is_refused_with_its_numbers(tmp_path, monkeypatch):
+    """The limit (50 gigapixels by default; a header claiming a terapixel is refused at once) applies to the
+    declared size, read from the header before any pixel; here lowered so that a small real file crosses it."""
+    p = tmp_path / "img.tif"
+    tifffile.imwrite(p, np.zeros((300, 400, 3), np.uint8), photometric="rgb", tile=(64, 64))
+    monkeypatch.setenv("HESTDATA_MAX_IMAGE_PIXELS", "100000")
+    with pytest.raises(InputError, match=r"400 x 300 px \(0.0 gigapixels\), above the limit.*HESTDATA_MAX_IMAGE"):
+        open_raster(p)
+    monkeypatch.delenv("HESTDATA_MAX_IMAGE_PIXELS")
+    assert open_raster(p).width_px == 400
+
+
+def test_whole_decoded_formats_have_their_own_cap(tmp_path, monkeypatch):
+    from PIL import Image
+
+    png = tmp_path / "big.png"
+    Image.new("RGB", (300, 200), "white").save(png)
+    jpg = tmp_path / "big.jpg"
+    Image.new("RGB", (300, 200), "white").save(jpg)
+    monkeypatch.setenv("HESTDATA_MAX_DECODED_PIXELS", "50000")
+    for p in (png, jpg):
+        with pytest.raises(InputError, match="decoded whole.*tiled pyramidal TIFF"):
+            open_raster(p)
+    monkeypatch.setenv("HESTDATA_MAX_DECODED_PIXELS", "60000")
+    assert open_raster(jpg).width_px == 300  # under the cap: read as before
+    monkeypatch.setenv("HESTDATA_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(InputError, match="HESTDATA_MAX_IMAGE_PIXELS must be a number"):
+        open_raster(jpg)
