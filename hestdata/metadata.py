@@ -26,8 +26,11 @@ Preservation = Literal["FFPE", "fresh frozen", "unknown"]
 ImageKind = Literal["fullres", "hires", "lowres"]
 
 
+MAX_TEXT_CHARS = 4096  # any one metadata string (PATH_MAX): a 100,000-character "cohort" is an input error
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=MAX_TEXT_CHARS)
 
 
 class PixelSize(_Model):

@@ -39,3 +39,12 @@ def test_whole_decoded_formats_have_their_own_cap(tmp_path, monkeypatch):
     monkeypatch.setenv("HESTDATA_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(InputError, match="HESTDATA_MAX_IMAGE_PIXELS must be a number"):
         open_raster(jpg)
+
+
+def test_metadata_strings_are_capped(tmp_path):
+    import hestdata
+    from tests.synth import synthetic_sample
+
+    with pytest.raises(InputError, match=r"\['cohort'\] longer than 4096 characters \(cohort: 100,000\)"):
+        hestdata.convert(synthetic_sample("s"), tmp_path / "r", metadata={"cohort": "x" * 100_000})
+    assert not (tmp_path / "r").exists()

@@ -50,6 +50,12 @@ def check_request(sample: Sample, root: str | Path, *, metadata: dict[str, Any] 
     unknown = set(fields) - META_FIELDS
     if unknown:
         raise InputError(None, f"unknown metadata field(s) {sorted(unknown)}; allowed: {sorted(META_FIELDS)}")
+    from hestdata.metadata import MAX_TEXT_CHARS
+
+    long = sorted(k for k, v in fields.items() if isinstance(v, str) and len(v) > MAX_TEXT_CHARS)
+    if long:
+        raise InputError(None, f"metadata field(s) {long} longer than {MAX_TEXT_CHARS} characters "
+                               f"({', '.join(f'{k}: {len(fields[k]):,}' for k in long)})")
     writable_root(root)
     recover_root(root, publish=publish_root)  # a registration publishes its own samples at the end
     if L.sample_path(root, sample.sample_id).exists() and not overwrite:
