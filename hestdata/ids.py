@@ -9,11 +9,21 @@ SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # no path separators:
 STORE_FORMAT_VERSION = 2  # the store format this hestdata writes (docs/store.md); it reads 1 and 2
 
 
+# device names Windows reserves whatever the extension ("aux.txt", "CON.zarr"): a root holding one cannot be
+# copied there
+WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
 def check_sample_id(sample_id: str) -> str:
-    """``sample_id`` if it is a valid id (letters, digits, '.', '_', '-'; at most 128; no path separators)."""
+    """``sample_id`` if it is a valid id (letters, digits, '.', '_', '-'; at most 128; no path separators; not a
+    name Windows reserves)."""
     from hestdata.errors import InputError
 
     if not isinstance(sample_id, str) or not re.fullmatch(SAMPLE_ID_PATTERN, sample_id):
         raise InputError(None, f"sample id {sample_id!r} is invalid",
                          "use letters, digits, '.', '_' and '-', starting with a letter or digit (max 128)")
+    if sample_id.split(".")[0].lower() in WINDOWS_RESERVED:
+        raise InputError(None, f"sample id {sample_id!r} is a device name Windows reserves "
+                               f"({sample_id.split('.')[0].upper()}): its folder could not be copied there",
+                         "choose another id, e.g. with a prefix")
     return sample_id

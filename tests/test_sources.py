@@ -72,6 +72,12 @@ def test_id_rule_is_the_same_for_every_technology(tmp_path):
     with pytest.raises(hestdata.InputError, match="is invalid"):
         hestdata.convert(s, root)
     assert not (root / "samples").exists() or not list((root / "samples").iterdir())
+    for reserved in ("CON", "nul", "aux.txt", "Com3", "lpt9.x"):  # Windows device names, whatever the case
+        s.sample_id = reserved
+        with pytest.raises(hestdata.InputError, match="Windows reserves"):
+            hestdata.convert(s, root)
+    s.sample_id = "console"  # only the whole first part counts
+    assert hestdata.convert(s, root).name == "console.zarr"
 
 
 def test_every_source_has_a_cli_command_with_its_options():
