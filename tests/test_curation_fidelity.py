@@ -62,7 +62,7 @@ def test_wrong_image_is_refused_with_numbers(tmp_path):
     msg = str(e.value)
     assert str(c2_image) in msg and "do not agree with this image" in msg and "of the 283 on it sit on Otsu" in msg
     assert "wrong image" in msg and "--allow-image-mismatch" in msg
-    assert not (root / "samples" / "b4_on_c2.zarr").exists() and list((root / "samples").iterdir()) == []
+    assert not root.exists()  # a refused first conversion leaves no root behind
     path = hestdata.convert(s, root, patches=[], allow_image_mismatch=True)
     a = hestdata.read_metadata(path).qc.image_spot_agreement
     assert a.mismatch and a.accepted_anyway and a.n_on_otsu_tissue / a.n_in_tissue <= a.chance_limit
