@@ -48,3 +48,25 @@ def test_metadata_strings_are_capped(tmp_path):
     with pytest.raises(InputError, match=r"\['cohort'\] longer than 4096 characters \(cohort: 100,000\)"):
         hestdata.convert(synthetic_sample("s"), tmp_path / "r", metadata={"cohort": "x" * 100_000})
     assert not (tmp_path / "r").exists()
+
+
+def test_declared_patch_counts_are_checked_before_anything_is_allocated(tmp_path):
+    """A catalog row claiming 10^12 patches (a hostile remote) is refused by the dataset at once, naming the
+    sample, instead of allocating a span per claimed shard."""
+    from dataclasses import replace
+
+    import polars as pl
+
+    import hestdata
+    from hestdata.errors import StoreError
+    from hestdata.store.root import Root
+    from tests.synth import synthetic_sample
+
+    hestdata.convert(synthetic_sample("s", n=8), tmp_path / "r", patches=["32px_2um"], min_tissue_fraction=0)
+    r = Root.open(tmp_path / "r")
+    for counts, shards, what in (([10**12], [8], "at most 100,000,000"), ([9_000], [8], "but the sample has")):
+        bad = replace(r, catalog=r.catalog.with_columns(pl.Series("patch_counts", [counts]),
+                                                         pl.Series("patch_shards", [shards])), _rows=None)
+        with pytest.raises(StoreError, match=what):
+            hestdata.PatchDataset(bad, patch="32px_2um", decode="cpu")
+    assert len(hestdata.PatchDataset(r, patch="32px_2um", decode="cpu")) == 8

@@ -276,6 +276,22 @@ class Root:
         return Root.open(self.url, self.storage_options)
 
 
+MAX_PATCHES_PER_SAMPLE = 100_000_000  # ~10x a Visium HD sample's 2 µm bins
+
+
+def check_patch_count(where: str, name: str, n: int, per_shard: int, n_files: Any) -> tuple[int, int]:
+    """A patch array's declared (patches, patches per shard), refused when impossible: negative, above
+    ``MAX_PATCHES_PER_SAMPLE``, or more shards than the sample has files (each shard is a file of its manifest)."""
+    if n < 0 or per_shard < 1 or n > MAX_PATCHES_PER_SAMPLE:
+        raise StoreError(f"{where}: patch array {name!r} declares {n:,} patches in shards of {per_shard:,} "
+                         f"(at most {MAX_PATCHES_PER_SAMPLE:,} per sample): a corrupt or hostile catalog row")
+    shards = -(-n // per_shard)
+    if n_files is not None and int(n_files) > 0 and shards > int(n_files):
+        raise StoreError(f"{where}: patch array {name!r} declares {n:,} patches = {shards:,} shards, but the sample "
+                         f"has {int(n_files):,} files: a corrupt or hostile catalog row")
+    return n, per_shard
+
+
 @dataclass
 class StoredSample:
     """One stored sample, read lazily: manifest, metadata, tables, patch arrays, image pyramid.
@@ -440,14 +456,15 @@ class StoredSample:
         return sorted(self.attrs.get("qc", {}).get("patches", {}))
 
     def patch_count(self, name: str) -> tuple[int, int]:
-        """(patches, patches per shard) of a patch array, from the catalog row when it has them."""
+        """(patches, patches per shard) of a patch array, from the catalog row when it has them; declared sizes
+        are checked before anything is allocated for them (:func:`check_patch_count`)."""
         r = self.row or {}
         names, counts, shards = r.get("patch_arrays"), r.get("patch_counts"), r.get("patch_shards")
         if names is not None and counts is not None and shards is not None and name in names:
             i = list(names).index(name)
-            return int(counts[i]), int(shards[i])
+            return check_patch_count(self.path, name, int(counts[i]), int(shards[i]), r.get("n_files"))
         info = self.patch_reader(name).info
-        return info.n_patches, info.shard_patches
+        return check_patch_count(self.path, name, info.n_patches, info.shard_patches, None)
 
     # -- elements --------------------------------------------------------------------------------------------
     def group(self, *parts: str) -> Any:
