@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -244,10 +245,14 @@ def download(source: str | os.PathLike[str] | Any, dest: str | os.PathLike[str],
         _commit_staged(dest_p, sid, p, root.sample(sid))
     if done:
         publish(dest_p, done)
+    for sid in failures:
+        if "the disk is full" in failures[sid]:
+            shutil.rmtree(plans[sid].staged, ignore_errors=True)  # its staging folder too
     if failures:
         first = next(iter(failures.items()))
         raise IntegrityError(f"{len(failures)} sample(s) failed to download ({', '.join(failures)}); "
-                             f"first: {first[0]}: {first[1]}; completed files are kept, rerun to resume")
+                             f"first: {first[0]}: {first[1]}; completed files of the others are kept, rerun to "
+                             "resume")
     return dest_p
 
 
@@ -400,6 +405,7 @@ def fetch_files(remote: Remote, plan: list[tuple[str, str, int, str | None, Path
     verified; returns the first failure of each sample that had one (the others complete)."""
     bar_cb, bar = _bar(progress, sum(p[2] for p in plan))
     failures: dict[str, str] = {}
+    full: set[str] = set()
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {pool.submit(_fetch, remote, rel, size, sha, target, bar_cb): (sid, rel)
@@ -409,10 +415,22 @@ def fetch_files(remote: Remote, plan: list[tuple[str, str, int, str | None, Path
                     fut.result()
                 except Exception as exc:  # report per sample; others still complete
                     failures.setdefault(sid, f"{rel}: {exc}")
+                    if _disk_full(exc):
+                        full.add(sid)
     finally:
         if bar is not None:
             bar.stop()
+    for sid in full:  # a full disk: what was fetched of the sample is removed, not kept for a resume
+        failures[sid] += " (the disk is full: this sample's partial download was removed to free the space)"
+        for *_, target in (p for p in plan if p[0] == sid):
+            target.unlink(missing_ok=True)
     return failures
+
+
+def _disk_full(exc: BaseException) -> bool:
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _commit_staged(dest: Path, sid: str, plan: _SamplePlan, sample: Any) -> None:
