@@ -50,9 +50,11 @@ def test_streaming_during_an_interrupted_push_never_mixes_versions(s3_server, tm
     hestdata.push(v1, url, storage_options=opts)
     sent: list[tuple] = []
     while n_objects is None or k < n_objects:
-        for fs, is_local, _src, dst, target, rel in sent:  # back to the old version: its bytes where v2's went
-            if (v1 / rel).is_file():
+        for fs, is_local, _src, dst, target, rel in sent:  # back to the old version: its bytes where v2's went,
+            if (v1 / rel).is_file():  # and nothing of v2's own (so that every boundary is tried from one state)
                 real_put(fs, is_local, str(v1 / rel), dst, target, rel)
+            else:
+                fs.rm(dst)
         sent.clear()
         before = hestdata.PatchDataset(hestdata.open_root(url, storage_options=opts), patch="32px_2um",
                                        decode="cpu", targets="raw")  # opened, nothing read yet
