@@ -22,7 +22,7 @@ def small_disk(tmp_path):
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)  # lazy: a traceback may still hold a file open
 
 
 def _used(path):
