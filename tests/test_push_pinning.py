@@ -96,3 +96,21 @@ def test_streaming_during_an_interrupted_push_never_mixes_versions(s3_server, tm
     final = hestdata.PatchDataset(hestdata.open_root(url, storage_options=opts),
                                   patch="32px_2um", decode="cpu", targets="raw")
     assert _read(final) == pytest.approx(local_v2)  # and a completed push serves the new one
+
+
+def test_a_local_dataset_refuses_a_sample_overwritten_under_it(tmp_path):
+    """Locally there is no old version to keep once an overwrite has swapped the folder: a dataset opened
+    before it refuses the new folder (whose patches need not match the catalog row it counted) instead of
+    silently serving it — whether it had read the sample already or not."""
+    from hestdata.errors import IntegrityError
+
+    root = tmp_path / "root"
+    hestdata.convert(synthetic_sample("s", n=8, seed=1), root, **OPTS)
+    read_first = hestdata.PatchDataset(root, patch="32px_2um", decode="cpu", targets="raw")
+    v1 = _read(read_first)
+    lazy = hestdata.PatchDataset(root, patch="32px_2um", decode="cpu", targets="raw")  # nothing read yet
+    hestdata.convert(synthetic_sample("s", n=8, seed=2), root, overwrite=True, **OPTS)
+    for ds in (read_first, lazy):
+        with pytest.raises(IntegrityError, match="reopen"):
+            _read(ds)
+    assert _read(hestdata.PatchDataset(root, patch="32px_2um", decode="cpu", targets="raw")) != v1

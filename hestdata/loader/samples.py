@@ -36,6 +36,17 @@ class _Opened:
     centers_um: np.ndarray
     obs_names: np.ndarray
     targets: Targets
+    ident: tuple[int, int] | None = None  # local: (inode, mtime) of the manifest the sample was opened with
+
+
+def _manifest_ident(sample: StoredSample) -> tuple[int, int] | None:
+    """(inode, mtime) of a local format-2 sample's manifest (None for remote samples, pinned by content instead)."""
+    import os
+
+    if not sample.fs.is_local or sample.root is None or sample.root.format_version != 2:
+        return None
+    st = os.stat(os.path.join(sample.path, L.SAMPLE_MANIFEST))
+    return st.st_ino, st.st_mtime_ns
 
 
 def _read_all(parts: dict[str, Any], concurrent: bool) -> dict[str, Any]:
@@ -77,6 +88,9 @@ class LoadedSample:
     def _open(self) -> _Opened:
         if self._opened is None:
             s = self.stored
+            ident = _manifest_ident(s)
+            if ident is not None:
+                s.manifest()  # local: the manifest must be the one the catalog version names (else IntegrityError)
             g = s.patch_group(self.patch)  # the sample's metadata (manifest, zarr.json): read once, first
             table = table_of(s, self.patch) if s.variant != "channels" else ""
             parts = {"reader": lambda: s.patch_reader(self.patch),
@@ -89,8 +103,18 @@ class LoadedSample:
                 obs_names = np.array([f"tile{i}" for i in range(reader.info.n_patches)])
                 obs_index = np.arange(reader.info.n_patches, dtype=np.int64)
             targets = Targets(s, table, gene_positions(self.genes, var))
-            self._opened = _Opened(reader, obs_index, centers, obs_names, targets)
+            self._opened = _Opened(reader, obs_index, centers, obs_names, targets, ident)
         return self._opened
+
+    def check_unchanged(self) -> None:
+        """A local sample must still be the one this dataset opened: an ``--overwrite`` swaps in a new folder
+        (new manifest inode), whose patches would not match the catalog row's counts and rows."""
+        o = self._open()
+        if o.ident is not None and _manifest_ident(self.stored) != o.ident:
+            from hestdata.errors import IntegrityError
+
+            raise IntegrityError(f"{self.path}: sample {self.sample_id} was replaced since this dataset opened it "
+                                 "(an overwrite); reopen the dataset")
 
     @property
     def reader(self) -> PatchArrayReader:
