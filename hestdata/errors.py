@@ -56,3 +56,10 @@ def require_extra(module: str, extra: str, what: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise HestdataError(f"{what} needs {module}, which is not installed: pip install 'hestdata[{extra}]'")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OS error saying the device (or the user's quota) is full."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -125,11 +125,17 @@ def choose_genes(choice: Any, k: int, values_train: np.ndarray, counts_train: np
     if choice == "hest":
         slides = slides_train if slides_train is not None else np.zeros(len(counts_train), dtype=int)
         return hest_genes(counts_train, np.asarray(slides), names, k)
+    return fixed_positions(choice, names, "every sample's table")
+
+
+def fixed_positions(choice: Any, names: list[Any], where: str) -> np.ndarray:
+    """Column indices, in the list's order, of a fixed gene list (or ``var_50genes.json``) among ``names``; a gene
+    that is not there is an error naming ``where`` it was looked for."""
     fixed = fixed_gene_list(choice)
     pos = {str(n): i for i, n in enumerate(names)}
     missing = [g for g in fixed if g not in pos]
     if missing:
-        raise ValueError(f"{len(missing)} fixed gene(s) absent from every sample's table, e.g. {missing[:5]}")
+        raise ValueError(f"{len(missing)} fixed gene(s) absent from {where}, e.g. {missing[:5]}")
     return np.array([pos[g] for g in fixed], dtype=np.int64)
 
 

@@ -72,21 +72,15 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
         req = check_request(sample, root, metadata=metadata, overwrite=overwrite, input_sha256=input_sha256,
                             progress=progress, publish_root=publish_root)
         return _converter(variant)(req, sample, opts, publish_root)
-    except OSError as exc:
+    except BaseException as exc:
+        from hestdata.errors import StoreError, is_disk_full
+
         if fresh:
             _remove_if_empty(Path(root))
-        import errno
-
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            from hestdata.errors import StoreError
-
+        if is_disk_full(exc):
             raise StoreError(f"{root}: no space left on the device while writing sample {sample.sample_id!r} "
-                             f"({exc.filename or 'a file of the sample'}); nothing of it was kept — free space and "
-                             "convert again") from None
-        raise
-    except BaseException:
-        if fresh:
-            _remove_if_empty(Path(root))
+                             f"({getattr(exc, 'filename', None) or 'a file of the sample'}); nothing of it was kept "
+                             "— free space and convert again") from None
         raise
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hestdata.errors import IntegrityError, StoreError
+from hestdata.errors import IntegrityError, StoreError, is_disk_full
 from hestdata.io.fs import ProcessLocalFS, join
 from hestdata.store import layout as L
 from hestdata.store.catalog import ELEMENTS
@@ -415,7 +415,7 @@ def fetch_files(remote: Remote, plan: list[tuple[str, str, int, str | None, Path
                     fut.result()
                 except Exception as exc:  # report per sample; others still complete
                     failures.setdefault(sid, f"{rel}: {exc}")
-                    if _disk_full(exc):
+                    if is_disk_full(exc):
                         full.add(sid)
     finally:
         if bar is not None:
@@ -425,12 +425,6 @@ def fetch_files(remote: Remote, plan: list[tuple[str, str, int, str | None, Path
         for *_, target in (p for p in plan if p[0] == sid):
             target.unlink(missing_ok=True)
     return failures
-
-
-def _disk_full(exc: BaseException) -> bool:
-    import errno
-
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _commit_staged(dest: Path, sid: str, plan: _SamplePlan, sample: Any) -> None:

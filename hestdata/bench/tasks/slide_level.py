@@ -90,14 +90,9 @@ def fold_genes(y_train: np.ndarray, n: int, choice: Any, names: list[str]) -> np
     (``"variance"``; with a single training slide, where no variance exists, its ``n`` most expressed genes), or a
     fixed list (or a ``var_50genes.json`` path) of names."""
     if choice != "variance":
-        from hestdata.bench.genes import fixed_gene_list
+        from hestdata.bench.genes import fixed_positions
 
-        want = fixed_gene_list(choice)
-        pos = {g: i for i, g in enumerate(names)}
-        missing = [g for g in want if g not in pos]
-        if missing:
-            raise ValueError(f"{len(missing)} fixed gene(s) absent from the slides' shared profile genes, e.g. {missing[:5]}")
-        return np.array(sorted(pos[g] for g in want), dtype=np.int64)
+        return np.sort(fixed_positions(choice, names, "the slides' shared profile genes"))
     if len(y_train) == 1:
         order = np.argsort(-y_train[0], kind="stable")
         return np.sort(order[: min(n, int((y_train[0] > 0).sum()))])
