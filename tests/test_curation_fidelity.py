@@ -96,11 +96,11 @@ def test_gene_ids_join_samples(her2st_root):
     for sid, t in tabs.items():
         q = hestdata.read_metadata(her2st_root / "samples" / f"{sid}.zarr").qc.genes
         mapped = (t.var["mapped_by"] != "unmapped").sum()
-        assert q.n_with_gene_id == (t.var["gene_id"] != "").sum() >= 0.99 * mapped
-        assert t.var.loc["TP53", "gene_id"] == "ENSG00000141510" and t.var.loc["ERBB2", "gene_id"] == "ENSG00000141736"
+        assert q.n_with_gene_id == (t.var["gene_ids"] != "").sum() >= 0.99 * mapped
+        assert t.var.loc["TP53", "gene_ids"] == "ENSG00000141510" and t.var.loc["ERBB2", "gene_ids"] == "ENSG00000141736"
         renamed = t.var[t.var["mapped_by"] == "previous_symbol"]
-        assert len(renamed) and (renamed["gene_id"] != "").all()
-    a, b = (t.var.reset_index().set_index("gene_id") for t in tabs.values())
+        assert len(renamed) and (renamed["gene_ids"] != "").all()
+    a, b = (t.var.reset_index().set_index("gene_ids") for t in tabs.values())
     shared_ids = a.index[a.index != ""].intersection(b.index[b.index != ""])
     assert len(shared_ids) > 14_000
     assert (a.loc[shared_ids, "index"] == b.loc[shared_ids, "index"]).all()  # same id, same symbol
@@ -110,7 +110,7 @@ def test_mouse_ids_kept_from_the_source(tmp_path):
     s = hestdata.read_visium(shared("visium", "seurat_mouse_brain_anterior"), sample_id="m")
     path = hestdata.convert(s, tmp_path / "root", patches=[])
     t = hestdata.open_sample(path).sdata.tables["expression"]
-    assert (t.var["gene_id"].str.startswith("ENSMUSG")).all()
+    assert (t.var["gene_ids"].str.startswith("ENSMUSG")).all()
     assert hestdata.read_metadata(path).qc.genes.n_with_gene_id == t.n_vars
 
 

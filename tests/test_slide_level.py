@@ -16,7 +16,7 @@ def _profile(path):
     import zarr
     from anndata.io import read_elem
 
-    return ad.AnnData(**{k: read_elem(zarr.open_group(str(path), mode="r")["tables"]["slide_profile"][k])
+    return ad.AnnData(**{k: read_elem(zarr.open_group(str(path / "hestdata" / "tables" / "slide_profile"), mode="r")[k])
                          for k in ("X", "obs", "var")})
 
 
@@ -65,13 +65,18 @@ def test_profile_and_alterations_files_on_a_whole_slide(tmp_path):
     assert meta.alterations == {"MSI": "MSI-H", "KRAS": True, "TMB": 12.5}
     p = _profile(path)
     assert list(p.var_names) == ["ERBB2", "ESR1", "ACTB"] and np.asarray(p.X).ravel().tolist() == [120.5, 3.0, 900.0]
-    assert p.var["gene_id"].str.startswith("ENSG").all()  # unified like a spot table
+    assert p.var["gene_ids"].str.startswith("ENSG").all()  # unified like a spot table
     cat = hestdata.open_catalog(root)
     assert cat["profile"].to_list() == ["file"] and cat["alterations"].to_list() == [["KRAS", "MSI", "TMB"]]
     import spatialdata
 
-    sd = spatialdata.read_zarr(path)
-    assert {"slide_profile", "slide_alterations"} <= set(sd.tables)
+    sd = spatialdata.read_zarr(path)  # the slide-level tables live outside tables/: spatial queries ignore them
+    assert not {"slide_profile", "slide_alterations"} & set(sd.tables)
+    import anndata as ad
+    import zarr
+
+    alt = ad.io.read_elem(zarr.open_group(path / "hestdata" / "tables" / "slide_alterations", mode="r"))
+    assert alt.obs["MSI"].tolist() == ["MSI-H"]
     assert hestdata.validate(root).ok, hestdata.validate(root).violations
     bad = tmp_path / "bad.csv"
     bad.write_text("gene,value\nERBB2,-1\n")

@@ -154,12 +154,16 @@ def repair(root: Annotated[Path, typer.Argument(help="A root left inconsistent b
 @app.command()
 @handle_errors
 def upgrade(root: Annotated[Path, typer.Argument(help="A local root in an older store format.")]) -> None:
-    """Rewrite a store-format-1 root in format 2, in place, sample by sample (crash-safe: rerun to resume)."""
+    """Rewrite a store-format-1 root in format 2, in place, sample by sample (crash-safe: rerun to resume); on a
+    format-2 root, make samples written before 0.2.1 open in zarr/spatialdata without hestdata."""
     from hestdata.store.upgrade import upgrade_root
 
     rep = upgrade_root(root, echo=typer.echo)
     if rep.already:
         typer.echo(f"{root}: already in store format 2 (catalog version {rep.version})")
+        return
+    if rep.split_only:
+        typer.echo(f"{root}: {len(rep.upgraded)} sample(s) now open without hestdata (catalog version {rep.version})")
         return
     typer.echo(f"{root}: upgraded to store format 2 — {len(rep.upgraded)} sample(s) rewritten, "
                f"{rep.skipped} already upgraded, files {rep.files_before} -> {rep.files_after}")

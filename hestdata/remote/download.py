@@ -50,6 +50,8 @@ def element_of(rel_in_sample: str) -> tuple[str, str | None]:
     if head == "points":
         return "points", None
     if head == "hestdata":
+        if len(parts) >= 2 and parts[1] == "tables":  # slide-level tables travel with the expression table
+            return "expression", None
         if len(parts) >= 3 and parts[1] == "patches":
             return "patches", parts[2]
         return "patches", None
@@ -168,7 +170,7 @@ def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | N
     """Drop left-out elements from the staged sample's root zarr.json (consolidated metadata and metadata)."""
     zj = staged / "zarr.json"
     doc = json.loads(zj.read_text())
-    cons = doc.get("consolidated_metadata", {}).get("metadata", {})
+    from hestdata.store.consolidated import drop, merged
 
     def gone(key: str) -> bool:
         el, name = element_of(key)
@@ -176,8 +178,7 @@ def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | N
             return True
         return el == "patches" and kept_patches is not None and name is not None and name not in kept_patches
 
-    for key in [k for k in cons if gone(k)]:
-        del cons[key]
+    drop(doc, [k for k in merged(doc) if gone(k)])
     meta = doc["attributes"][L.META_KEY]
     if "image" in missing:
         meta["image"] = None

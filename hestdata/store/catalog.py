@@ -183,7 +183,9 @@ def sample_row(folder: Path, rescan: bool = False) -> dict[str, Any]:
         files = parse_sample_manifest(data, str(mpath), sid)
         digest, n_files = hashlib.sha256(data).hexdigest(), len(files) + 1
         nbytes = sum(s for s, _ in files.values()) + len(data)
-    cons = doc.get("consolidated_metadata", {}).get("metadata", {})
+    from hestdata.store.consolidated import merged
+
+    cons = merged(doc)
     return catalog_row(meta, digest, nbytes, n_files, cons, genes_digest(folder, cons))
 
 

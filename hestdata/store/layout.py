@@ -28,10 +28,13 @@ SHAPES_SPOTS = "spots"
 SHAPES_TISSUE = "tissue"
 TABLE = "expression"
 PROFILE_TABLE = "slide_profile"  # one row per slide: a profile file, or the pseudo-bulk
+SLIDE_TABLES = "hestdata/tables"  # slide-level tables (annotating no element): where spatial queries ignore them
 PATCH_GROUP = "hestdata/patches"
 PATCH_IMAGES = "images"
 PATCH_OBS_INDEX = "obs_index"
 PATCH_CENTERS = "centers_um"
+# var columns as scanpy writes them (``sc.read_10x_h5``); stores before 0.2.1 hold the singular names
+SCANPY_VAR_NAMES = {"gene_id": "gene_ids", "feature_type": "feature_types"}
 REGION_KEY = "region"
 INSTANCE_KEY = "spot_id"
 META_KEY = "hestdata"

@@ -433,7 +433,11 @@ class StoredSample:
 
     @property
     def consolidated(self) -> dict[str, Any]:
-        return self.doc().get("consolidated_metadata", {}).get("metadata", {})
+        """Every node's metadata: zarr's consolidated metadata plus the arrays kept out of it because only
+        hestdata decodes them (:mod:`hestdata.store.consolidated`)."""
+        from hestdata.store.consolidated import merged
+
+        return merged(self.doc())
 
     @property
     def metadata(self) -> Any:
@@ -478,6 +482,12 @@ class StoredSample:
             if self.fs.is_local:
                 return zarr.open_group(path, mode="r")
             root = self._remote_root()
+            if parts and "/".join(parts).startswith(L.PATCH_GROUP):
+                # JPEG patch arrays are kept out of the consolidated metadata (hestdata.store.consolidated):
+                # open their group from its own zarr.json so its arrays are found
+                from hestdata.store.consolidated import open_child
+
+                return open_child(root, "/".join(parts))
             return root["/".join(parts)] if parts else root
         except (FileNotFoundError, KeyError):
             raise StoreError(f"{path}: not found in sample {self.id}") from None
@@ -547,13 +557,16 @@ class StoredSample:
         return self.patch_group(name)
 
     def profile(self) -> tuple[Any, list[str]] | None:
-        """The slide-level profile (``tables/slide_profile``): (values, gene names), or None when the sample has
+        """The slide-level profile (``hestdata/tables/slide_profile``): (values, gene names), or None when the sample has
         none."""
         import numpy as np
 
-        if not self.has("tables", L.PROFILE_TABLE):
+        from anndata.io import read_elem
+
+        where = next((w for w in (L.SLIDE_TABLES, "tables") if self.has(w, L.PROFILE_TABLE)), None)
+        if where is None:  # (``tables/`` in stores before 0.2.1)
             return None
-        t = self.read_table(L.PROFILE_TABLE)
+        t = read_elem(self.group(where, L.PROFILE_TABLE))
         X = t.X.toarray() if hasattr(t.X, "toarray") else t.X
         return np.asarray(X, np.float64).ravel(), [str(v) for v in t.var_names]
 

@@ -321,7 +321,10 @@ class SampleWriter:
             raise StoreError(f"{self.tmp}: image level(s) {bad} incompletely written")
         datasets = [{"path": f"s{i}", "coordinateTransformations": [
             {"type": "scale", "scale": [1.0, float(2 ** i), float(2 ** i)]}]} for i in range(len(shapes))]
-        labels = channel_names or list(range(channels))
+        # channel coordinates: r, g, b for RGB (what spatialdata-io writes and napari-spatialdata shows as colour),
+        # marker names for multiplex
+        labels = list(channel_names) if channel_names else (["r", "g", "b"] if channels == 3 else
+                                                             [str(i) for i in range(channels)])
         g.attrs.update({
             "ome": {
                 "omero": {"channels": [{"label": lab} for lab in labels]},
@@ -370,6 +373,11 @@ class SampleWriter:
         from anndata.io import write_elem
 
         adata = adata.copy()
+        # what scanpy and squidpy look for: spatial coordinates in obsm (µm, x then y: the frame of the shapes and
+        # of the image's µm transform) and scanpy's var column names
+        if {"x_um", "y_um"} <= set(adata.obs.columns):
+            adata.obsm["spatial"] = adata.obs[["x_um", "y_um"]].to_numpy(np.float64)
+        adata.var = adata.var.rename(columns=L.SCANPY_VAR_NAMES)
         adata.obs[L.REGION_KEY] = pd.Categorical([region] * adata.n_obs)
         adata.obs[L.INSTANCE_KEY] = adata.obs_names.astype(str)
         adata.uns["spatialdata_attrs"] = {"region": region, "region_key": L.REGION_KEY, "instance_key": L.INSTANCE_KEY}
@@ -384,16 +392,21 @@ class SampleWriter:
 
     def write_plain_table(self, adata: anndata.AnnData, name: str) -> None:
         """Write a table that annotates no spatial element (slide-level profile, alterations) as
-        ``tables/<name>`` (spatialdata reads it as a table without region)."""
+        ``hestdata/tables/<name>``: a plain AnnData group (``anndata.io.read_elem`` reads it), outside
+        ``tables/``, because spatialdata's spatial queries fail on a table that annotates nothing
+        (``KeyError: 'spatialdata_attrs'``, spatialdata issue #1248)."""
         import warnings
 
         from anndata.io import write_elem
 
-        tables = self.group.require_group("tables")
+        adata = adata.copy()
+        adata.var = adata.var.rename(columns=L.SCANPY_VAR_NAMES)
+        g = self.group
+        for part in L.SLIDE_TABLES.split("/"):
+            g = g.require_group(part)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
-            write_elem(tables, name, adata)
-        tables[name].attrs.update({"spatialdata-encoding-type": "ngff:regions_table", "version": L.TABLE_VERSION})
+            write_elem(g, name, adata)
 
     def write_patches(self, name: str, n: int, patch_size_px: int, batches: Iterable[tuple[int, np.ndarray]],
                       obs_index: np.ndarray, centers_um: np.ndarray, attrs: dict[str, Any],
@@ -462,7 +475,10 @@ class SampleWriter:
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             zarr.consolidate_metadata(str(self.tmp))
+        from hestdata.store.consolidated import split_file
         from hestdata.store.manifest import write_sample_manifest
+
+        split_file(self.tmp / "zarr.json")  # zarr and spatialdata open the sample without hestdata
 
         write_sample_manifest(self.tmp, metadata.id)  # last: every file of the sample, hashed
         failpoint("before-sample-rename", self.final.name[: -len(L.SAMPLE_SUFFIX)])

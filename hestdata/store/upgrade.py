@@ -1,4 +1,5 @@
-"""``hestdata upgrade ROOT``: rewrite a store-format-1 root in format 2, in place, sample by sample.
+"""``hestdata upgrade ROOT``: rewrite a store-format-1 root in format 2, in place, sample by sample (and, on a
+format-2 root, split the consolidated metadata of samples written before 0.2.1: see :func:`_split_samples`).
 
 Each sample is rebuilt in a temporary folder beside it — every file hard-linked (or copied) except its image
 pyramids, which are rewritten as sharded arrays level by level in bounded memory (the pixels are unchanged:
@@ -40,6 +41,7 @@ class UpgradeReport:
     files_before: int = 0
     files_after: int = 0
     version: int | None = None
+    split_only: bool = False  # a format-2 root: only sample metadata was split (no file rewritten)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -110,6 +112,51 @@ def _rebuild(old: Path, tmp: Path) -> None:
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         zarr.consolidate_metadata(str(tmp))
+    from hestdata.store.consolidated import split_file
+
+    split_file(tmp / "zarr.json")
+
+
+def _split_samples(r: Path, rep: UpgradeReport, echo: Callable[[str], None] | None) -> None:
+    """Format-2 samples written before hestdata 0.2.1 list their JPEG patch arrays in the consolidated metadata,
+    which zarr cannot parse without hestdata: rewrite each one's ``zarr.json`` split
+    (:mod:`hestdata.store.consolidated`) and its manifest in a hard-linked copy swapped in atomically, then
+    publish the changed rows. The data files are untouched."""
+    from hestdata.store.atomic import commit_dir, held_lock, lock_of
+    from hestdata.store.consolidated import is_split, split_private
+    from hestdata.store.manifest import write_sample_manifest
+    from hestdata.store.publish import publish
+
+    changed = []
+    samples = sorted(p for p in (r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}") if L.is_sample_dir(p)) \
+        if (r / L.SAMPLES).is_dir() else []
+    for folder in samples:
+        sid = folder.name[: -len(L.SAMPLE_SUFFIX)]
+        try:
+            doc = json.loads((folder / "zarr.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{folder / 'zarr.json'}: not readable ({exc}); run `hestdata repair {r}`") from None
+        if is_split(doc):
+            rep.skipped += 1
+            continue
+        tmp = folder.with_name(f".tmp-{sid}-{uuid.uuid4().hex[:8]}{L.SAMPLE_SUFFIX}")
+        with held_lock(lock_of(tmp)):
+            try:
+                for p in sorted(folder.rglob("*")):
+                    rel = p.relative_to(folder).as_posix()
+                    if p.is_file() and not p.is_symlink() and rel not in ("zarr.json", L.SAMPLE_MANIFEST):
+                        _link_or_copy(p, tmp / rel)
+                (tmp / "zarr.json").write_text(json.dumps(split_private(doc), indent=2))
+                write_sample_manifest(tmp, sid)
+                commit_dir(tmp, folder, overwrite=True, root=r)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        changed.append(sid)
+        rep.upgraded.append(sid)
+        if echo:
+            echo(f"  {sid}: metadata split (opens without hestdata)")
+    if changed:
+        publish(r, changed)
 
 
 def _sample_format(folder: Path) -> int:
@@ -144,7 +191,9 @@ def upgrade_root(root: str | Path, echo: Callable[[str], None] | None = None) ->
     with held_lock(r / ".hestdata.upgrade.lock"):
         fmt = local_format(r)
         if fmt == 2 and not (r / MARKER).exists():
-            rep.already, rep.version = True, int(versions.local_pointer(r)["version"])  # type: ignore[index]
+            _split_samples(r, rep, echo)
+            rep.already, rep.split_only = not rep.upgraded, True
+            rep.version = int(versions.local_pointer(r)["version"])  # type: ignore[index]
             return rep
         if fmt is None and not (r / L.SAMPLES).is_dir():
             raise StoreError(f"{r}: not a hestdata root (no {L.CATALOG}, {L.MANIFEST} or {L.ROOT_POINTER})")

@@ -95,7 +95,7 @@ def _check_table(root: Any, meta: Any, region: str, bad: Callable[[str], None]) 
                 bad(f"tables/{L.TABLE}/obs lacks column {c!r}")
         var_cols = set(tab["var"].attrs.get("column-order", []))
         for c in VAR_COLUMNS:
-            if c not in var_cols:
+            if c not in var_cols and L.SCANPY_VAR_NAMES.get(c) not in var_cols:  # scanpy's names from 0.2.1
                 bad(f"tables/{L.TABLE}/var lacks column {c!r}")
         tattrs = dict(tab.attrs)
         if tattrs.get("region") != region or tattrs.get("instance_key") != L.INSTANCE_KEY:
@@ -166,9 +166,11 @@ def _check_image(root: Any, meta: Any, image_name: str, bad: Callable[[str], Non
 
 def _check_patches(root: Any, meta: Any, bad: Callable[[str], None]) -> None:
     """Every patch array: shapes as declared, and obs_index rows inside the table it points to."""
+    from hestdata.store.consolidated import open_child
+
     for name, pqc in meta.qc.patches.items():
         try:
-            g = root[f"{L.PATCH_GROUP}/{name}"]
+            g = open_child(root, f"{L.PATCH_GROUP}/{name}")
             imgs, idx, cen = g[L.PATCH_IMAGES], g[L.PATCH_OBS_INDEX], g[L.PATCH_CENTERS]
         except KeyError as exc:
             bad(f"patch array {name}: missing {exc}")
