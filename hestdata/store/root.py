@@ -560,7 +560,6 @@ class StoredSample:
         """The slide-level profile (``hestdata/tables/slide_profile``): (values, gene names), or None when the sample has
         none."""
         import numpy as np
-
         from anndata.io import read_elem
 
         where = next((w for w in (L.SLIDE_TABLES, "tables") if self.has(w, L.PROFILE_TABLE)), None)
