@@ -50,6 +50,7 @@ def test_crops_from_a_geojson_segmentation_are_centred_and_counted(tmp_path):
     sd = spatialdata.read_zarr(path)
     tab = sd.tables["segmented_cells"]
     assert tab.n_obs == 42 and set(tab.obs["label"]) == {"Tumor", "Stroma"}
+    assert tab.uns["spatialdata_attrs"]["region"] == "segmented_cell_outlines"  # a regions table: queries work
     assert sd.shapes["segmented_cell_outlines"].geometry.iloc[0].geom_type == "Polygon"
     ps = meta.pixel_size_um.value
     np.testing.assert_allclose(tab.obs[["x_um", "y_um"]].to_numpy(), centres * ps, rtol=1e-9)

@@ -214,3 +214,26 @@ def test_stream_from_loopback_s3_without_download(root, s3_server, tmp_path):
     a = as_tensors(hestdata.PatchDataset(root, patch="32px_2um", decode="cpu").load_block(np.arange(10)))
     b = as_tensors(ds.load_block(np.arange(10)))
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["expression"], b["expression"])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_stock_dataloader_and_distributed_sampler(root, num_workers):
+    """torch idioms: map-style items collated by torch's default collate, any sampler (DistributedSampler)."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    ds = hestdata.PatchDataset(root, patch="32px_2um", decode="cpu")
+    n = len(ds)
+    seen = []
+    for batch in DataLoader(ds, batch_size=8, num_workers=num_workers, shuffle=True,
+                            generator=torch.Generator().manual_seed(0)):
+        assert batch["image"].dtype == torch.uint8 and batch["image"].shape[1:] == (3, 32, 32)
+        assert batch["expression"].shape == (len(batch["index"]), len(ds.genes))
+        seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(n))  # every item once, in torch's shuffled order
+    ranks = [[i for b in DataLoader(ds, batch_size=5, sampler=DistributedSampler(ds, num_replicas=3, rank=r,
+                                                                                 shuffle=False))
+              for i in b["index"].tolist()] for r in range(3)]
+    assert set(itertools.chain(*ranks)) == set(range(n)) and [len(r) for r in ranks] == [-(-n // 3)] * 3
+    item = ds[5]
+    ref = next(b for b in DataLoader(ds, batch_size=1, sampler=[5]))
+    assert torch.equal(ref["image"][0], item["image"]) and torch.equal(ref["expression"][0], item["expression"])

@@ -68,11 +68,17 @@ class HestReport:
 
 def is_hest_layout(fs: Any, base: str) -> str | None:
     """The metadata CSV of a HEST-layout folder (``HEST_v*.csv``, newest first), or None."""
+    from hestdata.errors import StoreError
+    from hestdata.io import retry
     from hestdata.io.fs import join
 
     try:
-        names = [p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)]
+        names = [p.rsplit("/", 1)[-1] for p in retry.with_retries(lambda: fs.ls(base, detail=False))]
     except (FileNotFoundError, OSError):
+        return None
+    except Exception as exc:  # e.g. aiohttp's ClientResponseError: a listing refused (4xx) is no HEST layout
+        if retry.is_transient(exc):
+            raise StoreError(f"{base}: cannot list the folder ({type(exc).__name__}: {exc})") from None
         return None
     csvs = sorted((n for n in names if n.startswith("HEST_v") and n.endswith(".csv")), reverse=True)
     return join(base, csvs[0]) if csvs else None

@@ -1,7 +1,7 @@
 """Cell-centred crops from a segmentation made by another tool (QuPath, HoVer-Net, CellViT… — see
 :mod:`hestdata.curation.segmentation`), for any sample with an H&E: DinoBloom-style single-cell images.
 
-Writes ``tables/segmented_cells`` (one row per cell: id, ``x_um``, ``y_um``, label if any),
+Writes ``tables/segmented_cells`` (one row per cell: id, ``x_um``, ``y_um``, label if any; it annotates the outlines),
 ``shapes/segmented_cell_outlines`` (outlines, or points with a radius) and, per geometry (``cell_patches``, e.g. ``96px_0.25um``), the patch array
 ``cells-<geometry>`` whose ``obs_index`` points into that table. Crops are cut like spot patches (Lanczos over the
 exact box, from the stored pyramid level they need, band by band on threads); cells whose crop misses the image
@@ -45,7 +45,7 @@ def write_cell_crops(w: Any, req: stages.Request, s: Any, fullres_ps: float, ima
     obs = pd.DataFrame({"x_um": centres[:, 0], "y_um": centres[:, 1]}, index=pd.Index(seg.cell_ids, name="cell_id"))
     if seg.labels is not None:
         obs["label"] = pd.Categorical(seg.labels)
-    w.write_plain_table(ad.AnnData(obs=obs), TABLE)
+    w.write_table(ad.AnnData(obs=obs), region=SHAPES, name=TABLE)  # annotates the outlines (spatial queries)
     outlines = seg.outlines_um(fullres_ps)
     if outlines is not None and any(g.geom_type == "Polygon" for g in outlines):
         shapes = gpd.GeoDataFrame(geometry=outlines, index=obs.index)

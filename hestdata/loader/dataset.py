@@ -1,10 +1,12 @@
 """``PatchDataset``: expression–morphology pairs streamed from a local or remote hestdata root.
 
 Each item is an image patch (decoded in the worker, or left as JPEG bytes for one batched GPU decode) with the
-expression vector of its spot over a requested gene list. The dataset is an ``IterableDataset`` of *batches*:
-:func:`hestdata.make_loader` gives every worker a list of blocks (see ``sampler``), and the worker reads each
-block's patches with coalesced byte-range reads of the shard files (``store.patches``), never through
-zarr-python's per-chunk indexing. Random access (``dataset[i]``) also works, for inspection.
+expression vector of its spot over a requested gene list. The dataset is a map-style torch ``Dataset``
+(``len``, ``dataset[i]`` → one item): a stock ``DataLoader(ds, batch_size=…, num_workers=…, shuffle=…)`` or
+``sampler=DistributedSampler(ds)`` works with the default collate. The fast path is :func:`hestdata.make_loader`:
+it streams *blocks* (:class:`BlockStream`, an ``IterableDataset``) planned shard by shard (see ``sampler``), each
+worker reading a block's patches with coalesced byte-range reads of the shard files (``store.patches``), never
+through zarr-python's per-chunk indexing, into reused ring buffers.
 
 The pieces live beside it: which samples (``sources``), per-sample state (``samples``), expression targets
 (``targets``), RGB vs multiplex images (``modality``), and the shared-memory transport (``transport``).
@@ -26,12 +28,13 @@ from hestdata.loader.transport import WorkerRing, as_tensors
 from hestdata.units import DEFAULT_PATCH
 
 try:
-    from torch.utils.data import IterableDataset as _Base
+    from torch.utils.data import Dataset as _Base
+    from torch.utils.data import IterableDataset as _Stream
 except ImportError:  # pragma: no cover - torch is a dependency; keep the store usable without it
-    _Base = object  # type: ignore[assignment,misc]
+    _Base = _Stream = object  # type: ignore[assignment,misc]
 
 DECODES = ("auto", "cpu", "gpu", "none")
-__all__ = ["DECODES", "PatchDataset", "as_tensors"]
+__all__ = ["DECODES", "BlockStream", "PatchDataset", "as_tensors"]
 
 
 class PatchDataset(_Base):  # type: ignore[misc,valid-type]
@@ -213,13 +216,13 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
             return modality.load_multiplex(self, ids, locs)
         return modality.load_rgb(self, ids, locs, decode or self.decode)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def blocks(self) -> Iterator[dict[str, Any]]:
         """Yield this worker's blocks as batches.
 
         Under :func:`hestdata.make_loader` the blocks come from the epoch plan (shuffled, partitioned over ranks
         and workers, resumable); the plan's position (epoch, batches consumed) is read from shared memory, so
-        persistent workers follow it across epochs. Used directly with a DataLoader, the dataset yields its items
-        in order in blocks of 64, dealt round-robin to workers.
+        persistent workers follow it across epochs. Otherwise the items come in order in blocks of 64, dealt
+        round-robin to workers (``DataLoader(BlockStream(ds), batch_size=None)``).
         """
         import torch
 
@@ -240,3 +243,14 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
             mine = deal(blocks, nw, skip=consumed)[wid]
         for block in mine:
             yield self.load_block(block)
+
+
+class BlockStream(_Stream):  # type: ignore[misc,valid-type]
+    """The batches of a :class:`PatchDataset` as an ``IterableDataset`` (what :func:`hestdata.make_loader` hands
+    its DataLoader, with ``batch_size=None``): each element is a whole collated block."""
+
+    def __init__(self, dataset: PatchDataset) -> None:
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.dataset.blocks()

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hestdata.loader.dataset import PatchDataset, as_tensors
+from hestdata.loader.dataset import BlockStream, PatchDataset, as_tensors
 from hestdata.loader.sampler import epoch_order, rank_blocks
 
 
@@ -110,7 +110,7 @@ class HestLoader:
                 kw["persistent_workers"] = True
                 kw["prefetch_factor"] = prefetch
             self._state = ds._plan_state
-            self._dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+            self._dl = DataLoader(BlockStream(ds), batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                                   collate_fn=_as_is, **kw)
         return self._dl
 

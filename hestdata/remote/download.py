@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.errors import IntegrityError, StoreError, is_disk_full
+from hestdata.io import retry
 from hestdata.io.fs import ProcessLocalFS, join
 from hestdata.store import layout as L
 from hestdata.store.catalog import ELEMENTS
@@ -70,7 +71,7 @@ class Remote:
         try:
             if self.fs.is_local:
                 return Path(path).read_bytes()
-            return self.fs.get().cat_file(path)
+            return retry.cat_file(self.fs.get(), path)
         except FileNotFoundError:
             raise StoreError(f"{path}: not found on the remote") from None
         except OSError as exc:  # unreachable host, refused connection, timeouts
@@ -97,13 +98,16 @@ def _fetch(remote: Remote, rel: str, size: int, sha: str | None, target: Path, p
     if part.is_symlink():
         raise IntegrityError(f"{part}: symbolic link in the download staging folder; refusing to write")
     resumed = part.exists() and part.stat().st_size > 0
+    def once() -> None:  # a transient network error retries from where the .part got to (a resumed range)
+        retry.with_retries(lambda: _fetch_once(remote, rel, size, sha, target, progress))
+
     try:
-        _fetch_once(remote, rel, size, sha, target, progress)
+        once()
     except IntegrityError:
         if not resumed:
             raise
         part.unlink(missing_ok=True)
-        _fetch_once(remote, rel, size, sha, target, progress)
+        once()
 
 
 def _fetch_once(remote: Remote, rel: str, size: int, sha: str | None, target: Path,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.errors import HestdataError, IntegrityError, StoreError
+from hestdata.io import retry
 from hestdata.io.fs import ProcessLocalFS, join, split_url
 from hestdata.store import layout as L
 from hestdata.store.manifest import file_sha256
@@ -207,7 +208,7 @@ def _put(fs: Any, is_local: bool, src: str, dst: str, target: str, rel: str) -> 
         os.replace(tmp, dst)
         return
     try:
-        fs.put_file(src, dst)
+        retry.with_retries(lambda: fs.put_file(src, dst))  # a whole-object PUT: safe to send again
     except FileNotFoundError as exc:
         raise StoreError(f"{target}: cannot write {rel} ({exc}); does the bucket exist?") from exc
 
@@ -219,4 +220,4 @@ def _put_bytes(fs: Any, is_local: bool, data: bytes, dst: str) -> None:
         Path(tmp).write_bytes(data)
         os.replace(tmp, dst)
         return
-    fs.pipe_file(dst, data)
+    retry.with_retries(lambda: fs.pipe_file(dst, data))

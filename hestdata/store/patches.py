@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.errors import IntegrityError, StoreError
+from hestdata.io import retry
 from hestdata.io.fs import ProcessLocalFS, join
 from hestdata.store import layout as L
 
@@ -126,7 +127,7 @@ class PatchArrayReader:
         if blob is None:
             path = self.shard_path(shard)
             try:
-                blob = self.fs.get().cat_file(path)
+                blob = retry.cat_file(self.fs.get(), path)
             except FileNotFoundError:
                 raise StoreError(f"{path}: shard file missing") from None
             check_pinned(self.pinned, path, blob)
@@ -153,8 +154,8 @@ class PatchArrayReader:
                 os.close(fd)
         fs = self.fs.get()
         if start < 0:
-            return fs.cat_file(path, start=start)
-        return fs.cat_file(path, start=start, end=end)
+            return retry.cat_file(fs, path, start=start)
+        return retry.cat_file(fs, path, start=start, end=end)
 
     def shard_index(self, shard: int, blob: bytes | None = None) -> np.ndarray:
         """(shard_patches, 2) uint64 offsets/nbytes of a shard, cached (parsed from ``blob`` if given)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.errors import IntegrityError, StoreError
+from hestdata.io import retry
 from hestdata.io.fs import ProcessLocalFS, fsspec_options, join, split_url, to_url
 from hestdata.store import layout as L
 
@@ -142,7 +143,7 @@ class Root:
             if self.fs.is_local:
                 with open(path, "rb") as fh:
                     return fh.read()
-            return self.fs.get().cat_file(path)
+            return retry.cat_file(self.fs.get(), path)
         except FileNotFoundError:
             raise StoreError(f"{path}: not found") from None
         except OSError as exc:  # unreachable host, refused connection, timeouts
@@ -154,7 +155,7 @@ class Root:
             if self.fs.is_local:
                 with open(path, "rb") as fh:
                     return fh.read()
-            return self.fs.get().cat_file(path)
+            return retry.cat_file(self.fs.get(), path)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -357,7 +358,7 @@ class StoredSample:
             if self.fs.is_local:
                 with open(path, "rb") as fh:
                     return fh.read()
-            return self.fs.get().cat_file(path)
+            return retry.cat_file(self.fs.get(), path)
         except FileNotFoundError:
             hint = f" (run `hestdata repair {self.root.base}`)" if self.root is not None and rel == "zarr.json" \
                 and self.fs.is_local else ""
