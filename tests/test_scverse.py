@@ -134,3 +134,32 @@ def test_a_020_root_is_read_as_it_is_and_split_by_upgrade(tmp_path):
     assert set(out["obs_index"]) == {"64px_0.5um", "32px_1um"}
     again = CliRunner().invoke(app, ["upgrade", str(root)])
     assert again.exit_code == 0 and "already in store format 2" in again.output
+
+
+def test_image_metadata_matches_what_spatialdata_writes(her2st_root, tmp_path):
+    """Our hand-written multiscale metadata against spatialdata's own writer for the same image: the same OME
+    version, axes, channel labels and per-level scales, so a spec change in spatialdata shows up here."""
+    import spatialdata as sd
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale, get_transformation
+
+    s = Root.open(her2st_root).sample("her2st_B4")
+    ours = dict(s.image().attrs)["ome"]
+    levels = len(ours["multiscales"][0]["datasets"])
+    ps = s.metadata.image.pixel_size_um
+    img = np.zeros((3, 64 * 2 ** levels, 64 * 2 ** levels), np.uint8)
+    el = Image2DModel.parse(img, dims=("c", "y", "x"), c_coords=["r", "g", "b"],
+                            scale_factors=[2] * (levels - 1), transformations={"global": Scale([0.5, 0.5], ("y", "x"))})
+    sd.SpatialData(images={"he": el}).write(tmp_path / "ref.zarr")
+    import zarr
+
+    ref = dict(zarr.open_group(str(tmp_path / "ref.zarr" / "images" / "he"), mode="r").attrs)["ome"]
+    assert ours["version"] == ref["version"]
+    assert ours["multiscales"][0]["axes"] == ref["multiscales"][0]["axes"]
+    assert [c["label"] for c in ours["omero"]["channels"]] == [c["label"] for c in ref["omero"]["channels"]]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in ours["multiscales"][0]["datasets"]]
+    ref_scales = [d["coordinateTransformations"][0]["scale"] for d in ref["multiscales"][0]["datasets"]]
+    assert scales == ref_scales
+    read = sd.read_zarr(s.local_path).images["he"]
+    t = get_transformation(read["scale0"]["image"], "global")
+    assert np.allclose(np.asarray(t.to_affine_matrix(("x", "y"), ("x", "y")))[[0, 1], [0, 1]], ps)

@@ -41,12 +41,12 @@ def _status(exc: BaseException) -> int | None:
 
 def is_transient(exc: BaseException) -> bool:
     """Is ``exc`` (or the exception it was raised from) a network failure worth another try?"""
-    from hestdata.errors import HestdataError
-
     seen = 0
     e: BaseException | None = exc
     while e is not None and seen < 8:
-        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, HestdataError)):
+        # hestdata's own errors (integrity, store, input: hestdata.errors, a layer above io) are never transient
+        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)) or \
+                type(e).__module__.startswith("hestdata."):
             return False
         status = _status(e)
         if status is not None:
