@@ -153,9 +153,7 @@ class PatchArrayReader:
             finally:
                 os.close(fd)
         fs = self.fs.get()
-        if start < 0:
-            return retry.cat_file(fs, path, start=start)
-        return retry.cat_file(fs, path, start=start, end=end)
+        return retry.cat_file(fs, path, start=start, end=None if start < 0 else end)  # start < 0: a suffix
 
     def shard_index(self, shard: int, blob: bytes | None = None) -> np.ndarray:
         """(shard_patches, 2) uint64 offsets/nbytes of a shard, cached (parsed from ``blob`` if given)."""

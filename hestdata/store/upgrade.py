@@ -117,20 +117,41 @@ def _rebuild(old: Path, tmp: Path) -> None:
     split_file(tmp / "zarr.json")
 
 
+def _sample_folders(r: Path) -> list[Path]:
+    """The committed sample folders of the root ``r``, sorted."""
+    return sorted(p for p in (r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}") if L.is_sample_dir(p)) \
+        if (r / L.SAMPLES).is_dir() else []
+
+
+def _swap_in(r: Path, folder: Path, build: Callable[[Path], None]) -> None:
+    """Build the new version of the sample ``folder`` in a temporary folder beside it (``build(tmp)``), write its
+    manifest, and swap it in with the atomic rename an overwrite uses; the temporary folder never outlives this."""
+    from hestdata.store.atomic import commit_dir, held_lock, lock_of
+    from hestdata.store.failpoints import failpoint
+    from hestdata.store.manifest import write_sample_manifest
+
+    sid = folder.name[: -len(L.SAMPLE_SUFFIX)]
+    tmp = folder.with_name(f".tmp-{sid}-{uuid.uuid4().hex[:8]}{L.SAMPLE_SUFFIX}")
+    with held_lock(lock_of(tmp)):
+        try:
+            build(tmp)
+            write_sample_manifest(tmp, sid)
+            failpoint("upgrade-before-swap", sid)
+            commit_dir(tmp, folder, overwrite=True, root=r)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _split_samples(r: Path, rep: UpgradeReport, echo: Callable[[str], None] | None) -> None:
     """Format-2 samples written before hestdata 0.2.1 list their JPEG patch arrays in the consolidated metadata,
     which zarr cannot parse without hestdata: rewrite each one's ``zarr.json`` split
     (:mod:`hestdata.store.consolidated`) and its manifest in a hard-linked copy swapped in atomically, then
     publish the changed rows. The data files are untouched."""
-    from hestdata.store.atomic import commit_dir, held_lock, lock_of
     from hestdata.store.consolidated import is_split, split_private
-    from hestdata.store.manifest import write_sample_manifest
     from hestdata.store.publish import publish
 
     changed = []
-    samples = sorted(p for p in (r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}") if L.is_sample_dir(p)) \
-        if (r / L.SAMPLES).is_dir() else []
-    for folder in samples:
+    for folder in _sample_folders(r):
         sid = folder.name[: -len(L.SAMPLE_SUFFIX)]
         try:
             doc = json.loads((folder / "zarr.json").read_text())
@@ -139,18 +160,15 @@ def _split_samples(r: Path, rep: UpgradeReport, echo: Callable[[str], None] | No
         if is_split(doc):
             rep.skipped += 1
             continue
-        tmp = folder.with_name(f".tmp-{sid}-{uuid.uuid4().hex[:8]}{L.SAMPLE_SUFFIX}")
-        with held_lock(lock_of(tmp)):
-            try:
-                for p in sorted(folder.rglob("*")):
-                    rel = p.relative_to(folder).as_posix()
-                    if p.is_file() and not p.is_symlink() and rel not in ("zarr.json", L.SAMPLE_MANIFEST):
-                        _link_or_copy(p, tmp / rel)
-                (tmp / "zarr.json").write_text(json.dumps(split_private(doc), indent=2))
-                write_sample_manifest(tmp, sid)
-                commit_dir(tmp, folder, overwrite=True, root=r)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+
+        def build(tmp: Path, folder: Path = folder, doc: dict[str, Any] = doc) -> None:
+            for p in sorted(folder.rglob("*")):
+                rel = p.relative_to(folder).as_posix()
+                if p.is_file() and not p.is_symlink() and rel not in ("zarr.json", L.SAMPLE_MANIFEST):
+                    _link_or_copy(p, tmp / rel)
+            (tmp / "zarr.json").write_text(json.dumps(split_private(doc), indent=2))
+
+        _swap_in(r, folder, build)
         changed.append(sid)
         rep.upgraded.append(sid)
         if echo:
@@ -177,7 +195,7 @@ def _count_files(root: Path) -> int:
 def upgrade_root(root: str | Path, echo: Callable[[str], None] | None = None) -> UpgradeReport:
     """Upgrade the local root ``root`` to store format 2 (no-op on a format-2 root); see the module docstring."""
     from hestdata.store import versions
-    from hestdata.store.atomic import commit_dir, held_lock, lock_of, root_lock
+    from hestdata.store.atomic import held_lock, root_lock
     from hestdata.store.catalog import sample_row
     from hestdata.store.journal import replay_journal
     from hestdata.store.pending import clear_pending
@@ -206,26 +224,13 @@ def upgrade_root(root: str | Path, echo: Callable[[str], None] | None = None) ->
             rec = RecoveryReport()
             _settle_swaps(r, rec)
             _remove_stale(r, rec, include_downloads=True)
-        samples = sorted(p for p in (r / L.SAMPLES).glob(f"*{L.SAMPLE_SUFFIX}") if L.is_sample_dir(p)) \
-            if (r / L.SAMPLES).is_dir() else []
+        samples = _sample_folders(r)
         for folder in samples:
             sid = folder.name[: -len(L.SAMPLE_SUFFIX)]
             if _sample_format(folder) >= 2:
                 rep.skipped += 1
                 continue
-            tmp = folder.with_name(f".tmp-{sid}-{uuid.uuid4().hex[:8]}{L.SAMPLE_SUFFIX}")
-            with held_lock(lock_of(tmp)):
-                try:
-                    _rebuild(folder, tmp)
-                    from hestdata.store.manifest import write_sample_manifest
-
-                    write_sample_manifest(tmp, sid)
-                    from hestdata.store.failpoints import failpoint
-
-                    failpoint("upgrade-before-swap", sid)
-                    commit_dir(tmp, folder, overwrite=True, root=r)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+            _swap_in(r, folder, lambda tmp, folder=folder: _rebuild(folder, tmp))
             rep.upgraded.append(sid)
             if echo:
                 echo(f"  {sid}: rewritten in format 2")
