@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +50,11 @@ def test_convert_st_subprocess(tmp_path):
     root = tmp_path / "root"
     cmd = [sys.executable, "-m", "hestdata.cli", "convert", "st", str(counts), "--spots", str(spots),
            "--image", str(image), "--out", str(root), "--id", "C3", "--meta", "organ=breast"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HESTDATA_PROGRESS": "1"})
     assert out.returncode == 0, out.stderr
     assert hestdata.open_catalog(root)["n_patches"].to_list() == [180]
+    for stage in ("C3 he pyramid", "C3 tissue", "C3 224px_0.5um"):  # a bar per long stage (forced: no terminal here)
+        assert stage in out.stderr, out.stderr[-2000:]
     bad = subprocess.run(cmd[:6] + ["--spots", str(tmp_path / "nope.tsv")] + cmd[8:], capture_output=True, text=True)
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.tsv'}: spot file not found"]

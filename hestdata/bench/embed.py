@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hestdata.bench.encoders import Encoder
+from hestdata.io import progress
 from hestdata.store import layout as L
 from hestdata.units import DEFAULT_PATCH
 
@@ -86,7 +87,8 @@ def embed_samples(root: Any, encoder: Encoder, sample_ids: list[str], *, patch: 
     emb: np.ndarray | None = None
     done = 0
     nxt = 0
-    for batch in loader:
+    for batch in progress.track(loader, f"embed {encoder.name} ({len(todo)} sample(s))", len(ds),
+                                weight=lambda b: len(b["index"])):
         z = encoder(batch["image"].to(dev, non_blocking=True)).cpu().numpy()
         if emb is None:
             emb = np.zeros((len(ds), z.shape[1]), dtype=np.float32)

@@ -22,6 +22,7 @@ from hestdata.bench.genes import gene_option
 from hestdata.bench.leaderboard import PRIMARY, append_gene_rows  # noqa: F401  (PRIMARY re-exported)
 from hestdata.bench.slide_runner import SLIDE_TASKS
 from hestdata.errors import InputError
+from hestdata.io import progress
 from hestdata.store import layout as L
 from hestdata.units import DEFAULT_PATCH
 
@@ -149,14 +150,16 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     elif t.type in SLIDE_TASKS:
         from hestdata.bench.slide_runner import run_slide_task
 
-        results = run_slide_task(t, r, ids, embs, groups_of)
+        with progress.bar(f"{t.name}: {enc.name} folds"):
+            results = run_slide_task(t, r, ids, embs, groups_of)
     else:
         groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
         batch = np.concatenate([[s] * len(embs[s]) for s in ids])
         counts, genes, labels, libs = None, None, None, None
         if t.type in ("expression", "retrieval") or (t.label and t.type == "classification"):
             counts, genes, labels, libs = _task_targets(t, r, ids)
-        results = _run(t, emb, counts, genes, groups, batch, labels, libs)
+        with progress.bar(f"{t.name}: {enc.name} folds"):
+            results = _run(t, emb, counts, genes, groups, batch, labels, libs)
     per_gene = results.pop("_per_gene", None)
     intervals = results.pop("_ci", {})
     rows = make_rows(t, enc, results, n_items=len(emb), samples=ids, data_version=data_version(r.catalog, ids))

@@ -39,12 +39,18 @@ def _version(value: bool) -> None:
 def _main(version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
                                                         help="Print the version and exit.")] = None,
           debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error instead of its "
-                                                              "one-line summary.")] = False) -> None:
+                                                              "one-line summary.")] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (they are drawn only on a "
+                                                                    "terminal anyway).")] = False) -> None:
     """Curate spatial-omics / pathology samples into SpatialData/Zarr stores."""
-    if debug:
-        import os
+    import os
 
+    if debug:
         os.environ["HESTDATA_DEBUG"] = "1"
+    if quiet:
+        from hestdata.io.progress import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"
 
 
 def _print_summary(path: Path) -> None:

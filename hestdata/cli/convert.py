@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import inspect
-import sys
 import types
 import typing
 from pathlib import Path
@@ -118,7 +117,7 @@ def run_convert(src: Source, values: dict[str, Any], echo: Any) -> list[Path]:
     paths = []
     for i in ids:
         sample = src.read(inputs, sample_id=i, options=opts)
-        path = convert(sample, out, overwrite=overwrite, metadata=fields, options=opts, progress=sys.stderr.isatty())
+        path = convert(sample, out, overwrite=overwrite, metadata=fields, options=opts)
         echo(path)
         paths.append(path)
     return paths

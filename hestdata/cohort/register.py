@@ -19,6 +19,7 @@ from typing import Any
 
 from hestdata._version import __version__
 from hestdata.cohort.cohort import Cohort, SampleSpec, load_cohort, sample_options
+from hestdata.io import progress
 from hestdata.sources.registry import get_source
 from hestdata.store import layout as L
 
@@ -219,7 +220,7 @@ def run_tasks(specs: list[dict[str, Any]], base: str, r: Path, scheduler: str | 
 
         futures = {client.submit(convert_task, spec, base, str(r), overwrite, timeout_s, pure=False,
                                  key=f"convert-{spec['id']}-{i}"): spec["id"] for i, spec in enumerate(specs)}
-        for fut in as_completed(list(futures)):
+        for fut in progress.track(as_completed(list(futures)), f"register {len(specs)} sample(s)", len(specs)):
             try:
                 outcome = fut.result()
             except Exception as exc:  # KilledWorker and friends: this sample only

@@ -36,7 +36,7 @@ def run_job(job: dict[str, Any], conn: Any) -> None:
         sample = read_sample(spec, job["base"])
         opts = get_source(spec["technology"]).parse_options(spec["options"])
         convert(sample, job["root"], options=opts, overwrite=True, metadata=dict(spec["metadata"]),
-                publish_root=False, input_sha256=job["digest"])
+                publish_root=False, input_sha256=job["digest"], progress=False)  # the parent draws one bar
         out = {"status": "converted"}
     except Exception as exc:  # reported for this sample; the parent decides about the others
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

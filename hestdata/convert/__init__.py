@@ -40,7 +40,7 @@ def _converter(variant: str) -> Callable[..., Path]:
 
 def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metadata: dict[str, Any] | None = None,
             options: dict[str, Any] | Options | None = None, publish_root: bool = True,
-            input_sha256: str | None = None, progress: bool = False, **option_values: Any) -> Path:
+            input_sha256: str | None = None, progress: bool = True, **option_values: Any) -> Path:
     """Write ``sample`` to ``root/samples/<id>.zarr`` and publish it in the catalog; return the sample path.
 
     Works for every sample variant with the same id, metadata and overwrite rules. Conversion options are the
@@ -49,8 +49,12 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
     an unknown option is an error naming it. ``metadata`` sets descriptive fields (organ, patient, species,
     licence, …). ``publish_root=False`` leaves the catalog and manifest alone (registration publishes all its
     samples at once). ``input_sha256`` records the hash of the inputs (registration's idempotence).
+    ``progress=False`` draws no bars (they are drawn only on a terminal anyway, and never under ``HESTDATA_QUIET``).
     """
+    from contextlib import nullcontext
+
     from hestdata.convert.stages import check_request
+    from hestdata.io.progress import silenced
 
     variant = getattr(sample, "variant", None)
     if not isinstance(sample, Sample) or variant not in VARIANT_OPTIONS:
@@ -70,8 +74,9 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
     fresh = not Path(root).exists()
     try:
         req = check_request(sample, root, metadata=metadata, overwrite=overwrite, input_sha256=input_sha256,
-                            progress=progress, publish_root=publish_root)
-        return _converter(variant)(req, sample, opts, publish_root)
+                            publish_root=publish_root)
+        with nullcontext() if progress else silenced():
+            return _converter(variant)(req, sample, opts, publish_root)
     except BaseException as exc:
         from hestdata.errors import StoreError, is_disk_full
 

@@ -11,6 +11,7 @@ import numpy as np
 from hestdata.convert import stages
 from hestdata.convert.cellcrops import write_cell_crops
 from hestdata.convert.profiles import alterations_table, profile_table, write_slide_tables
+from hestdata.io import progress
 from hestdata.metadata import QC, ImageInfo, PatchQC
 from hestdata.model import SlideSample
 from hestdata.options import SlideOptions
@@ -48,8 +49,9 @@ def write_tiles(w: Any, slide: Any, pixel_size_um: float, g: PatchGeometry, tiss
     plan = plan_tiles(slide.width * pixel_size_um, slide.height * pixel_size_um, g, tissue, o.min_tissue_fraction)
     pw = w.patch_writer(g.name, len(plan.origins_um), g.patch_size_px, o.jpeg_quality, workers=o.workers)
     origins, n_bg = [], 0
-    for batch, kept, bg in render_tiles(slide.read_region, pixel_size_um, slide.level_downsamples, plan, 256,
-                                        workers=o.workers):
+    tiles = render_tiles(slide.read_region, pixel_size_um, slide.level_downsamples, plan, 256, workers=o.workers)
+    for batch, kept, bg in progress.track(tiles, f"{w.sample_id} {g.name} tiles", len(plan.origins_um),
+                                          weight=lambda t: len(t[1]) + t[2]):
         pw.append(batch)  # streamed: only one batch of tiles is ever held
         origins.append(kept)
         n_bg += bg

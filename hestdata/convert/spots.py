@@ -136,8 +136,6 @@ def write_patch_arrays(w: Any, req: stages.Request, s: SpotSample, plans: list[A
             batches = ((a, np.ascontiguousarray(imgs[a:a + shard])) for a in range(0, n, shard))
         else:
             batches = render_patches(p, stages.level_raster(w, p.level), batch_size=RENDER_BATCH, workers=o.workers)
-        if req.progress:
-            batches = stages.progress(batches, n, f"{s.sample_id} {p.geometry.name}")
         w.write_patches(p.geometry.name, n, p.geometry.patch_size_px, batches, p.obs_rows, p.centres_um,
                         {"pixel_size_um": p.geometry.pixel_size_um, "source_level": p.level}, o.jpeg_quality,
                         shard_patches=shard, workers=o.workers)

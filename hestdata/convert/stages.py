@@ -31,7 +31,6 @@ class Request:
     overwrite: bool
     fields: dict[str, Any]  # descriptive metadata: the source's, then the caller's
     input_sha256: str | None = None
-    progress: bool = False
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -40,7 +39,7 @@ class Request:
 
 
 def check_request(sample: Sample, root: str | Path, *, metadata: dict[str, Any] | None, overwrite: bool,
-                  input_sha256: str | None = None, progress: bool = False, publish_root: bool = True) -> Request:
+                  input_sha256: str | None = None, publish_root: bool = True) -> Request:
     """Stage 1: a valid id, known metadata fields, and no existing sample unless ``overwrite``."""
     from hestdata.store import layout as L
     from hestdata.store.recovery import recover_root
@@ -61,7 +60,7 @@ def check_request(sample: Sample, root: str | Path, *, metadata: dict[str, Any] 
     if L.sample_path(root, sample.sample_id).exists() and not overwrite:
         raise StoreError(f"{L.sample_path(root, sample.sample_id)}: sample already exists "
                          "(pass overwrite=True / --overwrite)")
-    return Request(sample, Path(root), overwrite, fields, input_sha256, progress, list(sample.warnings))
+    return Request(sample, Path(root), overwrite, fields, input_sha256, list(sample.warnings))
 
 
 def writable_root(root: str | Path) -> Path:
@@ -161,10 +160,12 @@ def write_tissue(w: Any, thumb: np.ndarray, thumb_pixel_size_um: float) -> Any:
     import geopandas as gpd
 
     from hestdata.curation.tissue import mask_to_polygons, segment_tissue
+    from hestdata.io.progress import bar
     from hestdata.store import layout as L
 
-    tm = segment_tissue(thumb, thumb_pixel_size_um)
-    polys = mask_to_polygons(tm)
+    with bar(f"{w.sample_id} tissue"):
+        tm = segment_tissue(thumb, thumb_pixel_size_um)
+        polys = mask_to_polygons(tm)
     if polys:
         w.write_shapes(L.SHAPES_TISSUE, gpd.GeoDataFrame(geometry=polys))
     return tm
@@ -196,13 +197,3 @@ def commit_and_publish(w: Any, req: Request, meta: SampleMetadata, publish_root:
         warnings.warn(f"{req.sample.sample_id}: {msg}", HestdataWarning, stacklevel=4)
     return path
 
-
-def progress(batches: Any, total: int, label: str) -> Any:
-    """A transient progress bar over ``(start, batch)`` pairs (for terminals)."""
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        for start, batch in batches:
-            yield start, batch
-            bar.advance(task, len(batch))

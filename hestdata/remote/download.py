@@ -17,8 +17,9 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -408,23 +409,18 @@ def fetch_files(remote: Remote, plan: list[tuple[str, str, int, str | None, Path
                 workers: int) -> dict[str, str]:
     """Fetch ``(sample id, remote rel, size, sha256 or None, local target)`` files in parallel, resumably and
     verified; returns the first failure of each sample that had one (the others complete)."""
-    bar_cb, bar = _bar(progress, sum(p[2] for p in plan))
     failures: dict[str, str] = {}
     full: set[str] = set()
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(_fetch, remote, rel, size, sha, target, bar_cb): (sid, rel)
-                       for sid, rel, size, sha, target in plan}
-            for fut, (sid, rel) in futures.items():
-                try:
-                    fut.result()
-                except Exception as exc:  # report per sample; others still complete
-                    failures.setdefault(sid, f"{rel}: {exc}")
-                    if is_disk_full(exc):
-                        full.add(sid)
-    finally:
-        if bar is not None:
-            bar.stop()
+    with _bar(progress, sum(p[2] for p in plan)) as bar_cb, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(_fetch, remote, rel, size, sha, target, bar_cb): (sid, rel)
+                   for sid, rel, size, sha, target in plan}
+        for fut, (sid, rel) in futures.items():
+            try:
+                fut.result()
+            except Exception as exc:  # report per sample; others still complete
+                failures.setdefault(sid, f"{rel}: {exc}")
+                if is_disk_full(exc):
+                    full.add(sid)
     for sid in full:  # a full disk: what was fetched of the sample is removed, not kept for a resume
         failures[sid] += " (the disk is full: this sample's partial download was removed to free the space)"
         for *_, target in (p for p in plan if p[0] == sid):
@@ -462,21 +458,18 @@ def _commit_staged(dest: Path, sid: str, plan: _SamplePlan, sample: Any) -> None
     commit_dir(plan.staged, L.sample_path(dest, sid), overwrite=True, root=dest)
 
 
-def _bar(progress: Progress | None, total: int) -> tuple[Progress | None, Any]:
-    import sys
+@contextmanager
+def _bar(progress: Progress | None, total: int) -> Iterator[Progress | None]:
+    """The caller's byte callback, or a shared terminal bar (:mod:`hestdata.io.progress`)."""
+    if progress is not None:
+        yield progress
+        return
+    from hestdata.io.progress import bar
 
-    if progress is not None or not sys.stderr.isatty():
-        return progress, None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   transient=True)
-    task = bar.add_task("download", total=total)
-    bar.start()
     lock = threading.Lock()
+    with bar("download", total, bytes_=True) as advance:
+        def cb(_rel: str, n: int) -> None:
+            with lock:
+                advance(n)
 
-    def cb(_rel: str, n: int) -> None:
-        with lock:
-            bar.advance(task, n)
-
-    return cb, bar
+        yield cb

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hestdata.errors import HestdataError, IntegrityError, StoreError
-from hestdata.io import retry
+from hestdata.io import progress, retry
 from hestdata.io.fs import ProcessLocalFS, join, split_url
 from hestdata.store import layout as L
 from hestdata.store.manifest import file_sha256
@@ -109,15 +109,17 @@ def push(root: str | os.PathLike[str], url: str, *, storage_options: dict[str, A
         _put(fs, handle.is_local, str(src), join(base, rel), target, rel)
         return size
 
-    def upload_all(items: list[tuple[str, tuple[int, str]]]) -> None:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    def upload_all(items: list[tuple[str, tuple[int, str]]], what: str) -> None:
+        with (progress.bar(f"push {what}", sum(e[0] for _, e in items), bytes_=True) as advance,
+              ThreadPoolExecutor(max_workers=max(1, workers)) as pool):
             for (rel, _), n in zip(items, pool.map(upload, items), strict=True):
                 report.uploaded.append(rel)
                 report.bytes_uploaded += n
+                advance(n)
 
-    upload_all(todo)  # data files
-    upload_all(manifests)  # then each changed sample's manifest
-    upload_all(catalog)  # then the catalog version and the root's files
+    upload_all(todo, "data")  # data files
+    upload_all(manifests, "manifests")  # then each changed sample's manifest
+    upload_all(catalog, "catalog")  # then the catalog version and the root's files
     if remote is not None and remote.pointer == local.pointer:
         return report  # the remote is at this version already (files repaired above, if any)
     pointer = (r / L.ROOT_POINTER).read_bytes()  # last: the commit

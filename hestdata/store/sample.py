@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hestdata.errors import StoreError
+from hestdata.io import progress
 from hestdata.store import layout as L
 from hestdata.store.atomic import commit_dir, held_lock, lock_of
 from hestdata.store.failpoints import failpoint
@@ -261,7 +262,7 @@ class SampleWriter:
         self.final = L.sample_path(self.root, L.check_sample_id(sample_id))
         if self.final.exists() and not overwrite:
             raise StoreError(f"{self.final}: sample already exists (pass overwrite=True / --overwrite)")
-        self.overwrite = overwrite
+        self.overwrite, self.sample_id = overwrite, sample_id
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.final.with_name(f".tmp-{sample_id}-{uuid.uuid4().hex[:8]}{L.SAMPLE_SUFFIX}")
         # the lock marks the temporary folder as in use: a recovery removes only folders nobody holds
@@ -306,7 +307,8 @@ class SampleWriter:
             chunk_rows.write(k, r0, block, shapes[k][0])
             written[k] += len(block)
 
-        for k, r0, strip in strips:
+        for k, r0, strip in progress.track(strips, f"{self.sample_id} {name} pyramid", sum(h for h, _ in shapes),
+                                           weight=lambda s: len(s[2])):
             if k not in pending:
                 pending[k] = (r0, [])
             pending[k][1].append(strip)
@@ -415,7 +417,7 @@ class SampleWriter:
         """Write ``hestdata/patches/<name>``: sharded JPEG images (N, H, W, 3), ``obs_index`` and ``centers_um``
         (JPEG encoding on ``workers`` threads)."""
         pw = self.patch_writer(name, n, patch_size_px, jpeg_quality, shard_patches, workers)
-        for start, batch in batches:
+        for start, batch in progress.track(batches, f"{self.sample_id} {name}", n, weight=lambda b: len(b[1])):
             if start != pw.filled:
                 raise StoreError(f"{self.tmp}: patch batches out of order ({start} != {pw.filled})")
             pw.append(batch)
