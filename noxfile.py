@@ -14,6 +14,8 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """Install hestdata with its test extras and run the whole suite (GPU tests skip without CUDA)."""
+    session.log("installing hestdata[test] (PyTorch with CUDA libraries, spatialdata, the peers): about 7 GB and "
+                "5-7 minutes of downloads on a fresh machine, seconds when the environment exists")
     session.install("-e", ".[test]")
     # two processes per machine: many tests wait on subprocesses, servers and Dask clusters; per-test durations
     # are printed so a slow test is noticed
@@ -23,6 +25,8 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """Install hestdata with the loader/benchmark extra and run the offline demo (writes ./hestdata-demo/)."""
+    session.log("installing hestdata[ml] (PyTorch, timm, scikit-learn, matplotlib): about 7 GB and 5 minutes of "
+                "downloads on a fresh machine, seconds when the environment exists")
     session.install(".[ml]")
     session.run("hestdata", "demo", *session.posargs)
 
@@ -45,6 +49,8 @@ def docs(session: nox.Session) -> None:
 def peers(session: nox.Session) -> None:
     """The loader against litdata, MosaicML streaming and webdataset (benchmarks/loader_peers.py), in an
     environment of its own (MosaicML streaming pins numpy below 2.2)."""
+    session.log("installing hestdata[bench-peers] (PyTorch, litdata, MosaicML streaming, webdataset, moto): "
+                "several GB and minutes on a fresh machine")
     session.install("-e", ".[bench-peers]")
     session.run("python", "benchmarks/loader_peers.py", *session.posargs)
 
