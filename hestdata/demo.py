@@ -107,54 +107,12 @@ def make_synthetic_visium(folder: Path, seed: int = 0) -> tuple[Path, Path]:
 
 
 def write_overview(sample_path: Path, png: Path, n_gallery: int = 16) -> Path:
-    """PNG: the H&E with spot outlines (green = patched, red = skipped) and a gallery of stored patches."""
-    import pyarrow.parquet as pq
-    from PIL import Image, ImageDraw
+    """The sample's figure (:func:`hestdata.plot.plot_sample`): H&E in µm with its spots outlined green where a
+    patch was stored and red where none was, scale bar, title with id, technology and pixel size, legend, and a
+    gallery of stored patches without padded edge patches."""
+    from hestdata.plot import plot_sample
 
-    from hestdata.store import layout as L
-    from hestdata.store.root import StoredSample
-
-    sample = StoredSample.open(sample_path)
-    meta = sample.metadata
-    he = sample.image(L.IMAGE_HE)
-    levels = he.attrs["ome"]["multiscales"][0]["datasets"]
-    k = next((i for i, d in enumerate(levels) if max(he[d["path"]].shape[1:]) <= 1000), len(levels) - 1)
-    arr = np.moveaxis(he[levels[k]["path"]][:], 0, -1)
-    ps = meta.image.pixel_size_um * 2**k  # type: ignore[union-attr]
-    canvas = Image.fromarray(arr).convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    spots = pq.read_table(sample_path / "shapes" / L.SHAPES_SPOTS / "shapes.parquet").to_pandas()
-    import shapely
-
-    geoms = shapely.from_wkb(spots["geometry"].to_numpy())
-    xs, ys = shapely.get_x(shapely.centroid(geoms)), shapely.get_y(shapely.centroid(geoms))
-    r = (meta.spot_diameter_um or 55.0) / 2 / ps
-    gallery: list[np.ndarray] = []
-    patched = set()
-    if meta.qc.patches:
-        name = sorted(meta.qc.patches)[0]
-        g = sample.patch_group(name)
-        patched = set(g[L.PATCH_OBS_INDEX][:].tolist())
-        n = min(n_gallery, g[L.PATCH_IMAGES].shape[0])
-        gallery = list(g[L.PATCH_IMAGES][:n])
-    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        col = (0, 200, 0) if i in patched else (220, 0, 0)
-        draw.ellipse([x / ps - r, y / ps - r, x / ps + r, y / ps + r], outline=col, width=2)
-    if gallery:
-        p = gallery[0].shape[0]
-        cols = 4
-        grid = Image.new("RGB", (cols * (p + 4), ((len(gallery) + cols - 1) // cols) * (p + 4)), "white")
-        for i, patch in enumerate(gallery):
-            grid.paste(Image.fromarray(patch), ((i % cols) * (p + 4), (i // cols) * (p + 4)))
-        scale = canvas.height / grid.height
-        grid = grid.resize((max(1, int(grid.width * scale)), canvas.height))
-        out = Image.new("RGB", (canvas.width + grid.width + 10, canvas.height), "white")
-        out.paste(canvas, (0, 0))
-        out.paste(grid, (canvas.width + 10, 0))
-        canvas = out
-    png.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(png)
-    return png
+    return plot_sample(sample_path.parent.parent, sample_path.name.removesuffix(".zarr"), png, n_gallery=n_gallery)
 
 
 def run_demo(out: Path, *, data: Path | None = None, image: Path | None = None,

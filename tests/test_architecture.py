@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "store": 4,
     "sources": 5,
     "convert": 6, "loader": 6,
-    "remote": 7, "distributed": 0,
+    "remote": 7, "plot": 7, "distributed": 0,
     "cohort": 8, "bench": 8,
     "demo": 9,
     "cli": 10,

@@ -265,5 +265,6 @@ def test_leaderboard_markdown_and_html(bench_root, tmp_path):
     page = out.read_text()
     p = _Parser()
     p.feed(page)
-    assert "batch_effect" in p.sections and p.tags.get("svg", 0) >= 1 and p.tags.get("rect", 0) >= 1
+    assert "batch_effect" in p.sections and p.tags.get("svg", 0) >= 1 and p.tags.get("figcaption", 0) >= 1
+    assert "95 % interval" in page or "± std over folds" in page  # the chart's whiskers, named in its legend
     assert p.tags.get("table", 0) == len(p.sections) and "<script" not in page and "http" not in page.split("xmlns")[0]

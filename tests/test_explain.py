@@ -114,6 +114,9 @@ def test_explain_cli_writes_overlays_and_a_mosaic(her2st_root, tmp_path):
     assert len(files) == 4 and (tmp_path / "maps" / "her2st_C3" / "mosaic.png").is_file()
     from PIL import Image
 
-    sheet = np.asarray(Image.open(files[0]))
-    assert sheet.shape == (224, 448, 3)  # the patch and its overlay side by side
+    sheet = np.asarray(Image.open(files[0]).convert("RGB"))
+    assert sheet.shape[1] > sheet.shape[0] > 300  # the patch and its map side by side, with a colour bar
+    r, b = sheet[..., 0].astype(int), sheet[..., 2].astype(int)
+    red, blue = r > b + 80, b > r + 80
+    assert red.any() and blue.any()  # a diverging map: both signs drawn (at least in its colour bar)
     assert hestdata.open_catalog(her2st_root).height == 3

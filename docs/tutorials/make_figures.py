@@ -1,11 +1,14 @@
 """Figures of the slide-level and cell-level tutorials, made from the shared her2st sections.
 
-    python docs/tutorials/make_figures.py
+    python docs/tutorials/make_figures.py [--out DIR] [--explain-patches N]
 
-Writes ``docs/figures/`` (JPEG, at most 1200 px a side): ``grid_B4.jpg`` (a 512px_0.5um feature grid's tissue mask over the section),
+Writes ``docs/figures/`` (or ``DIR``; JPEG, at most 1200 px a side), every figure with a title, µm scale bar and
+legend or colour bar: ``sample_C3.jpg`` (``hestdata plot``: the section with its spots coloured by ERBB2 and a
+patch gallery), ``grid_B4.jpg`` (a 512px_0.5um feature grid's tissue cells over the section),
 ``cell_crops_C3.jpg`` (crops around nuclei found by a small haematoxylin-threshold "segmentation plugin"),
 ``explain_C3_patch.jpg`` and ``explain_C3_mosaic.jpg`` (integrated-gradients maps of an ERBB2 ridge head on a
-per-pixel colour encoder, held out on C3).
+per-pixel colour encoder, held out on C3; all patches unless ``--explain-patches``). ``tests/test_docs_figures.py``
+runs it at a small size, so the figures cannot rot.
 """
 
 from __future__ import annotations
@@ -43,26 +46,79 @@ def nuclei_csv(image: Path, dest: Path, box: tuple[int, int, int, int]) -> Path:
     return dest
 
 
-def save_figure(image: np.ndarray, name: str) -> Path:
+def save_figure(png: Path, out: Path, name: str) -> Path:
+    """A rendered figure as a JPEG of at most 1200 px a side."""
     from PIL import Image
 
-    im = Image.fromarray(image)
+    im = Image.open(png).convert("RGB")
     im.thumbnail((1200, 1200))
-    path = OUT / f"{name}.jpg"
-    im.save(path, quality=85)
+    path = out / f"{name}.jpg"
+    im.save(path, quality=88)
     return path
 
 
-def main() -> None:
+def grid_figure(root: Path, grid: object, png: Path) -> Path:
+    """The grid's tissue cells (kept for the encoder) outlined over the section, in µm with a scale bar."""
+    import zarr
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    import hestdata
+    from hestdata.plot.style import pyplot, save, scale_bar
+
+    path = root / "samples" / "her2st_B4.zarr"
+    he = zarr.open_group(str(path), mode="r")["images"]["he"]
+    thumb = np.moveaxis(he["s3"][:], 0, -1)
+    ps = hestdata.read_metadata(path).pixel_size_um.value * 8
+    cell = 256.0  # 512 px at 0.5 µm/px
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 8))
+    ax.imshow(thumb, extent=(0, thumb.shape[1] * ps, thumb.shape[0] * ps, 0))
+    kept = np.argwhere(grid.mask)
+    ax.add_collection(PatchCollection([Rectangle((c * cell, r * cell), cell, cell) for r, c in kept],
+                                      facecolor="none", edgecolor="#1a9850", linewidth=0.8))
+    from matplotlib.lines import Line2D
+
+    ax.legend(handles=[Line2D([], [], marker="s", ls="", mfc="none", color="#1a9850",
+                              label=f"grid cell with tissue ({len(kept)} of {grid.mask.size})")], loc="upper right")
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
+    scale_bar(ax, thumb.shape[1] * ps)
+    ax.set_title(f"her2st_B4: 512px_0.5um feature grid (256 µm cells), shown at {ps:.2f} µm/px")
+    return save(fig, png)
+
+
+def crops_figure(crops: np.ndarray, png: Path) -> Path:
+    """A sheet of cell crops (64 px at 0.5 µm/px) with a scale bar."""
+    from hestdata.plot.style import gallery, pyplot, save, scale_bar
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(12, 4.6))
+    ax.imshow(gallery(crops, 12, gap_px=2))
+    ax.set_axis_off()
+    scale_bar(ax, 64 * 0.5 * 2, units_per_um=2.0)
+    ax.set_title(f"her2st_C3: {len(crops)} cell crops (64 px at 0.5 µm/px = 32 µm) around segmented nuclei")
+    return save(fig, png)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--explain-patches", type=int, default=0, help="0: every patch of C3")
+    args = ap.parse_args(argv)
     import hestdata
     from hestdata.bench.encoders import from_module
     from hestdata.bench.explain import explain_sample, fit_head
     from hestdata.bench.grid import embed_grid
+    from hestdata.plot import plot_sample
     from hestdata.sources.registry import get_source
 
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}")
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
     root = tmp / "root"
     for sec, (img, patient) in SECTIONS.items():
@@ -73,37 +129,27 @@ def main() -> None:
         s = get_source("st").read(inputs, sample_id=f"her2st_{sec}")
         hestdata.convert(s, root, metadata={"cohort": "her2st", "patient": patient},
                          options={"cell_patches": ["64px_0.5um"]} if sec == "C3" else None)
+    save_figure(plot_sample(root, "her2st_C3", tmp / "sample.png", gene="ERBB2", patches="224px_0.5um"), out,
+                "sample_C3")
 
     import torch
-    from PIL import Image
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                               torch.nn.Flatten())
     enc = from_module(net, "pixel-colour", input_size=None, mean=None, std=None)
-    # grid mask over the B4 thumbnail
     g = embed_grid(root, enc, ["her2st_B4"], grid="512px_0.5um", cache_dir=tmp / "c")["her2st_B4"]
-    import zarr
-
-    he = zarr.open_group(str(root / "samples" / "her2st_B4.zarr"), mode="r")["images"]["he"]
-    thumb = np.moveaxis(he["s3"][:], 0, -1).copy()
-    ps = hestdata.read_metadata(root / "samples" / "her2st_B4.zarr").pixel_size_um.value * 8
-    for r, c in np.argwhere(g.mask):
-        a, b = int(r * 256 / ps), int(c * 256 / ps)
-        e = int(256 / ps)
-        thumb[a:a + e, b:b + 1] = thumb[a:a + 1, b:b + e] = (0, 160, 0)
-    save_figure(thumb, "grid_B4")
-    # a sheet of cell crops
+    save_figure(grid_figure(root, g, tmp / "grid.png"), out, "grid_B4")
     crops = hestdata.open_sample(root / "samples" / "her2st_C3.zarr").patches("cells-64px_0.5um")["images"][:48]
-    sheet = np.concatenate([np.concatenate(list(crops[i * 12:(i + 1) * 12]), axis=1) for i in range(4)], axis=0)
-    save_figure(sheet, "cell_crops_C3")
+    save_figure(crops_figure(np.asarray(crops), tmp / "crops.png"), out, "cell_crops_C3")
     # explanation maps of an ERBB2 head, held out on C3
     ids = ["her2st_B4", "her2st_C2", "her2st_C3"]
     head = fit_head(root, enc, ids, "224px_0.5um", gene="ERBB2", exclude="her2st_C3")
-    files = explain_sample(root, enc, "her2st_C3", "224px_0.5um", tmp / "maps", head=head, n=0, steps=16)
-    save_figure(np.asarray(Image.open(files[0]).convert("RGB")), "explain_C3_patch")
-    save_figure(np.asarray(Image.open(files[-1]).convert("RGB")), "explain_C3_mosaic")
-    print("\n".join(str(p) for p in sorted(OUT.glob("*.jpg"))))
+    files = explain_sample(root, enc, "her2st_C3", "224px_0.5um", tmp / "maps", head=head, n=args.explain_patches,
+                           steps=16)
+    save_figure(files[0], out, "explain_C3_patch")
+    save_figure(files[-1], out, "explain_C3_mosaic")
+    print("\n".join(str(p) for p in sorted(out.glob("*.jpg"))))
 
 
 if __name__ == "__main__":

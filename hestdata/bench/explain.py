@@ -120,59 +120,6 @@ def region_auc(maps: np.ndarray, region: np.ndarray) -> float:
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def _ramp(v: np.ndarray) -> np.ndarray:
-    """Signed map in [-1, 1] → RGB: blue (negative) → transparent → red (positive)."""
-    v = np.clip(v, -1, 1)
-    rgb = np.zeros(v.shape + (3,), np.float32)
-    rgb[..., 0] = np.where(v > 0, 255, 255 * (1 + v))
-    rgb[..., 2] = np.where(v < 0, 255, 255 * (1 - v))
-    rgb[..., 1] = 255 * (1 - np.abs(v))
-    return rgb
-
-
-def overlay(patch: np.ndarray, amap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """The patch with its map blended on top (scaled by the map's 99th percentile of |value|)."""
-    scale = float(np.percentile(np.abs(amap), 99)) or 1.0
-    v = amap / scale
-    weight = alpha * np.clip(np.abs(v), 0, 1)[..., None]
-    return (patch.astype(np.float32) * (1 - weight) + _ramp(v) * weight).astype(np.uint8)
-
-
-def mosaic(patches: np.ndarray, maps: np.ndarray, centres_um: np.ndarray, um_per_px: float,
-           max_px: int = 2048) -> np.ndarray:
-    """A slide-level picture: each patch's overlay pasted at its position (``centres_um``), reduced so the
-    longer side fits ``max_px``."""
-    from PIL import Image
-
-    p = patches.shape[1]
-    side_um = p * um_per_px
-    lo = centres_um.min(0) - side_um / 2
-    hi = centres_um.max(0) + side_um / 2
-    scale = min(1.0 / um_per_px, max_px / float(max(hi - lo)))
-    w, h = (int(np.ceil((hi - lo)[0] * scale)) + 1, int(np.ceil((hi - lo)[1] * scale)) + 1)
-    canvas = Image.new("RGB", (w, h), (255, 255, 255))
-    tile = max(1, int(round(side_um * scale)))
-    for img, m, c in zip(patches, maps, centres_um, strict=True):
-        o = Image.fromarray(overlay(img, m)).resize((tile, tile), Image.Resampling.BILINEAR)
-        x, y = ((c - side_um / 2 - lo) * scale).astype(int)
-        canvas.paste(o, (int(x), int(y)))
-    return np.asarray(canvas)
-
-
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write an RGB array as PNG through a temporary name."""
-    import os
-
-    from PIL import Image
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, p)
-    return p
-
-
 def fit_head(root: str | Path, encoder: Any, sample_ids: list[str], patch: str, *, gene: str | None = None,
              label: str | None = None, exclude: str | None = None, alpha: float = 1.0) -> LinearHead:
     """A head fitted on the embeddings of ``sample_ids`` (``exclude`` left out when others remain, so the explained
@@ -230,9 +177,14 @@ def explain_sample(root: str | Path, encoder: Any, sample_id: str, patch: str, o
     pick = np.sort(pick)
     imgs = np.asarray(g[L.PATCH_IMAGES].get_orthogonal_selection((pick, slice(None), slice(None), slice(None))))
     maps, _ = attribution(encoder, head, imgs, method=method, steps=steps)
+    from hestdata.plot.maps import mosaic_figure, patch_figure
+
     folder = Path(out) / sample_id
-    written = [save_png(np.concatenate([im, overlay(im, m)], axis=1), folder / f"patch{int(i):05d}.png")
+    what = f"{encoder.name} + {head.name}"
+    written = [patch_figure(im, m, folder / f"patch{int(i):05d}.png", f"{sample_id} patch {int(i)}: {what} = "
+                            f"{score[i]:.3g}", method)
                for i, im, m in zip(pick, imgs, maps, strict=True)]
     centres = g[L.PATCH_CENTERS][:][pick]
-    written.append(save_png(mosaic(imgs, maps, centres, float(g.attrs["pixel_size_um"])), folder / "mosaic.png"))
+    written.append(mosaic_figure(imgs, maps, centres, float(g.attrs["pixel_size_um"]), folder / "mosaic.png",
+                                 f"{sample_id}: {method} of {what} ({len(pick)} patches of {patch})", method))
     return written

@@ -259,32 +259,32 @@ def _chance_value(v: dict[str, Any]) -> float | None:
 
 
 def _svg_bars(sub: Any, metric: str, chance: float | None = None) -> str:
+    """The primary metric's chart (:mod:`hestdata.plot.scores`) as inline SVG in a ``<figure>``: bars with their
+    95 % interval (± std over folds where a run has none) and the chance line; a note where matplotlib is
+    missing (the ``ml`` extra)."""
     labels = _labels(sub)
-    rows = [(labels[f], m, s) for f, m, s in zip(sub["fingerprint"], sub["mean"], sub["std"], strict=True)
-            if math.isfinite(m)]
+    cols = ("fingerprint", "mean", "std", "ci_low", "ci_high")
+    have = [c for c in cols if c in sub.columns]
+    rows = []
+    for rec in sub.select(have).iter_rows(named=True):
+        m = rec["mean"]
+        if m is not None and math.isfinite(m):
+            rows.append((labels[rec["fingerprint"]], m, rec.get("std") or float("nan"),
+                         _num(rec.get("ci_low")), _num(rec.get("ci_high"))))
     if not rows:
         return ""
-    w, bar, gap, left = 520, 22, 8, 150
-    hi = max(max(m + s for _, m, s in rows), 1e-9, chance if chance is not None else 0.0)
-    lo = min(0.0, min(m - s for _, m, s in rows))
-    span = hi - lo
-    h = len(rows) * (bar + gap) + 30
+    e = html.escape
+    try:
+        from hestdata.plot.scores import score_figure, svg
 
-    def x(v: float) -> float:
-        return left + (v - lo) / span * (w - left - 20)
+        chart = svg(score_figure(rows, metric, str(sub["task"][0]), chance, lower_is_better(metric)))
+    except ImportError:
+        chart = "<p>(chart: install hestdata[ml] for matplotlib)</p>"
+    caption = f"{e(metric)}: bars are means, whiskers 95 % intervals (± std over folds where a run has none)"
+    if chance is not None:
+        caption += f"; <span class='chance'>dashed red line: chance level {chance:g}</span>"
+    return f"<figure class='chart' data-metric='{e(metric)}'>{chart}<figcaption>{caption}</figcaption></figure>"
 
-    out = [f"<svg class='chart' data-metric='{html.escape(metric)}' xmlns='http://www.w3.org/2000/svg' width='{w}' "
-           f"height='{h}' role='img'><title>{html.escape(metric)}</title>"]
-    for i, (e, m, s) in enumerate(rows):
-        y = 10 + i * (bar + gap)
-        out.append(f"<text x='{left - 6}' y='{y + bar * 0.7}' text-anchor='end' font-size='12'>{html.escape(e)}</text>")
-        out.append(f"<rect class='bar' x='{x(min(0, m)):.1f}' y='{y}' width='{abs(x(m) - x(0)):.1f}' height='{bar}' "
-                   f"fill='#4c78a8'><title>{m:.4f} ± {s:.4f}</title></rect>")
-        out.append(f"<line class='err' x1='{x(m - s):.1f}' x2='{x(m + s):.1f}' y1='{y + bar / 2}' y2='{y + bar / 2}' "
-                   "stroke='black'/>")
-    if chance is not None and lo <= chance <= hi:
-        out.append(f"<line class='chance' x1='{x(chance):.1f}' x2='{x(chance):.1f}' y1='4' y2='{h - 20}' stroke='#d62728' "
-                   f"stroke-dasharray='4 3'><title>chance {chance:g}</title></line>")
-    legend = " — dashed: chance" if chance is not None and lo <= chance <= hi else ""
-    out.append(f"<text x='{left}' y='{h - 4}' font-size='11'>{html.escape(metric)} (mean ± std over folds){legend}</text></svg>")
-    return "".join(out)
+
+def _num(v: Any) -> float:
+    return float(v) if v is not None else float("nan")

@@ -117,6 +117,22 @@ def info(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zar
 
 @app.command()
 @handle_errors
+def plot(root: Annotated[Path, typer.Argument(help="A local root.")],
+         sample_id: Annotated[str, typer.Argument(metavar="ID", help="The sample to draw.")],
+         out: Annotated[Path | None, typer.Option(help="Figure file (.png, .svg, .pdf); default ID.png here.")] = None,
+         gene: Annotated[str | None, typer.Option(help="Colour spots/cells by log1p(CP10k) of this gene.")] = None,
+         label: Annotated[str | None, typer.Option(help="Colour spots/cells by this table column.")] = None,
+         patches: Annotated[str | None, typer.Option(help="Patch array of the gallery (default: the first; '' for "
+                                                          "none).")] = None) -> None:
+    """Draw a sample: image in µm with its spots or cells, scale bar, legend or colour bar, patch gallery."""
+    from hestdata.plot import plot_sample
+
+    path = plot_sample(root, sample_id, out or Path(f"{sample_id}.png"), gene=gene, label=label, patches=patches)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@handle_errors
 def validate(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zarr folder.")],
              checksums: Annotated[bool, typer.Option(help="Re-hash files against the manifest.")] = True,
              strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False) -> None:
