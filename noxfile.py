@@ -1,4 +1,5 @@
-"""Developer sessions: ``nox -s tests``, ``nox -s demo``, ``nox -s lint``, ``nox -s docs``, ``nox -s peers``.
+"""Developer sessions: ``nox -s tests``, ``nox -s demo``, ``nox -s lint``, ``nox -s docs``, ``nox -s peers``,
+``nox -s compat`` (Python 3.12, spatialdata 0.8).
 
 Each session builds its own virtual environment with the interpreter that runs nox (Python >= 3.11).
 """
@@ -54,3 +55,12 @@ def peers(session: nox.Session) -> None:
     session.install("-e", ".[bench-peers]")
     session.run("python", "benchmarks/loader_peers.py", *session.posargs)
 
+
+
+@nox.session(python=["3.12"])
+def compat(session: nox.Session) -> None:
+    """The newest scverse stack (spatialdata 0.8 needs Python >= 3.12) with the plain install: stores written and
+    read, opened without hestdata, spatial queries (tests that need the ``ml`` extra are left out)."""
+    session.install("-e", ".", "pytest>=8", "spatialdata>=0.8")
+    session.run("pytest", "-q", "tests/test_scverse.py", "tests/test_format.py", "tests/test_curation_fidelity.py",
+                "-k", "not 020 and not format1_root_is_read", *session.posargs)
