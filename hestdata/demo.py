@@ -174,15 +174,31 @@ def run_demo(out: Path, *, data: Path | None = None, image: Path | None = None,
     return root
 
 
+def hestdata_command() -> str:
+    """How to call ``hestdata`` from the user's shell: its name where the one on PATH is this installation's,
+    else the full path of this environment's script (``nox -s demo`` installs into ``.nox/demo/bin``)."""
+    import shutil
+    import sys
+
+    here = Path(sys.prefix) / ("Scripts" if sys.platform == "win32" else "bin") / "hestdata"
+    on_path = shutil.which("hestdata")
+    if on_path and (not here.exists() or Path(on_path).resolve() == here.resolve()):
+        return "hestdata"
+    return str(here) if here.exists() else f"{sys.executable} -m hestdata.cli"
+
+
 def next_steps(root: Path) -> str:
-    """What a user would run next on the demo root."""
+    """What a user would run next on the demo root (with a ``hestdata`` their shell can find)."""
+    h = hestdata_command()
+    sid = next((p.name.removesuffix(".zarr") for p in sorted((root / "samples").glob("*.zarr"))), "ID")
     return "\n".join([
         "next:",
-        f"  hestdata info {root}                      # the catalog",
-        f"  hestdata validate {root}                  # every file against its manifest and the specification",
-        f"  hestdata bench leaderboard {root}         # the leaderboard as Markdown and HTML",
-        "  hestdata convert --help                   # convert your own data (one command per technology)",
-        "  hestdata download hest1k ROOT --where \"organ = 'Bowel'\" --dry-run   # HEST-1k by query (docs/hest1k.md)",
+        f"  {h} info {root}                      # the catalog",
+        f"  {h} validate {root}                  # every file against its manifest and the specification",
+        f"  {h} plot {root} {sid}   # a figure of one sample",
+        f"  {h} bench leaderboard {root}         # the leaderboard as Markdown and HTML",
+        f"  {h} convert --help                   # convert your own data (one command per technology)",
+        f"  {h} download hest1k ROOT --where \"organ = 'Bowel'\" --dry-run   # HEST-1k by query (docs/hest1k.md)",
     ])
 
 

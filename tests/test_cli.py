@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import hestdata
@@ -85,3 +86,30 @@ def test_demo_on_real_visium(tmp_path):
     assert r.exit_code == 0, r.output
     assert "converting without patches" in r.output and "best available image" in r.output
     assert Path(tmp_path / "demo" / "overview.png").exists()
+
+
+def test_defaults_a_newcomer_can_use(tmp_path):
+    """bench embed/export take the patch array the root holds; a default-true option can be turned off; the
+    demo's next steps name a hestdata the shell can find."""
+    import polars as pl
+    import typer
+
+    from hestdata.cli import default_patch
+    from hestdata.demo import hestdata_command
+
+    cat = lambda *arrays: pl.DataFrame({"patch_arrays": [list(a) for a in arrays]})  # noqa: E731
+    assert default_patch(cat(["224px_1.14286um"], ["224px_1.14286um"])) == "224px_1.14286um"  # slides only
+    assert default_patch(cat(["224px_0.5um", "cells-32px_0.5um"], ["224px_0.5um"])) == "224px_0.5um"
+    for bad, words in ((cat(["64px_1um"], ["32px_2um"]), "--patch: 64px_1um (1 sample(s)), 32px_2um"),
+                       (cat([], []), "no sample of the root holds a patch array")):
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(typer.Exit):
+            default_patch(bad)
+        assert words in err.getvalue(), err.getvalue()
+    r = runner.invoke(app, ["convert", "visium", "--help"])
+    assert "--no-pseudobulk" in r.output
+    h = hestdata_command()
+    assert h == "hestdata" or Path(h.split()[0]).exists()

@@ -230,6 +230,23 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, remote 
     typer.echo(f"{out}: {len(Root.open(out))} sample(s) present")
 
 
+def default_patch(catalog: Any) -> str:
+    """The patch array a command uses when none is named: the only one the root's samples hold, else the
+    conversion default (224px_0.5um) where some hold it; otherwise an error listing what there is."""
+    from collections import Counter
+
+    held = Counter(a for arrays in catalog["patch_arrays"].to_list() for a in dict.fromkeys(arrays))
+    if len(held) == 1:
+        return next(iter(held))
+    if DEFAULT_PATCH.name in held:
+        return DEFAULT_PATCH.name
+    if not held:
+        _fail("no sample of the root holds a patch array (convert with patches, or use --grid)")
+    listing = ", ".join(f"{a} ({n} sample(s))" for a, n in held.most_common())
+    _fail(f"the root's samples hold several patch arrays; name one with --patch: {listing}")
+    raise AssertionError  # _fail exits
+
+
 def _hest_summary(rep: Any, dry_run: bool) -> None:
     if dry_run:
         for line in rep.selection.lines():
@@ -327,7 +344,8 @@ def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
 @handle_errors
 def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
                 encoder: Annotated[str, typer.Option(help="Encoder name.")],
-                patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_1.14286um",
+                patch: Annotated[str | None, typer.Option(help="Patch array (default: the one the root's samples "
+                                                                "hold; 224px_0.5um where there are several).")] = None,
                 checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None,
                 batch_size: Annotated[int, typer.Option(help="Patches per batch.")] = 64,
                 workers: Annotated[int, typer.Option(help="Loader workers.")] = 0,
@@ -352,6 +370,7 @@ def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
                        f"{int(g.mask.sum())} with tissue")
         typer.echo(f"{len(grids)} sample(s), encoder {enc.name}")
         return
+    patch = patch or default_patch(r.catalog)
     ids = r.select(patch=patch).ids
     enc = load_encoder(encoder, checkpoint=checkpoint)
     out = embed_samples(r, enc, ids, patch=patch, batch_size=batch_size, num_workers=workers,
@@ -422,7 +441,8 @@ def export_cmd(layout: Annotated[str, typer.Argument(help="stamp or trident.")],
                root: Annotated[Path, typer.Argument(help="Root.")],
                dest: Annotated[Path, typer.Argument(help="Output folder.")],
                encoder: Annotated[str, typer.Option(help="Encoder name.")],
-               patch: Annotated[str, typer.Option(help="Patch array.")] = "224px_1.14286um",
+               patch: Annotated[str | None, typer.Option(help="Patch array (default: the one the root's samples "
+                                                               "hold; 224px_0.5um where there are several).")] = None,
                checkpoint: Annotated[Path | None, typer.Option(help="Local weights.")] = None,
                grid: Annotated[str | None, typer.Option(
                    help="Export a feature grid of this geometry (TRIDENT layout + grid_index).")] = None) -> None:
@@ -441,7 +461,9 @@ def export_cmd(layout: Annotated[str, typer.Argument(help="stamp or trident.")],
         files = export_grid_trident(root, embed_grid(root, enc, ids, grid=grid), enc, dest)
         typer.echo(f"wrote {len(files)} file(s) under {dest}")
         return
-    files = export_features(root, enc, dest, layout=layout, patch=patch)
+    from hestdata.store.root import Root
+
+    files = export_features(root, enc, dest, layout=layout, patch=patch or default_patch(Root.open(root).catalog))
     typer.echo(f"wrote {len(files)} file(s) under {dest}")
 
 

@@ -64,8 +64,11 @@ def _option_param(src: Source, name: str, field: Any) -> inspect.Parameter:
     mv = _metavar(name, base)
     if mv:
         kw["metavar"] = mv
+    flag = _flag(src, name)
+    if base is bool:  # both spellings, so an option that defaults to true can be turned off (--no-pseudobulk)
+        flag = f"{flag}/--no-{flag[2:]}"
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[typ, typer.Option(_flag(src, name), **kw)])
+                             annotation=Annotated[typ, typer.Option(flag, **kw)])
 
 
 def _input_params(src: Source) -> list[inspect.Parameter]:
