@@ -137,7 +137,7 @@ def test_a_020_root_is_read_as_it_is_and_split_by_upgrade(tmp_path):
 
 
 def test_image_metadata_matches_what_spatialdata_writes(her2st_root, tmp_path):
-    """Our hand-written multiscale metadata against spatialdata's own writer for the same image: the same OME
+    """Our multiscale metadata (ome-zarr in spatialdata's raster format) against spatialdata's own writer: the same OME
     version, axes, channel labels and per-level scales, so a spec change in spatialdata shows up here."""
     import spatialdata as sd
     from spatialdata.models import Image2DModel

@@ -348,7 +348,8 @@ def _attention_maps(r: Any, t: Task, enc: Any, ids: list[str], lab: dict[str, tu
         w = attention[patient][a:a + len(embs[s])]
         offsets[patient] = a + len(embs[s])
         if len(w):
-            render_heatmap(r.sample(s), t.patch, w, out / f"{s}.png")
+            render_heatmap(r.sample(s), t.patch, w, out / f"{s}.png", what="attention (held out)",
+                           title=f"{s}: {t.name}, {enc.name} attention over {len(w)} patches")
     if echo:
         echo(f"  attention heatmaps: {out}")
 

@@ -50,6 +50,28 @@ def _pixel_to_um(path: Path, image_name: str, level: int) -> np.ndarray:
     return np.asarray(m, np.float64) @ np.diag([2.0 ** level, 2.0 ** level, 1.0])
 
 
+def draw_image(ax: Any, s: Any, image_name: str, max_image_px: int = MAX_IMAGE_PX) -> tuple[int, list[tuple[str, str]]]:
+    """Draw a sample's image on ``ax`` in its µm frame (the pyramid level that fits ``max_image_px``, placed by
+    the image's own transformation); returns the level shown and the multiplex channels drawn (name, colour)."""
+    from matplotlib.transforms import Affine2D
+
+    image = s.image(image_name)
+    k, arr = _level(image, max_image_px)
+    names = [c.get("label", "") for c in image.attrs["ome"].get("omero", {}).get("channels", [])]
+    rgb, shown = _to_rgb(arr, names)
+    m = _pixel_to_um(s.local_path, image_name, k)
+    im = ax.imshow(rgb, interpolation="bilinear")
+    im.set_transform(Affine2D(m) + ax.transData)
+    corners = m @ np.array([[0, rgb.shape[1], 0, rgb.shape[1]], [0, 0, rgb.shape[0], rgb.shape[0]], [1, 1, 1, 1]])
+    ax.set_xlim(corners[0].min(), corners[0].max())
+    ax.set_ylim(corners[1].max(), corners[1].min())  # image convention: y down
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
+    scale_bar(ax, float(corners[0].max() - corners[0].min()))
+    return k, shown
+
+
 def _values(sample: Any, table: Any, gene: str | None, label: str | None) -> tuple[np.ndarray | None, str]:
     """Per-observation values to colour by: log1p(CP10k) of ``gene``, or the ``label`` column."""
     if gene is not None:
@@ -151,20 +173,7 @@ def plot_sample(root: str | os.PathLike[str], sample_id: str, out: str | os.Path
     fig, axes = plt.subplots(1, 2 if with_gallery else 1, figsize=(15 if with_gallery else 9, 7.5),
                              gridspec_kw={"width_ratios": [3, 2]} if with_gallery else None, squeeze=False)
     ax = axes[0, 0]
-    k, arr = _level(s.image(image_name), max_image_px)
-    names = [c.get("label", "") for c in s.image(image_name).attrs["ome"].get("omero", {}).get("channels", [])]
-    rgb, shown = _to_rgb(arr, names)
-    m = _pixel_to_um(s.local_path, image_name, k)
-    from matplotlib.transforms import Affine2D
-
-    im = ax.imshow(rgb, interpolation="bilinear")
-    im.set_transform(Affine2D(m) + ax.transData)
-    corners = m @ np.array([[0, rgb.shape[1], 0, rgb.shape[1]], [0, 0, rgb.shape[0], rgb.shape[0]], [1, 1, 1, 1]])
-    ax.set_xlim(corners[0].min(), corners[0].max())
-    ax.set_ylim(corners[1].max(), corners[1].min())  # image convention: y down
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (µm)")
-    ax.set_ylabel("y (µm)")
+    k, shown = draw_image(ax, s, image_name, max_image_px)
     extra = _draw_tissue(ax, s)
     region = L.VARIANT_REGION.get(s.variant)
     if region and s.has("tables", L.TABLE):
@@ -186,8 +195,6 @@ def plot_sample(root: str | os.PathLike[str], sample_id: str, out: str | os.Path
 
         ax.legend(handles=[Patch(color=c, label=n) for n, c in shown], title="channels", loc="lower left",
                   fontsize="small")
-    span = float(corners[0].max() - corners[0].min())
-    scale_bar(ax, span, colour="black")
     ps = meta.pixel_size_um.value
     fig.suptitle(f"{sample_id} — {meta.technology}, {ps:.4g} µm/px ({meta.pixel_size_um.trusted}); "
                  f"shown at {ps * 2 ** k:.3g} µm/px", fontsize="large")

@@ -49,27 +49,38 @@ def _transform(axes: list[str], scale: list[float] | None) -> dict[str, Any]:
     return t
 
 
-def _affine_transform(a: np.ndarray) -> dict[str, Any]:
-    """Image (c, y, x) pixels -> global µm for a 3x3 affine on (x, y, 1), in spatialdata's layout (output c, x, y)."""
-    m = [[1.0, 0.0, 0.0, 0.0],
-         [0.0, float(a[0, 1]), float(a[0, 0]), float(a[0, 2])],
-         [0.0, float(a[1, 1]), float(a[1, 0]), float(a[1, 2])]]
-    out_axes = {"name": L.COORDINATE_SYSTEM, "axes": [{"name": "c", "type": "channel"},
-                                                      {"name": "x", "type": "space", "unit": L.SPACE_UNIT},
-                                                      {"name": "y", "type": "space", "unit": L.SPACE_UNIT}]}
-    return {"type": "affine", "affine": m, "input": _cs("cyx", ["c", "y", "x"], unit=True), "output": out_axes}
+def _ngff_transform(pixel_size_um: float, origin_um: tuple[float, float], affine: np.ndarray | None) -> dict[str, Any]:
+    """Image (c, y, x) level-0 pixels -> the sample's µm frame, encoded by spatialdata's own transformation
+    classes (a scale, then a translation when the origin is not 0, or a 3x3 affine on (x, y, 1))."""
+    from spatialdata.transformations import Affine, Scale, Sequence, Translation
+
+    out_axes: tuple[str, ...] = ("c", "y", "x")
+    if affine is not None:
+        t: Any = Affine(np.asarray(affine, np.float64), input_axes=("x", "y"), output_axes=("x", "y"))
+        out_axes = ("c", "x", "y")  # spatialdata's layout for an affine's output
+    else:
+        t = Scale([pixel_size_um, pixel_size_um], axes=("y", "x"))
+        if any(origin_um):
+            t = Sequence([t, Translation([float(origin_um[1]), float(origin_um[0])], axes=("y", "x"))])
+    return t.to_ngff(input_axes=("c", "y", "x"), output_axes=out_axes, unit=L.SPACE_UNIT,
+                     output_coordinate_system_name=L.COORDINATE_SYSTEM).to_dict()
 
 
-def _image_transform(pixel_size_um: float, origin_um: tuple[float, float]) -> dict[str, Any]:
-    """Image (c, y, x) pixels -> global µm: a scale, followed by a translation when the origin is not 0."""
-    axes = ["c", "y", "x"]
-    scale = _transform(axes, [1.0, pixel_size_um, pixel_size_um])
-    if not any(origin_um):
-        return scale
-    shift = {"type": "translation", "translation": [0.0, float(origin_um[1]), float(origin_um[0])],
-             "input": _cs("cyx", axes, unit=True), "output": _cs(L.COORDINATE_SYSTEM, axes, unit=True)}
-    return {"type": "sequence", "transformations": [scale, shift], "input": _cs("cyx", axes, unit=True),
-            "output": _cs(L.COORDINATE_SYSTEM, axes, unit=True)}
+def write_multiscale_metadata(g: Any, name: str, n_levels: int, channel_labels: list[str],
+                              transform: dict[str, Any]) -> None:
+    """The OME-NGFF multiscale metadata of ``images/<name>`` written by ome-zarr in spatialdata's current raster
+    format (what ``spatialdata.read_zarr`` expects, so it follows the spec as spatialdata moves), with the
+    channel labels as omero metadata (as spatialdata writes them) and the µm transformation."""
+    from ome_zarr.writer import write_multiscales_metadata
+    from spatialdata._io.format import CurrentRasterFormat  # spatialdata's writer uses exactly this format
+
+    datasets = [{"path": f"s{i}", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 2.0 ** i, 2.0 ** i]}]}
+                for i in range(n_levels)]
+    write_multiscales_metadata(g, datasets, fmt=CurrentRasterFormat(), axes=_cs("cyx", ["c", "y", "x"], unit=False)["axes"],
+                               name=f"/images/{name}", metadata={"omero": {"channels": [{"label": c} for c in channel_labels]}})
+    ome = dict(g.attrs)["ome"]
+    ome["multiscales"][0]["coordinateTransformations"] = [transform]  # where spatialdata keeps them (zarr v3)
+    g.attrs.update({"ome": ome, "spatialdata_attrs": {"version": L.ELEMENT_VERSION}})
 
 
 def _zstd(level: int = 1) -> Any:
@@ -321,25 +332,11 @@ class SampleWriter:
         bad = [k for k, (h, _) in enumerate(shapes) if written[k] != h]
         if bad:
             raise StoreError(f"{self.tmp}: image level(s) {bad} incompletely written")
-        datasets = [{"path": f"s{i}", "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, float(2 ** i), float(2 ** i)]}]} for i in range(len(shapes))]
         # channel coordinates: r, g, b for RGB (what spatialdata-io writes and napari-spatialdata shows as colour),
         # marker names for multiplex
         labels = list(channel_names) if channel_names else (["r", "g", "b"] if channels == 3 else
                                                              [str(i) for i in range(channels)])
-        g.attrs.update({
-            "ome": {
-                "omero": {"channels": [{"label": lab} for lab in labels]},
-                "version": "0.5-dev-spatialdata",
-                "multiscales": [{
-                    "datasets": datasets, "name": f"/images/{name}",
-                    "axes": _cs("cyx", ["c", "y", "x"], unit=False)["axes"],
-                    "coordinateTransformations": [_affine_transform(affine) if affine is not None
-                                                  else _image_transform(pixel_size_um, origin_um)],
-                }],
-            },
-            "spatialdata_attrs": {"version": L.ELEMENT_VERSION},
-        })
+        write_multiscale_metadata(g, name, len(shapes), labels, _ngff_transform(pixel_size_um, origin_um, affine))
 
     def write_shapes(self, name: str, gdf: Any) -> None:
         """Write a GeoDataFrame (coordinates in µm) as ``shapes/<name>`` (``ngff:shapes``, identity to µm)."""
