@@ -113,3 +113,16 @@ def test_defaults_a_newcomer_can_use(tmp_path):
     assert "--no-pseudobulk" in r.output
     h = hestdata_command()
     assert h == "hestdata" or Path(h.split()[0]).exists()
+
+
+def test_library_warnings_take_the_warning_channel(capsys, monkeypatch):
+    import warnings
+
+    from hestdata.cli import _one_line_warning
+
+    monkeypatch.delenv("HESTDATA_DEBUG", raising=False)
+    monkeypatch.setattr(warnings, "showwarning", _one_line_warning)
+    warnings.warn_explicit("spot file has\n  two headers", UserWarning, "/lib/x.py", 12)
+    warnings.warn_explicit("old API", DeprecationWarning, "/lib/y.py", 3)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: spot file has two headers", "warning: DeprecationWarning: old API"]

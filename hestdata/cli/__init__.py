@@ -474,7 +474,24 @@ def main() -> None:
     from hestdata.errors import HestdataWarning
 
     warnings.filterwarnings("ignore", category=HestdataWarning)  # printed from each sample's QC instead
+    warnings.showwarning = _one_line_warning  # a library's warning on the same channel as ours
     app()
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    """``warning: <message>`` on stderr (the category named unless it is a plain UserWarning), no source line;
+    ``--debug`` keeps Python's own format."""
+    from hestdata.cli.common import debug_enabled
+
+    if debug_enabled():
+        import warnings
+
+        warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+        return
+    text = " ".join(str(message).split())
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    typer.secho(f"warning: {kind}{text}", fg=typer.colors.YELLOW, err=True)
 
 
 if __name__ == "__main__":

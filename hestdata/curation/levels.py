@@ -41,7 +41,8 @@ def check_resolution(geometry: PatchGeometry, image_pixel_size_um: float, *, whe
         raise InputError(where, f"cannot make {geometry.name} patches: the best available image is "
                                 f"{finest:.4g} µm/px, coarser than {target:g} µm/px by {finest / target:.1f}x "
                                 f"(limit {max_upsampling:g}x)",
-                         f"provide the full-resolution image or ask for patches at >= {finest / max_upsampling:.3g} µm/px")
+                         f"pass the full-resolution image with --image, convert without patches (--no-patches), or ask "
+                         f"for coarser patches (--patch {geometry.patch_size_px}px_{finest / max_upsampling:.3g}um)")
 
 
 def choose_level(geometry: PatchGeometry, image_pixel_size_um: float, n_levels: int, *, where: str,

@@ -110,7 +110,8 @@ def resolve(name: str, *, panel: dict[str, str] | None = None, mapping: dict[str
             return by_key[_key(c)]
     close = difflib.get_close_matches(_key(stripped), list(by_key), n=4, cutoff=0.6)
     names = sorted({by_key[k].name for k in close})
-    hint = (f"closest: {', '.join(names)}; " if names else "") + "add a 'channel,marker' mapping file to name it"
+    hint = (f"closest: {', '.join(names)}; " if names else "") + \
+        "name it in a 'channel,marker' CSV passed as --mapping (mapping= in Python)"
     raise InputError(where, f"unknown marker {name!r}" + (f" (metal {metal})" if metal else ""), hint)
 
 
