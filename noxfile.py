@@ -1,5 +1,5 @@
 """Developer sessions: ``nox -s tests``, ``nox -s demo``, ``nox -s lint``, ``nox -s docs``, ``nox -s peers``,
-``nox -s compat`` (Python 3.12, spatialdata 0.8).
+``nox -s compat`` (Python 3.12, spatialdata 0.8), ``nox -s clients`` (squidpy, spatialdata-plot).
 
 Each session builds its own virtual environment with the interpreter that runs nox (Python >= 3.11).
 """
@@ -65,3 +65,11 @@ def compat(session: nox.Session) -> None:
     session.install("-e", ".", "pytest>=8", "spatialdata>=0.8")
     session.run("pytest", "-q", "tests/test_scverse.py", "tests/test_format.py", "tests/test_curation_fidelity.py",
                 "-k", "not 020 and not format1_root_is_read", *session.posargs)
+
+
+@nox.session
+def clients(session: nox.Session) -> None:
+    """Our stores in squidpy (spatial graph at the array's pitch, Moran's I) and spatialdata-plot (image and
+    spots rendered), the tools users already have (tests/test_clients.py; skipped in the main suite)."""
+    session.install("-e", ".[clients]")
+    session.run("pytest", "-q", "tests/test_clients.py", *session.posargs)
