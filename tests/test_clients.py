@@ -13,8 +13,9 @@ pytest.importorskip("spatialdata_plot")
 
 
 def test_squidpy_spatial_graph_matches_the_spot_pitch(her2st_root):
-    import hestdata.store.codecs  # noqa: F401
     import spatialdata as sd
+
+    import hestdata.store.codecs  # noqa: F401
 
     sdata = sd.read_zarr(her2st_root / "samples" / "her2st_C3.zarr")
     table = sdata.tables["expression"]
@@ -31,9 +32,10 @@ def test_spatialdata_plot_renders_image_and_spots(her2st_root, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    import hestdata.store.codecs  # noqa: F401
     import spatialdata as sd
     import spatialdata_plot  # noqa: F401
+
+    import hestdata.store.codecs  # noqa: F401
 
     sdata = sd.read_zarr(her2st_root / "samples" / "her2st_C3.zarr")
     out = tmp_path / "c3.png"
