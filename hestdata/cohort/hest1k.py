@@ -186,7 +186,7 @@ def plan_selection(fs: Any, base: str, meta: Any, ids: list[str], patches_from: 
 
 def download_hest1k(source: str, dest: str | os.PathLike[str], *, where: Any = None, ids: list[str] | None = None,
                     limit: int | None = None, dry_run: bool = False, patches_from: str = "recut",
-                    patches: list[str] | None = None, workers: int = 8, n_workers: int = 2,
+                    patches: list[str] | None = None, workers: int = 8, convert_workers: int = 2,
                     storage_options: dict[str, Any] | None = None, overwrite: bool = False,
                     progress: Any = None, echo: Any = None) -> HestReport:
     """Select HEST samples by query, fetch what they need, convert and publish them into ``dest``."""
@@ -207,13 +207,13 @@ def download_hest1k(source: str, dest: str | os.PathLike[str], *, where: Any = N
     report = HestReport(selection, dest=Path(dest))
     if dry_run:
         return report
-    _fetch_and_convert(Remote(handle, base), report, patches_from, patches, workers, n_workers, overwrite,
+    _fetch_and_convert(Remote(handle, base), report, patches_from, patches, workers, convert_workers, overwrite,
                        progress, echo)
     return report
 
 
 def _fetch_and_convert(remote: Any, report: HestReport, patches_from: str, patches: list[str] | None,
-                       workers: int, n_workers: int, overwrite: bool, progress: Any, echo: Any) -> None:
+                       workers: int, convert_workers: int, overwrite: bool, progress: Any, echo: Any) -> None:
     """Fetch every selected sample's files into the cache, then convert the complete ones as Dask tasks."""
     from hestdata.cohort.register import RegistrationReport, SampleOutcome, publish_outcomes, run_tasks
     from hestdata.remote.download import fetch_files
@@ -234,7 +234,7 @@ def _fetch_and_convert(remote: Any, report: HestReport, patches_from: str, patch
               "options": {**options, "hest_id": sid}} for sid in sel.files if sid not in failures]
     reg = RegistrationReport("hest1k", str(dest.resolve()))
     if specs:
-        run_tasks(specs, str(dest.resolve()), dest.resolve(), None, n_workers, overwrite, None, reg, echo)
+        run_tasks(specs, str(dest.resolve()), dest.resolve(), None, convert_workers, overwrite, None, reg, echo)
     publish_outcomes(dest.resolve(), reg)
     report.outcomes = outcomes + reg.outcomes
 
@@ -243,7 +243,7 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
              where: Any = None, elements: list[str] | None = None, patches: list[str] | None = None,
              workers: int = 8, storage_options: dict[str, Any] | None = None, progress: Any = None,
              overwrite: bool = False, limit: int | None = None, dry_run: bool = False, patches_from: str = "recut",
-             n_workers: int = 2, echo: Any = None) -> Any:
+             convert_workers: int = 2, echo: Any = None) -> Any:
     """Download a subset of a root — ours (returns the local root's path) or a HEST-1k layout, e.g. the
     built-in ``"hest1k"`` remote (returns a :class:`HestReport`; ``dry_run`` lists ids and sizes only).
 
@@ -251,6 +251,10 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
     catalog / HEST metadata CSV; ``ids`` and ``limit`` narrow it. For our layout see
     :func:`hestdata.remote.download.download` (``elements``, ``patches``, ``overwrite``); for HEST, ``patches``
     are geometries to cut and ``patches_from="hest"`` keeps HEST's own patches.
+
+    ``workers`` is the number of files fetched at once (threads: downloads wait on the network); a HEST-1k
+    download also converts what it fetched on ``convert_workers`` processes (a conversion holds an image level in
+    memory, so keep it at the cores and memory you have).
     """
     from hestdata.errors import InputError
     from hestdata.io.fs import ProcessLocalFS, join, split_url
@@ -267,7 +271,7 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
         if elements is not None:
             raise InputError(url, "elements= applies to hestdata roots; a HEST-1k download converts whole samples")
         return download_hest1k(url, dest, where=where, ids=ids, limit=limit, dry_run=dry_run,
-                               patches_from=patches_from, patches=patches, workers=workers, n_workers=n_workers,
+                               patches_from=patches_from, patches=patches, workers=workers, convert_workers=convert_workers,
                                storage_options=opts, overwrite=overwrite, progress=progress, echo=echo)
     if dry_run or limit is not None:
         raise InputError(url, "dry_run and limit apply to HEST-1k layouts")
