@@ -197,11 +197,11 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
 
     grid = SpotGrid(s.grid_layout, s.inter_spot_distance_um) if s.inter_spot_distance_um else None
     ps = stages.resolve_pixel_size(req, s.expression.obs, grid)
-    st = curate_table(req, s, ps.value)
     geometries = [PatchGeometry.parse(g) for g in o.patches]
     image_ps = ps.value / s.image.scale_to_fullres if s.image is not None else 0.0
     n_levels = len(pyramid_shapes(s.image.height_px, s.image.width_px)) if s.image is not None else 0
-    levels = patch_levels(req, s, geometries, image_ps, n_levels, o)
+    levels = patch_levels(req, s, geometries, image_ps, n_levels, o)  # a too-coarse image fails before any work
+    st = curate_table(req, s, ps.value)
     if s.image is not None and not o.allow_image_mismatch:  # the cheap half of the agreement check, before writing
         from hestdata.curation.agreement import LIKELY_CAUSES, MAX_OFF_IMAGE_FRACTION
 
