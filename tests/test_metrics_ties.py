@@ -193,3 +193,29 @@ def test_offline_pretrained_weights_fail_at_once(monkeypatch):
         encoders.load_encoder("timm:resnet18")
     enc = encoders.load_encoder("timm:resnet18", pretrained=False)  # --random-init: no download at all
     assert enc.name == "timm:resnet18" and enc.weights_sha256
+
+
+def test_bootstrap_auroc_and_ap_equal_sklearn_on_ties_constants_and_shuffles():
+    """The fast AUROC/AP of the MIL bootstrap against sklearn: random, heavily tied, constant scores, perfect
+    and reversed rankings, and one-class inputs (NaN, where sklearn raises or warns)."""
+    import warnings
+
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from hestdata.bench.metrics import average_precision, binary_auroc
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for n in (2, 5, 17, 60):
+        y = rng.random(n) < 0.4
+        y[0], y[-1] = True, False
+        cases += [(y, rng.random(n)), (y, rng.integers(0, 3, n).astype(float)), (y, np.full(n, 0.7)),
+                  (y, y.astype(float)), (y, -y.astype(float)), (rng.permutation(y), rng.random(n))]
+    for y, s in cases:
+        assert np.isclose(binary_auroc(y, s), roc_auc_score(y, s)), (y, s)
+        assert np.isclose(average_precision(y, s), average_precision_score(y, s)), (y, s)
+    assert np.isnan(binary_auroc(np.ones(4, bool), rng.random(4)))
+    assert np.isnan(average_precision(np.zeros(4, bool), rng.random(4)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isnan(binary_auroc(np.zeros(3, bool), [1, 2, 3]))

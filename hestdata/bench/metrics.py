@@ -56,3 +56,36 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
         fn = np.sum((y_pred != c) & (y_true == c))
         f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return float(np.mean(f1s))
+
+
+def binary_auroc(positive: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the boolean ``positive``, tie-aware (tied scores count one half:
+    the Mann–Whitney statistic on average ranks); NaN when one class is absent. Equal to sklearn's
+    ``roc_auc_score`` (tested) at a hundredth of its cost, which matters inside a 1,000-resample bootstrap."""
+    from scipy.stats import rankdata
+
+    pos = np.asarray(positive, dtype=bool)
+    n1 = int(pos.sum())
+    n0 = len(pos) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def average_precision(positive: np.ndarray, score: np.ndarray) -> float:
+    """Average precision as sklearn defines it (``average_precision_score``): Σ (R_k − R_{k−1}) P_k over the
+    distinct score thresholds, highest first (tied scores enter together, no interpolation); NaN without a
+    positive."""
+    pos = np.asarray(positive, dtype=bool)
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return float("nan")
+    s = np.asarray(score, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, pos = s[order], pos[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each run of tied scores
+    tp = np.cumsum(pos)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))

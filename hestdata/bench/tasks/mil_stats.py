@@ -43,20 +43,23 @@ def pooled_classification(y: np.ndarray, proba: np.ndarray, classes: list[str], 
                           seed: int = 0) -> dict[str, Any]:
     """AUROC and average precision of pooled out-of-fold probabilities (binary: of the second class; more
     classes: one-vs-rest, macro), each with its 95 % bootstrap interval, and the curves per class."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from hestdata.bench.metrics import average_precision, binary_auroc
 
     y = np.asarray(y).astype(str)
     pos = classes[1:] if len(classes) == 2 else classes
 
+    # the metrics of hestdata.bench.metrics (equal to sklearn's, tested): 4,000 bootstrap calls cost 0.2 s, not 20
     def auroc(idx: np.ndarray) -> float:
         yy, pp = y[idx], proba[idx]
-        vals = [roc_auc_score(yy == c, pp[:, classes.index(c)]) for c in pos if 0 < (yy == c).sum() < len(yy)]
-        return float(np.mean(vals)) if len(vals) == len(pos) else float("nan")
+        vals = [binary_auroc(yy == c, pp[:, classes.index(c)]) for c in pos]
+        return float(np.mean(vals)) if all(np.isfinite(vals)) else float("nan")
 
     def ap(idx: np.ndarray) -> float:
         yy, pp = y[idx], proba[idx]
-        vals = [average_precision_score(yy == c, pp[:, classes.index(c)]) for c in pos if (yy == c).any()]
-        return float(np.mean(vals)) if len(vals) == len(pos) else float("nan")
+        vals = [average_precision(yy == c, pp[:, classes.index(c)]) for c in pos]
+        return float(np.mean(vals)) if all(np.isfinite(vals)) else float("nan")
 
     every = np.arange(len(y))
     curves = {}
