@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--explain-patches", type=int, default=0, help="0: every patch of C3")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="her2st sections to convert (B4 and C3 are drawn; C2 only trains the explained head)")
     args = ap.parse_args(argv)
     import hestdata
     from hestdata.bench.encoders import from_module
@@ -121,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
     root = tmp / "root"
-    for sec, (img, patient) in SECTIONS.items():
+    chosen = [x.strip() for x in args.sections.split(",")]
+    if not {"B4", "C3"} <= set(chosen) <= set(SECTIONS):
+        sys.exit(f"--sections must include B4 and C3, from {sorted(SECTIONS)}")
+    for sec, (img, patient) in ((k, SECTIONS[k]) for k in chosen):
         inputs = {"counts": DATA / "ST-cnts" / f"{sec}.tsv.gz", "spots": DATA / "ST-spotfiles" / f"{sec}_selection.tsv",
                   "image": DATA / "ST-imgs" / img}
         if sec == "C3":
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     crops = hestdata.open_sample(root / "samples" / "her2st_C3.zarr").patches("cells-64px_0.5um")["images"][:48]
     save_figure(crops_figure(np.asarray(crops), tmp / "crops.png"), out, "cell_crops_C3")
     # explanation maps of an ERBB2 head, held out on C3
-    ids = ["her2st_B4", "her2st_C2", "her2st_C3"]
+    ids = [f"her2st_{k}" for k in chosen]
     head = fit_head(root, enc, ids, "224px_0.5um", gene="ERBB2", exclude="her2st_C3")
     files = explain_sample(root, enc, "her2st_C3", "224px_0.5um", tmp / "maps", head=head, n=args.explain_patches,
                            steps=16)
