@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hestdata.errors import InputError
+from hestdata.errors import InputError, require_extra
+
+for _module in ("torch", "timm", "sklearn"):  # one line naming the extra, before any work
+    require_extra(_module, "ml", "the benchmark harness (hestdata.bench)")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

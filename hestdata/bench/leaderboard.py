@@ -274,12 +274,14 @@ def _svg_bars(sub: Any, metric: str, chance: float | None = None) -> str:
     if not rows:
         return ""
     e = html.escape
-    try:
+    from importlib.util import find_spec
+
+    if find_spec("matplotlib") is None:  # reading results needs no extra; the chart needs matplotlib
+        chart = "<p>(chart: pip install 'hestdata[ml]' for matplotlib)</p>"
+    else:
         from hestdata.plot.scores import score_figure, svg
 
         chart = svg(score_figure(rows, metric, str(sub["task"][0]), chance, lower_is_better(metric)))
-    except ImportError:
-        chart = "<p>(chart: install hestdata[ml] for matplotlib)</p>"
     caption = f"{e(metric)}: bars are means, whiskers 95 % intervals (± std over folds where a run has none)"
     if chance is not None:
         caption += f"; <span class='chance'>dashed red line: chance level {chance:g}</span>"
