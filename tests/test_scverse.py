@@ -53,6 +53,16 @@ out["bbox_rows"] = int(q.tables["expression"].n_obs)
 out["bbox_spots"] = int(len(q.shapes["spots"]))
 poly = Polygon([(x0 - 1, y0 - 1), (x0 + 400, y0 - 1), (x0 + 400, y0 + 400), (x0 - 1, y0 + 400)])
 out["poly_rows"] = int(sd.polygon_query(s, poly, target_coordinate_system="global").tables["expression"].n_obs)
+# aggregate with its defaults: ERBB2 counts of the spots summed over the tissue polygons
+agg = sd.aggregate(values="spots", by="tissue", values_sdata=s, by_sdata=s, value_key="ERBB2",
+                   table_name="expression").tables["expression"]
+out["agg_total"] = float(np.asarray(agg.X.sum()))
+spots = s.shapes["spots"]
+import shapely
+touching = shapely.intersects(shapely.union_all(s.shapes["tissue"].geometry.values),
+                              spots.geometry.buffer(spots["radius"]).values)
+x = t[:, "ERBB2"].X
+out["agg_expected"] = float(np.asarray(x.toarray() if hasattr(x, "toarray") else x).ravel()[touching].sum())
 print("RESULT" + json.dumps(out))
 '''
 
@@ -89,6 +99,9 @@ def test_a_sample_opens_in_zarr_and_spatialdata_without_hestdata(her2st_root):
     # the box keeps spots by centre and filters the table to them; the polygon keeps discs that meet it
     assert out["bbox_rows"] == out["bbox_spots"] == inside
     assert inside <= out["poly_rows"] <= near
+    # aggregate counts every spot disc that meets the tissue, once
+    erbb2 = np.asarray(t[:, "ERBB2"].X.sum())
+    assert 0 < out["agg_total"] == out["agg_expected"] <= erbb2
 
 
 def test_hestdata_reads_its_patches_through_the_split_metadata(her2st_root):
