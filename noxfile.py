@@ -18,9 +18,9 @@ def tests(session: nox.Session) -> None:
     session.log("installing hestdata[test] (PyTorch with CUDA libraries, spatialdata, the peers): about 7 GB and "
                 "5-7 minutes of downloads on a fresh machine, seconds when the environment exists")
     session.install("-e", ".[test]")
-    # two processes per machine: many tests wait on subprocesses, servers and Dask clusters; per-test durations
-    # are printed so a slow test is noticed
-    session.run("pytest", "-q", "-ra", "-n", "2", "--dist", "loadfile", "--durations=15", *session.posargs)
+    # two processes per machine: many tests wait on subprocesses, servers and Dask clusters; one line per finished
+    # test (with the run's percentage) so progress shows under load, and the 15 slowest at the end
+    session.run("pytest", "-v", "-ra", "-n", "2", "--dist", "loadfile", "--durations=15", *session.posargs)
 
 
 @nox.session
