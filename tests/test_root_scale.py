@@ -1,4 +1,4 @@
-"""Store format 2 at N=200: the scale benchmark run small, asserting what must not grow with the root (requests,
+"""Store format 2 at N=100 beside N=10: the scale benchmark run small, asserting what must not grow with the root (requests,
 bytes written per publish, files touched), never wall-clock times."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hestdata.store import versions
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    out = root_scale.main(["--sizes", "10,200", "--repeats", "1", "--whole-validate-max", "10",
+    out = root_scale.main(["--sizes", "10,100", "--repeats", "1", "--whole-validate-max", "10",
                            "--work", str(tmp_path_factory.mktemp("scale"))])
     return {r["n"]: r for r in out}
 
@@ -19,13 +19,13 @@ def rows(tmp_path_factory):
 def test_remote_open_is_three_requests_whatever_the_root_holds(rows):
     for r in rows.values():
         assert r["open_requests"] <= 3 and r["open_bytes"] <= 2_000_000
-    assert rows[200]["open_requests"] == rows[10]["open_requests"]
+    assert rows[100]["open_requests"] == rows[10]["open_requests"]
     # the catalog is the only thing that grows: ~86 bytes a row, nothing per file
-    assert rows[200]["open_bytes"] < 40 * rows[10]["open_bytes"]
+    assert rows[100]["open_bytes"] < 20 * rows[10]["open_bytes"]
 
 
 def test_one_sample_operations_do_not_grow_with_the_root(rows):
-    small, big = rows[10], rows[200]
+    small, big = rows[10], rows[100]
     assert big["files_per_sample"] == small["files_per_sample"] <= 300
     # a one-sample publish writes the tail (1 row), the version document and the pointer: not the catalog
     assert big["publish_one_bytes"] <= 1.5 * small["publish_one_bytes"]
