@@ -126,3 +126,14 @@ def test_library_warnings_take_the_warning_channel(capsys, monkeypatch):
     warnings.warn_explicit("old API", DeprecationWarning, "/lib/y.py", 3)
     err = capsys.readouterr().err.splitlines()
     assert err == ["warning: spot file has two headers", "warning: DeprecationWarning: old API"]
+
+
+def test_every_command_has_the_one_line_error_contract():
+    """Each command's callback goes through handle_errors (functools.wraps marks it), so no command can print a
+    traceback for a failure a user can cause (a missing extra, a bad file, the network)."""
+    from hestdata.cli import app, bench_app, convert_app
+
+    unwrapped = [f"{group} {c.name or c.callback.__name__}" for group, t in (("", app), ("bench", bench_app),
+                                                                            ("convert", convert_app))
+                 for c in t.registered_commands if not hasattr(c.callback, "__wrapped__")]
+    assert not unwrapped, unwrapped

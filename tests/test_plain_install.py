@@ -56,3 +56,40 @@ def test_the_leaderboard_renders_without_torch(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "| e |" in out.stdout and (tmp_path / "lb.html").read_text().count("<table") == 1
     assert "torch" not in sys.modules
+
+
+def _docs_commands() -> list[tuple[str, str]]:
+    import re
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    out = []
+    for page in sorted(docs.rglob("*.md")):
+        for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", page.read_text(), flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.strip().startswith("hestdata "):
+                    out.append((page.name, line.strip()))
+    return out
+
+
+def test_docs_commands_work_or_fail_in_one_line(tmp_path):
+    """Every ``hestdata`` command in the docs, run as written in an empty folder, offline and without extras: its
+    inputs are not there and the network is not either, so most fail — each with one ``error:`` line, never a
+    traceback."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HESTDATA_RETRIES": "1", "AWS_MAX_ATTEMPTS": "1", "AWS_EC2_METADATA_DISABLED": "true",
+           "HF_HUB_OFFLINE": "1", "AWS_ACCESS_KEY_ID": "none", "AWS_SECRET_ACCESS_KEY": "none"}
+    commands = _docs_commands()
+    assert len(commands) > 20
+    bad = []
+    for page, cmd in commands:
+        try:
+            out = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                 timeout=120)
+        except subprocess.TimeoutExpired:
+            bad.append(f"{page}: {cmd}: ran past 120 s")
+            continue
+        lines = out.stderr.strip().splitlines()
+        if "Traceback" in out.stderr or (out.returncode and (out.returncode != 1 or len(lines) != 1
+                                                             or not lines[0].startswith("error:"))):
+            bad.append(f"{page}: {cmd}: exit {out.returncode}: {out.stderr[-600:]}")
+    assert not bad, "\n".join(bad)

@@ -406,6 +406,7 @@ def bench_explain(root: Annotated[Path, typer.Option(help="Root.")],
 
 
 @bench_app.command("list")
+@handle_errors
 def bench_list() -> None:
     """Encoders and tasks this installation knows."""
     from hestdata.bench.encoders import available
