@@ -4,6 +4,7 @@ with a clear reason when it is absent (set ``HESTDATA_SHARED_DATA`` to point els
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,18 @@ def http_server(tmp_path):
     t.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", www, log
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """The address of one LocalCluster (two worker processes) shared by the registrations of a test process: the
+    cluster's start-up and each worker's forkserver (which imports the conversion stack once) are paid once. Tests
+    that configure conversions through the environment (failpoints) start their own cluster instead: these
+    workers were started before any test set a variable."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         scheduler_port=0) as cluster:
+        yield cluster.scheduler_address

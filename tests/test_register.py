@@ -37,7 +37,7 @@ def _synthetic_cohort(folder: Path, name: str, ids: list[str], extra: list[dict]
         "samples": samples + (extra or [])})
 
 
-def test_register_shared_fixtures_on_two_workers(tmp_path):
+def test_register_shared_fixtures_on_two_workers(tmp_path, dask_scheduler):
     d = shared("visium")
     counts, spots, image = her2st_inputs("C3")
     doc = {
@@ -56,7 +56,7 @@ def test_register_shared_fixtures_on_two_workers(tmp_path):
         ]}
     cohort = _write(tmp_path / "mixed.yaml", doc)
     root = tmp_path / "root"
-    rep = register_cohort(cohort, root, n_workers=2, allow_outside_inputs=True)
+    rep = register_cohort(cohort, root, scheduler=dask_scheduler, allow_outside_inputs=True)
     assert rep.ids("converted") == ["her2st_C3", "seurat_anterior", "squidpy_crop"]
     assert rep.ids("failed") == ["broken"] and "InputError" in rep.outcomes[0].reason
     cat = hestdata.open_catalog(root)
@@ -66,7 +66,7 @@ def test_register_shared_fixtures_on_two_workers(tmp_path):
     saved = json.loads((root / "cohorts" / "mixed.report.json").read_text())
     assert [o["status"] for o in saved["outcomes"]].count("converted") == 3
     before = {p: p.stat().st_mtime_ns for p in (root / "samples").glob("*.zarr")}
-    again = register_cohort(cohort, root, n_workers=2, allow_outside_inputs=True)  # idempotent: nothing converted twice
+    again = register_cohort(cohort, root, scheduler=dask_scheduler, allow_outside_inputs=True)  # idempotent: nothing converted twice
     assert again.ids("unchanged") == ["her2st_C3", "seurat_anterior", "squidpy_crop"]
     assert {p: p.stat().st_mtime_ns for p in (root / "samples").glob("*.zarr")} == before
 
@@ -95,10 +95,10 @@ def _run(cohort: Path, root: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_completes(tmp_path):
+def test_sigkill_mid_run_then_rerun_completes(tmp_path, dask_scheduler):
     root = tmp_path / "root"
     first = _synthetic_cohort(tmp_path / "a", "first", ["a0"])
-    assert register_cohort(first, root, n_workers=1).ok
+    assert register_cohort(first, root, scheduler=dask_scheduler).ok
     previous = hestdata.open_catalog(root)["id"].to_list()
     counts, spots, image = her2st_inputs("C2")  # a slow sample keeps the run busy
     slow = {"id": "slow_c2", "technology": "st", "inputs": {"counts": str(counts), "spots": str(spots),
@@ -113,7 +113,7 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path):
     assert any((root / "samples").glob("b*.zarr")), "no sample was committed before the kill"
     assert not (root / "samples" / "slow_c2.zarr").exists()
     assert hestdata.open_catalog(root)["id"].to_list() == previous  # previous catalog intact and readable
-    rep = register_cohort(second, root, n_workers=2, allow_outside_inputs=True)
+    rep = register_cohort(second, root, scheduler=dask_scheduler, allow_outside_inputs=True)
     assert rep.ok and "slow_c2" in rep.ids("converted") and rep.ids("unchanged")
     assert hestdata.open_catalog(root)["id"].to_list() == ["a0", "b0", "b1", "b2", "slow_c2"]
     assert hestdata.validate(root).ok, hestdata.validate(root).violations
@@ -132,7 +132,7 @@ def test_two_concurrent_registrations_leave_a_consistent_catalog(tmp_path):
     assert hestdata.validate(root).ok, hestdata.validate(root).violations
 
 
-def test_register_xenium_multiplex_and_wsi(tmp_path):
+def test_register_xenium_multiplex_and_wsi(tmp_path, dask_scheduler):
     x = shared("xenium", "sfe_jurkat_raji")
     imc = shared("multiplex", "imc_bodenmiller", "analysis")
     svs = shared("wsi", "CMU-1-Small-Region.svs")
@@ -147,9 +147,9 @@ def test_register_xenium_multiplex_and_wsi(tmp_path):
     ]}
     cohort = _write(tmp_path / "other.yaml", doc)
     root = tmp_path / "root"
-    rep = register_cohort(cohort, root, n_workers=2, allow_outside_inputs=True)
+    rep = register_cohort(cohort, root, scheduler=dask_scheduler, allow_outside_inputs=True)
     assert rep.ok, [o.reason for o in rep.outcomes]
     cat = hestdata.open_catalog(root)
     assert dict(zip(cat["id"], cat["technology"], strict=True)) == {"imc": "imc", "slide": "wsi", "xen": "xenium"}
     assert hestdata.validate(root).ok, hestdata.validate(root).violations
-    assert register_cohort(cohort, root, n_workers=1, allow_outside_inputs=True).ids("unchanged") == ["imc", "slide", "xen"]
+    assert register_cohort(cohort, root, scheduler=dask_scheduler, allow_outside_inputs=True).ids("unchanged") == ["imc", "slide", "xen"]
