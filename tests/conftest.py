@@ -151,10 +151,11 @@ def http_server(tmp_path):
     server.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_scheduler() -> Iterator[str]:
-    """The address of one LocalCluster (two worker processes) shared by the registrations of a test process: the
-    cluster's start-up and each worker's forkserver (which imports the conversion stack once) are paid once. Tests
+    """The address of one LocalCluster (two worker processes) shared by the registrations of a test module: the
+    cluster's start-up and each worker's forkserver (which imports the conversion stack once) are paid once per
+    module, and no idle cluster outlives the module to sit beside other tests. Tests
     that configure conversions through the environment (failpoints) start their own cluster instead: these
     workers were started before any test set a variable."""
     import dask
