@@ -18,13 +18,9 @@ from typing import Any
 import numpy as np
 
 from hestdata.bench.encoders import Encoder
-from hestdata.errors import require_extra
 from hestdata.io import progress
 from hestdata.store import layout as L
 from hestdata.units import DEFAULT_PATCH
-
-for _module in ("torch", "timm", "sklearn"):  # one line naming the extra, before any work
-    require_extra(_module, "ml", "the benchmark harness (hestdata.bench)")
 
 
 def default_cache_dir(root: str | os.PathLike[str]) -> Path:

@@ -21,8 +21,15 @@ from typing import Any
 
 from hestdata.errors import InputError, require_extra
 
-for _module in ("torch", "timm", "sklearn"):  # one line naming the extra, before any work
-    require_extra(_module, "ml", "the benchmark harness (hestdata.bench)")
+
+def require_ml() -> None:
+    """One line naming the ``ml`` extra when torch, timm or scikit-learn is missing, before any work (the modules
+    that run encoders call it on import: encoders here, the runner; embedding imports this module)."""
+    for module in ("torch", "timm", "sklearn"):
+        require_extra(module, "ml", "the benchmark harness (hestdata.bench)")
+
+
+require_ml()
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

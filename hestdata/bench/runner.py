@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from hestdata.bench.encoders import require_ml
 from hestdata.bench.genes import gene_option
 from hestdata.bench.leaderboard import PRIMARY, append_gene_rows  # noqa: F401  (PRIMARY re-exported)
 from hestdata.bench.slide_runner import SLIDE_TASKS
-from hestdata.errors import InputError, require_extra
+from hestdata.errors import InputError
 from hestdata.io import progress
 from hestdata.store import layout as L
 from hestdata.units import DEFAULT_PATCH
 
-for _module in ("torch", "timm", "sklearn"):  # one line naming the extra, before any work
-    require_extra(_module, "ml", "the benchmark harness (hestdata.bench)")
+require_ml()
 
 TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil", *SLIDE_TASKS)
 

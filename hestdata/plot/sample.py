@@ -20,8 +20,10 @@ MAX_IMAGE_PX = 1600
 
 def _level(image: Any, max_px: int) -> tuple[int, np.ndarray]:
     """The finest pyramid level whose longer side fits ``max_px`` (the coarsest if none), as (k, HWC)."""
+    from hestdata.curation.levels import thumbnail_level
+
     paths = [d["path"] for d in image.attrs["ome"]["multiscales"][0]["datasets"]]
-    k = next((i for i, p in enumerate(paths) if max(image[p].shape[1:]) <= max_px), len(paths) - 1)
+    k = thumbnail_level([image[p].shape[1:] for p in paths], max_px)
     return k, np.moveaxis(np.asarray(image[paths[k]][:]), 0, -1)
 
 
@@ -134,7 +136,8 @@ def _gallery(ax: Any, group: Any, name: str, n: int) -> None:
     total = imgs_arr.shape[0]
     pick = np.unique(np.linspace(0, total - 1, min(total, 4 * n)).astype(int)) if total else np.zeros(0, int)
     imgs = np.asarray(imgs_arr.get_orthogonal_selection((pick, slice(None), slice(None), slice(None))))
-    keep = without_padding(imgs)[:n]
+    unpadded = without_padding(imgs)
+    keep = unpadded[:n]
     p = imgs.shape[1] if len(imgs) else 0
     um = float(group.attrs.get("pixel_size_um", 0) or 0)
     ax.set_axis_off()
@@ -144,7 +147,7 @@ def _gallery(ax: Any, group: Any, name: str, n: int) -> None:
     cols = int(np.ceil(np.sqrt(len(keep))))
     ax.imshow(gallery(imgs[keep], cols))
     ax.set_title(f"patches {name} ({p} px = {p * um:g} µm): {len(keep)} of {total}\n"
-                 f"({len(pick) - len(without_padding(imgs))} padded edge patches among {len(pick)} left out)",
+                 f"({len(pick) - len(unpadded)} padded edge patches among {len(pick)} left out)",
                  fontsize="medium")
     if um:
         scale_bar(ax, p * um, units_per_um=1 / um, loc="lower right")
