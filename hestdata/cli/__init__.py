@@ -206,7 +206,10 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, remote 
              limit: Annotated[int | None, typer.Option(help="HEST-1k: at most this many samples.")] = None,
              dry_run: Annotated[bool, typer.Option("--dry-run", help="HEST-1k: list ids and sizes, fetch nothing.")] = False,
              patches_from: Annotated[str, typer.Option(
-                 help="HEST-1k: 'recut' (cut from the WSI) or 'hest' (keep HEST's patches).")] = "recut") -> None:
+                 help="HEST-1k: 'recut' (cut from the WSI) or 'hest' (keep HEST's patches).")] = "recut",
+             push_wait: Annotated[float, typer.Option(
+                 help="Seconds to wait for a push that is replacing the samples being fetched (0: fail at once).")]
+             = 900.0) -> None:
     """Download a subset of a root (by id / catalog condition / element), resumable and checksum-verified; HEST-1k
     layouts (``hest1k``: the Hub's MahmoodLab/hest) are fetched and converted sample by sample."""
     from hestdata.cohort.hest1k import HestReport
@@ -217,7 +220,7 @@ def download(source: Annotated[str, typer.Argument(help="Root URL, path, remote 
     try:
         out = run(source, dest, ids=sample_id or None, where=where, elements=elements, patches=patch or None,
                   workers=workers, overwrite=overwrite, limit=limit, dry_run=dry_run, patches_from=patches_from,
-                  echo=typer.echo)
+                  echo=typer.echo, push_wait_s=push_wait)
     except InputError as exc:
         if where is not None and exc.reason.startswith("query "):  # say which flag held the bad condition
             raise InputError(exc.path, f"--where: {exc.reason}", exc.hint) from None

@@ -243,7 +243,7 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
              where: Any = None, elements: list[str] | None = None, patches: list[str] | None = None,
              workers: int = 8, storage_options: dict[str, Any] | None = None, progress: Any = None,
              overwrite: bool = False, limit: int | None = None, dry_run: bool = False, patches_from: str = "recut",
-             convert_workers: int = 2, echo: Any = None) -> Any:
+             convert_workers: int = 2, echo: Any = None, push_wait_s: float = 900.0) -> Any:
     """Download a subset of a root — ours (returns the local root's path) or a HEST-1k layout, e.g. the
     built-in ``"hest1k"`` remote (returns a :class:`HestReport`; ``dry_run`` lists ids and sizes only).
 
@@ -254,7 +254,8 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
 
     ``workers`` is the number of files fetched at once (threads: downloads wait on the network); a HEST-1k
     download also converts what it fetched on ``convert_workers`` processes (a conversion holds an image level in
-    memory, so keep it at the cores and memory you have).
+    memory, so keep it at the cores and memory you have). ``push_wait_s``: how long a download from one of our
+    roots waits for a push that is replacing the samples it fetches (then resumes against the new version).
     """
     from hestdata.errors import InputError
     from hestdata.io.fs import ProcessLocalFS, join, split_url
@@ -276,4 +277,4 @@ def download(source: str | os.PathLike[str] | None, dest: str | os.PathLike[str]
     if dry_run or limit is not None:
         raise InputError(url, "dry_run and limit apply to HEST-1k layouts")
     return download_root(url, dest, ids=ids, where=where, elements=elements, patches=patches, workers=workers,
-                         storage_options=opts, progress=progress, overwrite=overwrite)
+                         storage_options=opts, progress=progress, overwrite=overwrite, push_wait_s=push_wait_s)

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hestdata.errors import IntegrityError, StoreError, is_disk_full
+from hestdata.errors import HestdataWarning, IntegrityError, StoreError, is_disk_full
 from hestdata.io import retry
 from hestdata.io.fs import ProcessLocalFS, join
 from hestdata.store import layout as L
@@ -198,7 +199,7 @@ def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | N
 def download(source: str | os.PathLike[str] | Any, dest: str | os.PathLike[str], *,
              ids: Sequence[str] | None = None, where: Any = None, elements: Sequence[str] | None = None,
              patches: Sequence[str] | None = None, workers: int = 8, storage_options: dict[str, Any] | None = None,
-             progress: Progress | None = None, overwrite: bool = False) -> Path:
+             progress: Progress | None = None, overwrite: bool = False, push_wait_s: float = 900.0) -> Path:
     """Download the selected samples of the root at ``source`` into the local root ``dest``; return ``dest``.
 
     Args:
@@ -216,11 +217,71 @@ def download(source: str | os.PathLike[str] | Any, dest: str | os.PathLike[str],
             it such a sample is refused, naming what differs; a local copy of the same sample is completed,
             never cut down (elements it has stay, whatever ``elements`` says), and a complete identical copy is
             skipped.
+        push_wait_s: while a push to the remote is running (its ``hestdata-push.json`` marker is there), a sample
+            the push is replacing fails verification against the version this download started from; the
+            download then waits up to this long for the push to finish and resumes against the new version
+            (files already fetched are kept). ``0``: fail at once. A pinned :class:`hestdata.Root` never moves.
     """
-    from hestdata.store.publish import check_writable, publish
     from hestdata.store.root import Root
 
+    pinned = isinstance(source, Root)
     root = Root.open(source, storage_options)
+    while True:
+        try:
+            return _download_version(root, dest, ids, where, elements, patches, workers, progress, overwrite)
+        except IntegrityError as exc:
+            marker = None if pinned or push_wait_s <= 0 else push_marker(root)
+            if marker is None:
+                raise
+            newer = _wait_for_push(root, push_wait_s)
+            if newer is None:
+                raise IntegrityError(f"{exc}; a push to {root.url} (started {marker.get('started', '?')}) is "
+                                     f"replacing samples and has not finished after {push_wait_s:.0f} s: rerun "
+                                     "this download when it has (or rerun the push if it was interrupted)") from exc
+            warnings.warn(f"{root.url}: a push finished while downloading; continuing with catalog version "
+                          f"{newer.version}", HestdataWarning, stacklevel=2)
+            root = newer
+
+
+def push_marker(root: Any) -> dict[str, Any] | None:
+    """The remote's push-in-progress marker (what ``push`` writes before its first changed file), or None."""
+    try:
+        data = Remote(root.fs, root.base).read(L.PUSH_MARKER)
+    except StoreError:
+        return None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _wait_for_push(root: Any, wait_s: float, poll_s: float = 1.0) -> Any:
+    """Poll the remote's pointer until it names another catalog version (the push committed): the newly opened
+    root, or None after ``wait_s`` seconds."""
+    import time
+
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            now = root.reopen()
+            if now.pointer != root.pointer:
+                return now
+        except StoreError:
+            pass  # the pointer is being replaced right now
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        poll_s = min(poll_s * 1.5, 10.0)
+
+
+def _download_version(root: Any, dest: str | os.PathLike[str], ids: Sequence[str] | None, where: Any,
+                      elements: Sequence[str] | None, patches: Sequence[str] | None, workers: int,
+                      progress: Progress | None, overwrite: bool) -> Path:
+    """One download against one pinned catalog version of the remote."""
+    from hestdata.store.publish import check_writable, publish
+
     remote = Remote(root.fs, root.base)
     wanted = set(elements or ELEMENTS)
     unknown = wanted - set(ELEMENTS)

@@ -5,7 +5,9 @@ is the remote's is unchanged and costs nothing more. For a changed sample the re
 files are already there; the others are uploaded, then the sample's ``manifest.json``. Then the catalog files of
 the local version that the remote lacks, the root's own files, the version document and, last, the root pointer:
 a reader, who starts from the pointer, sees the previous version or the new one, and one that started before
-detects a sample replaced under it (its manifest no longer matches the catalog row it pinned).
+detects a sample replaced under it (its manifest no longer matches the catalog row it pinned). While samples are
+being replaced, a marker (``hestdata-push.json``) says so: a download that meets a half-replaced sample waits for
+the pointer to move and resumes against the new version instead of failing.
 
 Symbolic links are never followed: every file to upload is checked before the first byte is sent.
 """
@@ -21,6 +23,7 @@ from typing import Any
 from hestdata.errors import HestdataError, IntegrityError, StoreError
 from hestdata.io import progress, retry
 from hestdata.io.fs import ProcessLocalFS, join, split_url
+from hestdata.remote.download import push_marker
 from hestdata.store import layout as L
 from hestdata.store.manifest import file_sha256
 from hestdata.store.remotes import resolve_remote
@@ -117,16 +120,40 @@ def push(root: str | os.PathLike[str], url: str, *, storage_options: dict[str, A
                 report.bytes_uploaded += n
                 advance(n)
 
+    replacing = remote is not None and bool(report.samples_changed)
+    if replacing:  # downloads that meet a half-replaced sample wait for the pointer instead of failing
+        _put_bytes(fs, handle.is_local, _marker(local), join(base, L.PUSH_MARKER))
     upload_all(todo, "data")  # data files
     upload_all(manifests, "manifests")  # then each changed sample's manifest
     upload_all(catalog, "catalog")  # then the catalog version and the root's files
-    if remote is not None and remote.pointer == local.pointer:
-        return report  # the remote is at this version already (files repaired above, if any)
-    pointer = (r / L.ROOT_POINTER).read_bytes()  # last: the commit
-    _put_bytes(fs, handle.is_local, pointer, join(base, L.ROOT_POINTER))
-    report.uploaded.append(L.ROOT_POINTER)
-    report.bytes_uploaded += len(pointer)
+    if remote is None or remote.pointer != local.pointer:
+        pointer = (r / L.ROOT_POINTER).read_bytes()  # last: the commit
+        _put_bytes(fs, handle.is_local, pointer, join(base, L.ROOT_POINTER))
+        report.uploaded.append(L.ROOT_POINTER)
+        report.bytes_uploaded += len(pointer)
+    if replacing or (remote is not None and push_marker(remote) is not None):
+        _remove(fs, handle.is_local, join(base, L.PUSH_MARKER))  # also a marker an interrupted push left
     return report
+
+
+def _marker(local: Any) -> bytes:
+    """The push-in-progress marker: which version is being pushed, from where, since when."""
+    import json
+    import socket
+    import time
+
+    return json.dumps({"version": local.version, "host": socket.gethostname(), "pid": os.getpid(),
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
+
+
+def _remove(fs: Any, is_local: bool, path: str) -> None:
+    if is_local:
+        Path(path).unlink(missing_ok=True)
+        return
+    try:
+        retry.with_retries(lambda: fs.rm_file(path))
+    except FileNotFoundError:
+        pass
 
 
 def _changed_ids(local: Any, remote: Any) -> tuple[list[str], int]:

@@ -10,6 +10,7 @@ from hestdata.ids import SAMPLE_ID_PATTERN, STORE_FORMAT_VERSION, check_sample_i
 FORMAT_VERSION = STORE_FORMAT_VERSION  # what this hestdata writes
 READABLE_FORMATS = (1, 2)  # what it reads
 ROOT_POINTER = "hestdata.json"  # the root's current catalog version, format version and own files; written last
+PUSH_MARKER = "hestdata-push.json"  # present on a remote while a push runs (removed after the pointer)
 CATALOG_DIR = "catalog"  # immutable catalog versions: base-<v>.parquet, tail-<v>.parquet, v<v>.json
 SAMPLE_MANIFEST = "manifest.json"  # inside samples/<id>.zarr: every file of the sample with size and sha256
 PYRAMID_SHARD_CHUNKS = 8  # image levels are sharded: 8 x 8 inner chunks of 512 px per shard file
