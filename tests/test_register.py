@@ -90,7 +90,7 @@ def test_invalid_cohort_lists_every_problem(tmp_path):
 
 def _run(cohort: Path, root: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hestdata.cli", "register", str(cohort), "--root", str(root),
-                             "--allow-outside-inputs"],
+                             "--allow-outside-inputs", "--workers", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
 
 
