@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,17 +33,38 @@ def her2st_inputs(section: str) -> tuple[Path, Path, Path]:
             base / "ST-imgs" / img[1] / section / img[0])
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Any) -> Path:
+    """``build(folder)`` run once per test run — not once per xdist worker — under a file lock in the folder the
+    workers share; each worker gets its own copy (tests write embeddings and leaderboards into their roots)."""
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()  # under xdist, each worker's folder sits in the run's folder
+    shared_dir = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    done, built = shared_dir / f"{name}.done", shared_dir / f"{name}.built"
+    with FileLock(str(shared_dir / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(built, ignore_errors=True)
+            build(built)
+            done.touch()
+    mine = tmp_path_factory.mktemp(name) / "root"
+    shutil.copytree(built, mine, symlinks=True)
+    return mine
+
+
 @pytest.fixture(scope="session")
 def her2st_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A root with the three her2st sections converted once for the whole session."""
+    """A root with the three her2st sections converted once for the whole run."""
     import hestdata
 
-    root = tmp_path_factory.mktemp("her2st") / "root"
-    for _, section, _, patient in HER2ST:
-        counts, spots, image = her2st_inputs(section)
-        s = hestdata.read_st(counts, spots=spots, image=image, sample_id=f"her2st_{section}")
-        hestdata.convert(s, root, metadata={"patient": patient, "organ": "breast", "cohort": "her2st"})
-    return root
+    def build(root: Path) -> None:
+        for _, section, _, patient in HER2ST:
+            counts, spots, image = her2st_inputs(section)
+            s = hestdata.read_st(counts, spots=spots, image=image, sample_id=f"her2st_{section}")
+            hestdata.convert(s, root, metadata={"patient": patient, "organ": "breast", "cohort": "her2st"})
+
+    return built_once(tmp_path_factory, "her2st", build)
 
 
 @pytest.fixture(scope="session")
