@@ -10,6 +10,11 @@ from typing import Any
 
 import pytest
 
+# the suite runs one xdist process per core: math libraries start one thread each, not one per core in each
+# process (oversubscription costs more than it gives on small test arrays); subprocesses inherit it
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HESTDATA_SHARED_DATA", REPO.parent / "shared" / "data"))
 

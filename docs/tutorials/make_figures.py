@@ -84,7 +84,7 @@ def grid_figure(root: Path, grid: object, png: Path) -> Path:
     ax.set_xlabel("x (µm)")
     ax.set_ylabel("y (µm)")
     scale_bar(ax, thumb.shape[1] * ps)
-    ax.set_title(f"her2st_B4: 512px_0.5um feature grid (256 µm cells), shown at {ps:.2f} µm/px")
+    ax.set_title(f"her2st_B4: {grid.geometry} feature grid ({grid.cell_um:.0f} µm cells), shown at {ps:.2f} µm/px")
     return save(fig, png)
 
 
@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--explain-patches", type=int, default=0, help="0: every patch of C3")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help="her2st sections to convert (B4 and C3 are drawn; C2 only trains the explained head)")
+    ap.add_argument("--grid", default="512px_0.5um",
+                    help="feature-grid geometry of grid_B4.jpg (the test draws 128px_2um: the same 256 µm cells, "
+                         "16x fewer pixels to render)")
     args = ap.parse_args(argv)
     import hestdata
     from hestdata.bench.encoders import from_module
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                               torch.nn.Flatten())
     enc = from_module(net, "pixel-colour", input_size=None, mean=None, std=None)
-    g = embed_grid(root, enc, ["her2st_B4"], grid="512px_0.5um", cache_dir=tmp / "c")["her2st_B4"]
+    g = embed_grid(root, enc, ["her2st_B4"], grid=args.grid, cache_dir=tmp / "c")["her2st_B4"]
     save_figure(grid_figure(root, g, tmp / "grid.png"), out, "grid_B4")
     crops = hestdata.open_sample(root / "samples" / "her2st_C3.zarr").patches("cells-64px_0.5um")["images"][:48]
     save_figure(crops_figure(np.asarray(crops), tmp / "crops.png"), out, "cell_crops_C3")
