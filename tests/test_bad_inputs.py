@@ -187,3 +187,4 @@ def test_existing_sample_needs_overwrite(visium_copy, tmp_path):
         hestdata.convert(s, root, patches=[])
     hestdata.convert(s, root, patches=[], overwrite=True)
     assert leftovers(root) == ["a.zarr"]
+    assert len(list((root / "samples").glob(".old-a-*.zarr"))) == 1  # the replaced version, kept for its readers

@@ -98,11 +98,14 @@ def test_streaming_during_an_interrupted_push_never_mixes_versions(s3_server, tm
     assert _read(final) == pytest.approx(local_v2)  # and a completed push serves the new one
 
 
-def test_a_local_dataset_refuses_a_sample_overwritten_under_it(tmp_path):
-    """Locally there is no old version to keep once an overwrite has swapped the folder: a dataset opened
-    before it refuses the new folder (whose patches need not match the catalog row it counted) instead of
-    silently serving it — whether it had read the sample already or not."""
+def test_a_local_dataset_keeps_the_version_it_opened_across_an_overwrite(tmp_path, monkeypatch):
+    """An overwrite keeps the replaced version (``samples/.old-<id>-<digest>.zarr``) for a day: datasets opened
+    before it — one that had read the sample already, one that had read nothing — go on serving the version they
+    opened, patches and counts, whole; a dataset opened after serves the new one. Past the retention the old
+    version is removed by the next write, and a dataset still holding it refuses (never serves the new folder
+    under the old catalog row)."""
     from hestdata.errors import IntegrityError
+    from hestdata.store import layout as L
 
     root = tmp_path / "root"
     hestdata.convert(synthetic_sample("s", n=8, seed=1), root, **OPTS)
@@ -110,7 +113,19 @@ def test_a_local_dataset_refuses_a_sample_overwritten_under_it(tmp_path):
     v1 = _read(read_first)
     lazy = hestdata.PatchDataset(root, patch="32px_2um", decode="cpu", targets="raw")  # nothing read yet
     hestdata.convert(synthetic_sample("s", n=8, seed=2), root, overwrite=True, **OPTS)
+    kept = sorted(p.name for p in (root / "samples").glob(f"{L.RETIRED_PREFIX}*"))
+    assert len(kept) == 1 and kept[0].startswith(".old-s-"), kept
     for ds in (read_first, lazy):
-        with pytest.raises(IntegrityError, match="reopen"):
+        assert _read(ds) == pytest.approx(v1)  # the version it opened, whole
+    v2 = _read(hestdata.PatchDataset(root, patch="32px_2um", decode="cpu", targets="raw"))
+    assert v2 != v1
+    assert hestdata.validate(root).ok and hestdata.open_catalog(root)["id"].to_list() == ["s"]
+    # past the retention: the next write removes it, and a dataset that still needs it refuses
+    stale = hestdata.PatchDataset(root, patch="32px_2um", decode="cpu", targets="raw")
+    monkeypatch.setenv("HESTDATA_KEEP_OLD_S", "0")
+    hestdata.convert(synthetic_sample("s", n=8, seed=3), root, overwrite=True, **OPTS)
+    assert not list((root / "samples").glob(f"{L.RETIRED_PREFIX}*"))
+    for ds in (stale, read_first, lazy):  # opened at v2 and never read; reading v1's removed copy
+        with pytest.raises(IntegrityError, match="changed under it|no longer kept"):
             _read(ds)
-    assert _read(hestdata.PatchDataset(root, patch="32px_2um", decode="cpu", targets="raw")) != v1
+    assert _read(hestdata.PatchDataset(root, patch="32px_2um", decode="cpu", targets="raw")) not in (v1, v2)

@@ -170,17 +170,20 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
     def read(self, s: LoadedSample, pidx: np.ndarray) -> tuple[list[bytes | None], int]:
         """Encoded bytes of a sample's patches; with ``on_error="skip"`` an unreadable shard loses only its own
         patches (``None``), and the count of lost patches is returned. A local sample replaced since the dataset
-        opened it is an error whatever ``on_error`` says (checked after the read: nothing of a new version is
-        returned)."""
-        try:
-            out_all = list(s.reader.read(pidx))
-        except (HestdataError, OSError) as exc:
-            if self.on_error == "raise":
-                raise StoreError(f"{s.path}: sample {s.sample_id}: cannot read patches {pidx[:5].tolist()} "
-                                 f"({self.patch}): {exc}") from exc
-        else:
-            s.check_unchanged()
-            return out_all, 0
+        opened it is read from the old version an overwrite keeps (``samples/.old-…``), else an error whatever
+        ``on_error`` says (checked after the read: nothing of a new version is returned)."""
+        for _ in range(2):  # again when the sample moved to the version it opened, kept by an overwrite
+            try:
+                out_all = list(s.reader.read(pidx))
+            except (HestdataError, OSError) as exc:
+                if s.check_unchanged():
+                    continue
+                if self.on_error == "raise":
+                    raise StoreError(f"{s.path}: sample {s.sample_id}: cannot read patches {pidx[:5].tolist()} "
+                                     f"({self.patch}): {exc}") from exc
+                break
+            if not s.check_unchanged():
+                return out_all, 0
         s.check_unchanged()
         out: list[bytes | None] = [None] * len(pidx)
         shards = pidx // s.reader.info.shard_patches

@@ -73,6 +73,8 @@ def _pairs(ds: Any, locs: list[tuple[int, int]], keep: np.ndarray) -> dict[str, 
         s = ds.samples[s_no]
         pidx = np.array([locs[keep[j]][1] for j in js], dtype=np.int64)
         e, m = s.targets.rows(s.obs_index[pidx], ds.targets)
+        if s.check_unchanged():  # overwritten while reading: the rows again, from the version the patches came from
+            e, m = s.targets.rows(s.obs_index[pidx], ds.targets)
         expr[js], mask[js], coords[js] = e, m, s.centers_um[pidx]
     sample_ids = [ds.samples[locs[k][0]].sample_id for k in keep]
     obs_ids = [str(ds.samples[locs[k][0]].obs_names[ds.samples[locs[k][0]].obs_index[locs[k][1]]]) for k in keep]

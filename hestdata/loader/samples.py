@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hestdata.errors import IntegrityError
 from hestdata.loader.targets import Targets, gene_positions
 from hestdata.store import layout as L
 from hestdata.store.patches import PatchArrayReader
@@ -45,8 +46,30 @@ def _manifest_ident(sample: StoredSample) -> tuple[int, int] | None:
 
     if not sample.fs.is_local or sample.root is None or sample.root.format_version != 2:
         return None
-    st = os.stat(os.path.join(sample.path, L.SAMPLE_MANIFEST))
+    try:
+        st = os.stat(os.path.join(sample.path, L.SAMPLE_MANIFEST))
+    except FileNotFoundError:
+        return 0, 0  # no sample there right now (an overwrite between its two renames)
     return st.st_ino, st.st_mtime_ns
+
+
+def retired_copy(sample: StoredSample) -> StoredSample | None:
+    """The version of a local sample that its catalog row names, kept by an overwrite that replaced it
+    (``samples/.old-<id>-<digest>.zarr``, ``store.atomic``), or None."""
+    import os
+    import time
+
+    digest = (sample.row or {}).get("sha256")
+    if not sample.fs.is_local or sample.root is None or not digest:
+        return None
+    folder = os.path.join(os.path.dirname(sample.path.rstrip("/")), L.retired_name(sample.id, str(digest)))
+    for _ in range(3):  # between the overwrite's renames the old version is in its trash name for a moment
+        if os.path.isdir(folder):
+            old = StoredSample(sample.root, sample.id, sample.row)
+            old.path = folder
+            return old
+        time.sleep(0.05)
+    return None
 
 
 def _read_all(parts: dict[str, Any], concurrent: bool) -> dict[str, Any]:
@@ -90,7 +113,15 @@ class LoadedSample:
             s = self.stored
             ident = _manifest_ident(s)
             if ident is not None:
-                s.manifest()  # local: the manifest must be the one the catalog version names (else IntegrityError)
+                try:
+                    s.manifest()  # local: the manifest must be the one the catalog version names
+                except IntegrityError:
+                    old = retired_copy(s)  # replaced since the dataset opened the root: its kept version
+                    if old is None or old.path == s.path:
+                        raise
+                    self.stored = s = old
+                    s.manifest()
+                    ident = _manifest_ident(s)
             g = s.patch_group(self.patch)  # the sample's metadata (manifest, zarr.json): read once, first
             table = table_of(s, self.patch) if s.variant != "channels" else ""
             parts = {"reader": lambda: s.patch_reader(self.patch),
@@ -106,15 +137,21 @@ class LoadedSample:
             self._opened = _Opened(reader, obs_index, centers, obs_names, targets, ident)
         return self._opened
 
-    def check_unchanged(self) -> None:
+    def check_unchanged(self) -> bool:
         """A local sample must still be the one this dataset opened: an ``--overwrite`` swaps in a new folder
-        (new manifest inode), whose patches would not match the catalog row's counts and rows."""
+        (new manifest inode), whose patches would not match the catalog row's counts and rows. The overwrite keeps
+        the old version for a while (``samples/.old-…``): then the sample moves there and True says "read what
+        you just read again"; without it, an ``IntegrityError``."""
         o = self._open()
-        if o.ident is not None and _manifest_ident(self.stored) != o.ident:
-            from hestdata.errors import IntegrityError
-
-            raise IntegrityError(f"{self.path}: sample {self.sample_id} was replaced since this dataset opened it "
-                                 "(an overwrite); reopen the dataset")
+        if o.ident is None or _manifest_ident(self.stored) == o.ident:
+            return False
+        old = retired_copy(self.stored)
+        if old is not None and _manifest_ident(old) == o.ident:
+            self.stored, self._opened = old, None
+            return True
+        raise IntegrityError(f"{self.path}: sample {self.sample_id} was replaced since this dataset opened it "
+                             "(an overwrite), and the version it opened is no longer kept "
+                             "($HESTDATA_KEEP_OLD_S); reopen the dataset")
 
     @property
     def reader(self) -> PatchArrayReader:

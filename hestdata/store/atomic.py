@@ -59,9 +59,53 @@ def commit_dir(tmp: Path, final: Path, overwrite: bool, root: Path | None = None
             os.replace(final, trash)
             failpoint("overwrite-swap")
             os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
+            if root is None or not _retire(trash, final):
+                shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
+        if root is not None:
+            prune_retired(root)
+
+
+def _retire(old: Path, final: Path) -> bool:
+    """Keep a replaced sample version for the readers that opened it (``samples/.old-<id>-<digest>.zarr``, see
+    ``layout.retired_name``) for ``layout.keep_retired_s()``; False when it is not kept (then it is removed)."""
+    import hashlib
+
+    from hestdata.store.layout import SAMPLE_MANIFEST, SAMPLE_SUFFIX, keep_retired_s, retired_name
+
+    manifest = old / SAMPLE_MANIFEST
+    if keep_retired_s() <= 0 or not manifest.is_file() or not final.name.endswith(SAMPLE_SUFFIX):
+        return False
+    target = final.with_name(retired_name(final.name[: -len(SAMPLE_SUFFIX)],
+                                          hashlib.sha256(manifest.read_bytes()).hexdigest()))
+    if target.exists():
+        return False  # that very version is kept already
+    os.replace(old, target)
+    os.utime(target)  # its retirement time: what the retention counts from
+    return True
+
+
+def prune_retired(root: Path, now: float | None = None) -> list[str]:
+    """Remove replaced sample versions kept longer than ``layout.keep_retired_s()``; returns their names."""
+    import time
+
+    from hestdata.store.layout import RETIRED_PREFIX, SAMPLES, keep_retired_s
+
+    folder = root / SAMPLES
+    if not folder.is_dir():
+        return []
+    limit = (time.time() if now is None else now) - keep_retired_s()
+    gone = []
+    for p in sorted(folder.glob(f"{RETIRED_PREFIX}*")):
+        try:
+            old = p.stat().st_mtime <= limit
+        except FileNotFoundError:
+            continue
+        if old:
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p.name)
+    return gone
 
 
 @contextlib.contextmanager

@@ -74,6 +74,25 @@ def sample_relpath(sample_id: str) -> str:
     return f"{SAMPLES}/{sample_id}{SAMPLE_SUFFIX}"
 
 
+RETIRED_PREFIX = ".old-"  # samples/.old-<id>-<manifest sha256[:16]>.zarr: a version an overwrite replaced
+KEEP_RETIRED_S = 86_400.0  # kept this long for readers that opened it ($HESTDATA_KEEP_OLD_S; 0: not kept)
+
+
+def retired_name(sample_id: str, manifest_sha256: str) -> str:
+    """Folder name (under ``samples/``) of a replaced version of ``sample_id``, by its manifest's digest — the
+    digest its catalog row holds, so a reader pinned to that row finds it."""
+    return f"{RETIRED_PREFIX}{sample_id}-{manifest_sha256[:16]}{SAMPLE_SUFFIX}"
+
+
+def keep_retired_s() -> float:
+    import os
+
+    try:
+        return max(0.0, float(os.environ.get("HESTDATA_KEEP_OLD_S", KEEP_RETIRED_S)))
+    except ValueError:
+        return KEEP_RETIRED_S
+
+
 def is_sample_dir(p: Path) -> bool:
     """A committed sample (temporary and trash folders start with a dot)."""
     return p.is_dir() and p.name.endswith(SAMPLE_SUFFIX) and not p.name.startswith(".")

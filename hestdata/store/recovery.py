@@ -5,7 +5,9 @@ Every write to a root goes through one of four windows, each recoverable:
 - a sample being written lives in ``samples/.tmp-<id>-<uuid>.zarr`` while its writer holds ``flock`` on the
   sibling ``.lock`` file; a temporary folder whose lock nobody holds belongs to a dead writer and is removed;
 - an overwrite swaps the old sample to ``samples/.trash-<id>.zarr-<uuid>`` under the root lock; if the process
-  died between the two renames the old sample is put back, otherwise the trash is removed;
+  died between the two renames the old sample is put back, otherwise the trash is removed; a completed overwrite
+  keeps the old version as ``samples/.old-<id>-<digest>.zarr`` for the readers that opened it, removed here once
+  older than ``$HESTDATA_KEEP_OLD_S`` (a day);
 - a download stages into ``samples/.dl-<id>.zarr`` (kept across runs so downloads resume; locked while in use);
 - a catalog version is committed by renaming the root pointer into place (``store.versions``); catalog files
   of a version that was never committed are garbage and removed;
@@ -105,7 +107,7 @@ def recover_root(root: str | Path, *, include_downloads: bool = False, publish: 
 
     ``publish=False`` leaves committed-but-unpublished samples for their owner to publish (a registration in
     progress publishes all its samples at once, at the end)."""
-    from hestdata.store.atomic import root_lock
+    from hestdata.store.atomic import prune_retired, root_lock
     from hestdata.store.publish import publish as publish_samples
     from hestdata.store.root import local_format
     from hestdata.store.versions import collect_garbage, local_pointer
@@ -120,6 +122,7 @@ def recover_root(root: str | Path, *, include_downloads: bool = False, publish: 
             rep.replayed_journal = replay_journal(r)
         _settle_swaps(r, rep)
         _remove_stale(r, rep, include_downloads)
+        rep.removed += prune_retired(r)  # replaced versions past their retention
         pointer = local_pointer(r) if fmt == 2 else None
         if pointer is not None:
             rep.removed += collect_garbage(r, int(pointer["version"]))
