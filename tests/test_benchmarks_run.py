@@ -17,10 +17,14 @@ def test_loader_benchmark_builds_its_data_and_runs(tmp_path, capsys):
     assert "(e, 1 worker) / (b, 1 worker)" in out
 
 
-def test_peer_benchmark_runs_every_installed_peer(tmp_path):
+def test_peer_benchmark_runs_every_installed_peer(tmp_path, her2st_root):
+    import hestdata
+
     peers = [s for s in ("litdata", "webdataset", "mds") if loader_peers.installed(s)]
     if not peers:
         pytest.skip("no peer library installed (pip install -e '.[bench-peers]')")
+    # its --quick root (her2st C2) taken from the session's conversion: building it is the loader test's job above
+    hestdata.download(her2st_root, tmp_path / "root", ids=["her2st_C2"], workers=2)
     got = loader_peers.main(["--quick", "--reps", "1", "--workers", "0", "--work", str(tmp_path),
                              "--systems", ",".join(["hestdata", *peers])])
     n = got["pairs"]["n"]
