@@ -33,13 +33,17 @@ def decode_cpu(data: bytes, where: str, out: np.ndarray | None = None,
     array's (``shape_hw``, or ``out``'s), raises ``IntegrityError``."""
     import simplejpeg
 
-    expected = shape_hw or (out.shape[:2] if out is not None else None)
-    if expected is not None:
-        check_jpeg_shape(data, expected, where)
+    expected = tuple(shape_hw or (out.shape[:2] if out is not None else ()))
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+        img = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
     except (ValueError, RuntimeError) as exc:
+        if expected:
+            check_jpeg_shape(data, expected, where)  # too large for the buffer: say so with both sizes
         raise IntegrityError(f"{where}: corrupt JPEG ({exc})") from exc
+    if expected and tuple(img.shape[:2]) != expected:  # checked on the result: no second header parse per patch
+        raise IntegrityError(f"{where}: JPEG is {img.shape[0]}x{img.shape[1]} px, the patch array holds "
+                             f"{expected[0]}x{expected[1]} px")
+    return img
 
 
 def cuda_available() -> bool:
