@@ -93,6 +93,13 @@ def test_png_decodes_once_into_one_array_and_equals_pillow(tmp_path):
             want = ArrayRaster(np.asarray(ref), p).read(0, 61, 0, 83)
         np.testing.assert_array_equal(r.read(0, r.height_px, 0, r.width_px), want, err_msg=name)
         assert (r.height_px, r.width_px) == (61, 83), name
+    import imagecodecs  # a 16-bit RGB PNG, which Pillow opens as 8-bit mode RGB: the Pillow route, as before
+
+    p16 = tmp_path / "rgb16.png"
+    p16.write_bytes(imagecodecs.png_encode(rgb.astype(np.uint16) * 257))
+    with Image.open(p16) as ref:
+        want = ArrayRaster(np.asarray(ref), p16).read(0, 61, 0, 83)
+    np.testing.assert_array_equal(open_raster(p16).read(0, 61, 0, 83), want)
     bad = tmp_path / "cut.png"
     bad.write_bytes((tmp_path / "rgb.png").read_bytes()[:400])
     with pytest.raises(InputError, match="cut.png"):

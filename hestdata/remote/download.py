@@ -261,7 +261,6 @@ def _wait_for_push(root: Any, wait_s: float, poll_s: float = 1.0) -> Any:
     root, or None after ``wait_s`` seconds."""
     import time
 
-
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -332,7 +332,7 @@ def open_raster(path: str | Path) -> Raster:
             Image.MAX_IMAGE_PIXELS = None  # our own limit below, with the file named
             with Image.open(p) as im:  # the header only
                 check_image_size(p, im.size[1], im.size[0], decoded_whole=True)
-                if im.mode in ("RGB", "RGBA", "L"):  # straight into one numpy array: ~1x the pixels at peak
+                if im.mode in ("RGB", "RGBA", "L") and _png_bit_depth(p) == 8:  # into one array: ~1x at peak
                     return ArrayRaster(_png_decode(p, (im.size[1], im.size[0])), p)
                 im.load()  # palette, 16-bit, ...: through Pillow (its own copy, then numpy's: ~3x at peak)
                 if im.mode not in ("RGB", "RGBA", "L", "I;16", "I"):
@@ -343,6 +343,14 @@ def open_raster(path: str | Path) -> Raster:
     except Exception as exc:  # decoder errors come in many types; name the file and the cause
         raise InputError(p, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
     raise InputError(p, f"unsupported image format '{suffix}'", "use TIFF, JPEG or PNG")
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bits per sample from the PNG's IHDR chunk (byte 24: signature 8 + length 4 + type 4 + width 4 + height 4).
+    Pillow opens 16-bit RGB(A) as 8-bit mode ``RGB``, so its mode alone does not say what libpng would return."""
+    with path.open("rb") as fh:
+        head = fh.read(25)
+    return head[24] if len(head) == 25 and head[12:16] == b"IHDR" else 0
 
 
 def _png_decode(path: Path, shape_hw: tuple[int, int]) -> np.ndarray:

@@ -38,8 +38,9 @@ def root_lock(root: Path, name: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def commit_dir(tmp: Path, final: Path, overwrite: bool, root: Path | None = None) -> None:
-    """Move a fully written ``tmp`` folder to ``final``; an old ``final`` is swapped out, then removed.
+def commit_dir(tmp: Path, final: Path, overwrite: bool, root: Path | None = None, keep_replaced: bool = True) -> None:
+    """Move a fully written ``tmp`` folder to ``final``; an old ``final`` is swapped out, then kept for its readers
+    (with ``root`` and ``keep_replaced``: see :func:`_retire`; ``store.recovery`` prunes it) or removed.
 
     With ``root`` the renames happen under the root lock, so a recovery never sees a half-done swap in progress;
     a swap interrupted by a crash is rolled back by ``store.recovery.recover_root`` (the old sample returns), and
@@ -59,26 +60,22 @@ def commit_dir(tmp: Path, final: Path, overwrite: bool, root: Path | None = None
             os.replace(final, trash)
             failpoint("overwrite-swap")
             os.replace(tmp, final)
-            if root is None or not _retire(trash, final):
+            if root is None or not keep_replaced or not _retire(trash, final):
                 shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        if root is not None:
-            prune_retired(root)
 
 
 def _retire(old: Path, final: Path) -> bool:
     """Keep a replaced sample version for the readers that opened it (``samples/.old-<id>-<digest>.zarr``, see
     ``layout.retired_name``) for ``layout.keep_retired_s()``; False when it is not kept (then it is removed)."""
-    import hashlib
-
     from hestdata.store.layout import SAMPLE_MANIFEST, SAMPLE_SUFFIX, keep_retired_s, retired_name
+    from hestdata.store.manifest import file_sha256
 
     manifest = old / SAMPLE_MANIFEST
     if keep_retired_s() <= 0 or not manifest.is_file() or not final.name.endswith(SAMPLE_SUFFIX):
         return False
-    target = final.with_name(retired_name(final.name[: -len(SAMPLE_SUFFIX)],
-                                          hashlib.sha256(manifest.read_bytes()).hexdigest()))
+    target = final.with_name(retired_name(final.name[: -len(SAMPLE_SUFFIX)], file_sha256(manifest)))
     if target.exists():
         return False  # that very version is kept already
     os.replace(old, target)

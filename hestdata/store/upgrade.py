@@ -137,7 +137,7 @@ def _swap_in(r: Path, folder: Path, build: Callable[[Path], None]) -> None:
             build(tmp)
             write_sample_manifest(tmp, sid)
             failpoint("upgrade-before-swap", sid)
-            commit_dir(tmp, folder, overwrite=True, root=r)
+            commit_dir(tmp, folder, overwrite=True, root=r, keep_replaced=False)  # a rewrite, not a new version
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
