@@ -69,13 +69,15 @@ def commit_dir(tmp: Path, final: Path, overwrite: bool, root: Path | None = None
 def _retire(old: Path, final: Path) -> bool:
     """Keep a replaced sample version for the readers that opened it (``samples/.old-<id>-<digest>.zarr``, see
     ``layout.retired_name``) for ``layout.keep_retired_s()``; False when it is not kept (then it is removed)."""
+    import hashlib  # not store.manifest.file_sha256: manifest imports this module (the layer check forbids the cycle)
+
     from hestdata.store.layout import SAMPLE_MANIFEST, SAMPLE_SUFFIX, keep_retired_s, retired_name
-    from hestdata.store.manifest import file_sha256
 
     manifest = old / SAMPLE_MANIFEST
     if keep_retired_s() <= 0 or not manifest.is_file() or not final.name.endswith(SAMPLE_SUFFIX):
         return False
-    target = final.with_name(retired_name(final.name[: -len(SAMPLE_SUFFIX)], file_sha256(manifest)))
+    target = final.with_name(retired_name(final.name[: -len(SAMPLE_SUFFIX)],
+                                          hashlib.sha256(manifest.read_bytes()).hexdigest()))
     if target.exists():
         return False  # that very version is kept already
     os.replace(old, target)
