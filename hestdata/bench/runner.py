@@ -29,7 +29,7 @@ from hestdata.units import DEFAULT_PATCH
 
 require_ml()
 
-TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil", *SLIDE_TASKS)
+TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil", "pretrain", *SLIDE_TASKS)
 
 
 @dataclass
@@ -44,10 +44,12 @@ class Task:
     labels: str | None = None  # slide_mil: table (CSV/XLSX/Parquet) with PATIENT, a slide column and the label
     patient_column: str = "PATIENT"
     slide_column: str = "FILENAME"
+    splits: dict[str, Any] | None = None  # pretrain: {val: [groups], test: [groups]}; the other groups train
 
     @property
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        doc = {k: v for k, v in self.__dict__.items() if not (k == "splits" and v is None)}  # as before splits existed
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def builtin_tasks() -> dict[str, Path]:
@@ -64,11 +66,15 @@ def load_task(spec: str | Path) -> Task:
         raise InputError(path, f"task not found; built-in tasks: {', '.join(sorted(builtin_tasks()))}")
     doc = yaml.safe_load(path.read_text())
     allowed = {"name", "type", "samples", "group_by", "patch", "label", "options", "labels", "patient_column",
-               "slide_column"}
+               "slide_column", "splits"}
     if not isinstance(doc, dict) or set(doc) - allowed or not {"name", "type", "samples", "group_by"} <= set(doc):
         raise InputError(path, f"a task needs name, type, samples, group_by (optional patch, label, options); got {doc}")
     if doc["type"] not in TASK_TYPES:
         raise InputError(path, f"unknown task type {doc['type']!r}; one of {TASK_TYPES}")
+    if doc["type"] == "pretrain" and not (isinstance(doc.get("splits"), dict) and doc["splits"].get("test")):
+        raise InputError(path, "a pretrain task needs 'splits' with a 'test' list of groups (and optionally 'val')")
+    if doc.get("splits") is not None and doc["type"] != "pretrain":
+        raise InputError(path, f"'splits' is for pretrain tasks; a {doc['type']} task makes its own folds by group_by")
     if doc["type"] == "classification" and not doc.get("label"):
         raise InputError(path, "a classification task needs 'label' (an obs column)")
     if doc["type"] == "slide_mil":
@@ -133,6 +139,9 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
     from hestdata.store.root import Root
 
     t = task if isinstance(task, Task) else load_task(task)
+    if t.type == "pretrain":
+        raise InputError(None, f"task {t.name} trains encoders: run it with `hestdata bench pretrain` "
+                               "(hestdata.bench.pretrain.pretrain)")
     if patch is not None:
         t = Task(**{**t.__dict__, "patch": patch})
     baseline = isinstance(encoder, str) and encoder.lower() == LIBRARY_SIZE

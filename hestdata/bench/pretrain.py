@@ -1,0 +1,503 @@
+"""Cross-modal pretraining as a benchmark: an image encoder and a gene encoder trained together on a root's
+expression–morphology pairs with a CLIP or SigLIP loss (HESCAPE's protocol), then scored on held-out slides.
+
+One run (:func:`pretrain`):
+
+1. the task's samples are split by group (:func:`~hestdata.bench.pretrain_config.split_groups`); the gene panel
+   is chosen on the **training** split only (HEST's criterion by default), among the genes every selected
+   sample has; a fitted gene encoder (PCA, rank means) is fitted on training rows only;
+2. training streams (patch, raw counts) pairs through :class:`~hestdata.PatchDataset` and
+   :func:`~hestdata.make_loader` (shard-aware shuffle, workers, DDP ranks), AdamW with a linear warm-up then a
+   cosine decay, mixed precision on a GPU; under ``torchrun`` every rank sees its share, the loss the global
+   batch (embeddings gathered with gradients, as open_clip does);
+3. ``OUT/checkpoint.pt`` (model, optimiser, schedule, loader position, RNG states, history) is written atomically
+   at every epoch's end (and every ``checkpoint_every`` steps); a rerun with the same configuration resumes
+   from it exactly — the weights after a resumed run equal those of an uninterrupted one;
+4. with a ``val`` split, each epoch is scored there (mean recall@5 both ways) and the best epoch kept; the kept
+   model is scored on ``test`` (:mod:`~hestdata.bench.pretrain_eval`) and on the downstream expression task
+   (ridge from the pretrained image embedding vs the same encoder without pretraining vs library size);
+5. ``OUT/result.json``, ``OUT/history.json``, figures (training curves, a retrieval matrix, recall@k with chance
+   lines) and leaderboard rows carrying both encoders' fingerprints and the configuration hash.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hestdata.bench.encoders import require_ml
+from hestdata.bench.pretrain_config import PretrainConfig, split_groups
+from hestdata.errors import InputError
+from hestdata.io import progress
+
+require_ml()
+
+import torch  # noqa: E402
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class PretrainResult:
+    """What a run produced: the test metrics (with chance levels), the downstream figures, the history."""
+
+    out: Path
+    config: PretrainConfig
+    genes: list[str]
+    splits: dict[str, list[str]]
+    metrics: dict[str, float] = field(default_factory=dict)
+    downstream: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    resumed_from_step: int | None = None
+    best_epoch: int | None = None
+    pairs_per_s: float = float("nan")
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _ids_expr(ids: list[str]) -> Any:
+    import polars as pl
+
+    return pl.col("id").is_in(ids)
+
+
+def _var(r: Any, sid: str) -> Any:
+    from anndata.io import read_elem
+
+    from hestdata.store import layout as L
+
+    return read_elem(r.sample(sid).table(L.TABLE)["var"])
+
+
+def choose_panel(r: Any, t: Any, cfg: PretrainConfig, splits: dict[str, list[str]]) -> tuple[list[str], list[str],
+                                                                                              np.ndarray]:
+    """(panel genes, their Ensembl ids, raw training counts over the panel): the genes every selected sample has,
+    ranked on the training split alone (``hest`` / ``variance``), or the fixed list."""
+    from hestdata.bench.genes import choose_genes, is_fixed
+    from hestdata.bench.runner import _task_targets
+    from hestdata.bench.tasks.expression import targets
+
+    all_ids = [s for k in ("train", "val", "test") for s in splits[k]]
+    vars_ = {s: _var(r, s) for s in all_ids}
+    shared = set(vars_[all_ids[0]].index.astype(str)).intersection(*(set(v.index.astype(str)) for v in vars_.values()))
+    counts, names, _, _ = _task_targets(t, r, splits["train"])
+    keep = [i for i, g in enumerate(names) if g in shared]
+    names = [names[i] for i in keep]
+    c = np.asarray(counts[:, keep].toarray(), dtype=np.float64)
+    if is_fixed(cfg.genes):
+        chosen = choose_genes(cfg.genes, len(names), c, c, None, names)
+    else:
+        slides = np.concatenate([[s] * n for s, n in zip(splits["train"], _patch_counts(r, t, splits["train"]),
+                                                          strict=True)])
+        k = min(cfg.n_genes, len(names))
+        chosen = choose_genes(cfg.genes, k, targets(c, "log1p"), c, slides, names)
+    panel = [names[i] for i in chosen]
+    v0 = vars_[splits["train"][0]]
+    col = "gene_ids" if "gene_ids" in v0.columns else "gene_id" if "gene_id" in v0.columns else None
+    ens = [str(v0.loc[g, col]) if col else "" for g in panel]
+    return panel, ens, c[:, chosen].astype(np.float32)
+
+
+def _patch_counts(r: Any, t: Any, ids: list[str]) -> list[int]:
+    return [int(r.sample(s).patch_count(t.patch)[0]) for s in ids]
+
+
+def build_model(cfg: PretrainConfig, panel: list[str], gene_ids: list[str], train_counts: np.ndarray, patch_px: int,
+                device: Any, image_encoder: Any = None, gene_encoder: Any = None) -> Any:
+    """The two towers over ``panel``; a fitted gene encoder is fitted on ``train_counts`` (training rows only)."""
+    from hestdata.bench.contrastive import TwoTower, image_dim
+    from hestdata.bench.encoders import load_encoder
+    from hestdata.bench.gene_encoders import load_gene_encoder
+
+    torch.manual_seed(cfg.seed)
+    img = load_encoder(image_encoder if image_encoder is not None else cfg.image_encoder)
+    if cfg.image_mode == "finetune" and not isinstance(img.module, torch.nn.Module):
+        raise InputError(None, f"image encoder {img.name!r} has no torch module to fine-tune",
+                         "use image_mode: frozen, or a timm / module encoder")
+    opts = dict(cfg.gene_options)
+    spec = gene_encoder if gene_encoder is not None else cfg.gene_encoder
+    if isinstance(spec, str) and spec.lower() in ("scgpt", "nicheformer"):
+        opts.setdefault("gene_ids", gene_ids)
+        opts.setdefault("seed", cfg.seed)
+    gene = load_gene_encoder(spec, panel, **opts)
+    gene.fit(train_counts)
+    img.to(device)
+    model = TwoTower(img, gene, image_dim(img, patch_px, device), dim=cfg.dim, loss=cfg.loss,
+                     temperature=cfg.temperature, finetune=cfg.image_mode == "finetune")
+    return model.to(device)
+
+
+def _param_groups(model: Any, cfg: PretrainConfig) -> list[dict[str, Any]]:
+    back = [p for p in (model.image_backbone.parameters() if model.image_backbone is not None else [])
+            if p.requires_grad]
+    ids = {id(p) for p in back}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if back:
+        groups.append({"params": back, "lr": cfg.lr * cfg.backbone_lr_scale})
+    return groups
+
+
+def cosine_schedule(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
+    """Multiplier of the peak rate at step s: linear warm-up over ``warmup_frac`` of the steps, then cosine to 0."""
+    warm = max(1, int(round(total_steps * warmup_frac))) if warmup_frac > 0 else 0
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        span = max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / span)))
+
+    return f
+
+
+def _autocast(cfg: PretrainConfig, device: Any) -> tuple[Any, bool]:
+    """(autocast context factory, whether fp16 loss scaling is needed)."""
+    import contextlib
+
+    dev = torch.device(device).type
+    prec = cfg.precision if cfg.precision != "auto" else ("bf16" if dev == "cuda" else "fp32")
+    if prec == "fp32":
+        return contextlib.nullcontext, False
+    dtype = torch.bfloat16 if prec == "bf16" else torch.float16
+    return (lambda: torch.autocast(device_type=dev, dtype=dtype)), prec == "fp16" and dev == "cuda"
+
+
+def _gather(z: Any) -> Any:
+    """Every rank's rows, with gradients flowing back to each rank's own (torch.distributed.nn's all_gather)."""
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(z), dim=0)
+
+
+def _saved_state(model: Any) -> dict[str, Any]:
+    """The model's state without a frozen image backbone (it is the encoder's own, fingerprinted weights)."""
+    sd = model.state_dict()
+    if not model.finetune:
+        sd = {k: v for k, v in sd.items() if not k.startswith("image_backbone.")}
+    return {k: v.detach().cpu() for k, v in sd.items()}
+
+
+def _load_model_state(model: Any, sd: dict[str, Any], where: Path) -> None:
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if model.finetune or not k.startswith("image_backbone.")]
+    if missing or unexpected:
+        raise InputError(where, f"checkpoint does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    from hestdata.store.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _identity(cfg: PretrainConfig, panel: list[str], model: Any, splits: dict[str, list[str]]) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: configuration, panel, splits, both encoders."""
+    return {"config_hash": cfg.hash, "panel": panel, "splits": splits, "image": model.image.fingerprint,
+            "gene_name": model.gene.name}
+
+
+def _make_loaders(r: Any, t: Any, ids: list[str], panel: list[str], cfg: PretrainConfig, *, shuffle: bool,
+                  batch_size: int, drop_last: bool, distributed: bool) -> Any:
+    from hestdata.loader import PatchDataset, make_loader
+
+    ds = PatchDataset(r, query=_ids_expr(ids), genes=panel, patch=t.patch, targets="raw")
+    kw = {} if distributed else {"rank": 0, "world_size": 1}
+    return make_loader(ds, batch_size=batch_size, num_workers=cfg.num_workers, seed=cfg.seed, shuffle=shuffle,
+                       drop_last=drop_last, **kw)
+
+
+def embed_split(model: Any, r: Any, t: Any, ids: list[str], panel: list[str], cfg: PretrainConfig,
+                device: Any) -> dict[str, np.ndarray]:
+    """Unit image and gene embeddings of every pair of ``ids`` (in dataset order), the frozen image features
+    before projection, raw counts over the panel and each row's sample id."""
+    ld = _make_loaders(r, t, ids, panel, cfg, shuffle=False, batch_size=max(64, cfg.batch_size), drop_last=False,
+                       distributed=False)
+    ac, _ = _autocast(cfg, device)
+    out: dict[str, list[Any]] = {"z_img": [], "z_gene": [], "features": [], "counts": [], "sample": []}
+    sample_ids = [s.sample_id for s in ld.dataset.samples]
+    model.eval()
+    with torch.inference_mode(), ac():
+        for batch in ld:
+            feats = model.image_features(batch["image"].to(device))
+            out["features"].append(feats.float().cpu().numpy())
+            out["z_img"].append(torch.nn.functional.normalize(model.image_proj(feats.float()), dim=1).float().cpu().numpy())
+            out["z_gene"].append(model.embed_genes(batch["expression"].to(device)).float().cpu().numpy())
+            out["counts"].append(batch["expression"].numpy())
+            pos = np.searchsorted(ld.dataset._offsets, batch["index"].numpy(), side="right") - 1
+            out["sample"].append(np.asarray(sample_ids)[pos])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _val_score(m: dict[str, float]) -> float:
+    return (m["img2gene_recall@5"] + m["gene2img_recall@5"]) / 2
+
+
+def train(model: Any, r: Any, t: Any, cfg: PretrainConfig, panel: list[str], splits: dict[str, list[str]], out: Path,
+          device: Any, *, resume: bool = True, max_steps: int | None = None, echo: Callable[[str], None] | None = None,
+          ) -> tuple[list[dict[str, Any]], int | None, int | None, float]:
+    """Train ``model`` in place; (history, step resumed from, best epoch, training pairs/s)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from hestdata.bench.pretrain_eval import retrieval_report
+
+    rank, world = _dist()
+    loader = _make_loaders(r, t, splits["train"], panel, cfg, shuffle=True, batch_size=cfg.batch_size,
+                           drop_last=True, distributed=world > 1)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise InputError(None, f"the training split has fewer pairs ({len(loader.dataset)}) than one batch "
+                               f"({cfg.batch_size} per rank)", "lower batch_size or add training samples")
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, cfg.warmup_frac))
+    ac, use_scaler = _autocast(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    net = DDP(model) if world > 1 else model
+    ident = _identity(cfg, panel, model, splits)
+    history: list[dict[str, Any]] = []
+    step, start_epoch, consumed, resumed, rng, partial = 0, 0, 0, None, None, []
+    best = (-1.0, None)
+    ck = out / CHECKPOINT
+    if resume and ck.is_file():
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        if state.get("identity") != ident:
+            raise InputError(ck, "a checkpoint of another run (configuration, gene panel, splits or encoders differ)",
+                             "pass another --out, or --fresh to start over")
+        _load_model_state(model, state["model"], ck)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        loader.load_state_dict(state["loader"])
+        step, history, rng = int(state["step"]), list(state["history"]), state["rng"]
+        partial = list(state.get("epoch_losses", []))  # the losses of the interrupted epoch so far
+        best = (float(state["best"][0]), state["best"][1])
+        start_epoch, consumed, resumed = loader.epoch, loader.state_dict()["consumed"], int(state["step"])
+        if echo:
+            echo(f"resumed from {ck} at step {step} (epoch {start_epoch}, batch {consumed})")
+
+    losses: list[float] = []
+
+    def save(path: Path, epoch_next: int, consumed_next: int) -> None:
+        if rank != 0:
+            return
+        ls = loader.state_dict()
+        ls["epoch"], ls["consumed"] = epoch_next, consumed_next
+        _atomic_torch_save({"identity": ident, "model": _saved_state(model), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                            "loader": ls, "step": step, "history": history, "best": list(best),
+                            "epoch_losses": losses if consumed_next else [],
+                            "rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                           path)
+
+    pairs, t_train = 0, 0.0
+    with progress.bar("pretraining", total=total) as bar:
+        bar(step)
+        for epoch in range(start_epoch, cfg.epochs):
+            if epoch != start_epoch or consumed == 0:
+                loader.set_epoch(epoch)
+            model.train()
+            losses, first = (partial if epoch == start_epoch and consumed else []), True
+            t0 = time.perf_counter()
+            for batch in loader:
+                if first:  # fetching the first batch consumed RNG (DataLoader's seed); make the step's RNG the
+                    first = False  # same whether this epoch runs whole or resumes mid-way
+                    if rng is not None and epoch == start_epoch and consumed:
+                        torch.set_rng_state(rng)
+                    else:
+                        torch.manual_seed(cfg.seed * 100_003 + epoch)
+                with ac():
+                    za, zb = net(batch["image"].to(device, non_blocking=True), batch["expression"].to(device))
+                    if world > 1 and cfg.gather:
+                        za, zb = _gather(za), _gather(zb)
+                    loss = model.loss(za.float(), zb.float())
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                sched.step()
+                step += 1
+                pairs += len(batch["index"])
+                losses.append(float(loss.detach()))
+                bar(1)
+                done = loader.state_dict()["consumed"]
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and done < steps_per_epoch:
+                    save(ck, epoch, done)
+                if max_steps is not None and step >= max_steps:
+                    if done < steps_per_epoch:
+                        save(ck, epoch, done)
+                    else:
+                        history.append(_epoch_row(epoch, step, losses, model, sched))
+                        save(ck, epoch + 1, 0)
+                    return history, resumed, best[1], pairs / max(t_train + time.perf_counter() - t0, 1e-9)
+            t_train += time.perf_counter() - t0
+            row = _epoch_row(epoch, step, losses, model, sched)
+            if splits["val"] and rank == 0:
+                emb = embed_split(model, r, t, splits["val"], panel, cfg, device)
+                m = retrieval_report(emb["z_img"], emb["z_gene"], emb["sample"], batch=cfg.eval_batch, repeats=2,
+                                     seed=cfg.seed)
+                row.update({f"val_{k}": v for k, v in m.items() if k == "n_test" or ("recall@" in k and "batch" not in k
+                            and "slide" not in k)})
+                if _val_score(m) > best[0]:
+                    best = (_val_score(m), epoch)
+                    _atomic_torch_save({"identity": ident, "model": _saved_state(model), "epoch": epoch}, out / BEST)
+            history.append(row)
+            if echo:
+                echo("  epoch {epoch}: loss {train_loss:.4f}".format(**row)
+                     + (f", val R@5 {_val_score(m):.3f}" if splits["val"] and rank == 0 else ""))
+            save(ck, epoch + 1, 0)
+    return history, resumed, best[1], pairs / max(t_train, 1e-9)
+
+
+def _epoch_row(epoch: int, step: int, losses: list[float], model: Any, sched: Any) -> dict[str, Any]:
+    return {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "temperature": float(1.0 / model.logit_scale.detach().exp().clamp(max=100.0)), "lr": float(sched.get_last_lr()[0])}
+
+
+def downstream_expression(train: dict[str, np.ndarray], test: dict[str, np.ndarray], panel_k: int = 50,
+                          seed: int = 1) -> dict[str, float]:
+    """Expression prediction on the test split, ridge fitted on the training split (HEST's protocol on one
+    split): from the pretrained image embedding, from the same encoder's features without pretraining, and from
+    log1p library size over the panel. Mean Pearson r over the panel's genes (the top ``panel_k`` by training
+    variance)."""
+    from hestdata.bench.genes import top_variable_genes
+    from hestdata.bench.metrics import pearson_per_column
+    from hestdata.bench.tasks.expression import _fit_predict
+
+    y_tr, y_te = np.log1p(train["counts"].astype(np.float64)), np.log1p(test["counts"].astype(np.float64))
+    genes = top_variable_genes(y_tr, min(panel_k, y_tr.shape[1]))
+    y_tr, y_te = y_tr[:, genes], y_te[:, genes]
+    lib = {k: np.log1p(d["counts"].sum(1, keepdims=True).astype(np.float64)) for k, d in (("tr", train), ("te", test))}
+    out = {}
+    for name, a, b in (("pretrained", train["z_img"], test["z_img"]),
+                       ("frozen", train["features"], test["features"]),
+                       ("library_size", lib["tr"], lib["te"])):
+        pred, _ = _fit_predict(np.asarray(a, np.float64), y_tr, np.asarray(b, np.float64), 256, None, seed)
+        out[f"expr_{name}_pearson_mean"] = float(np.nanmean(pearson_per_column(pred, y_te)))
+    return out
+
+
+class PairEncoder:
+    """The pair of encoders a pretraining run trained, as the leaderboard names it: ``image+gene``, fingerprint
+    over both fingerprints and the configuration."""
+
+    def __init__(self, model: Any, cfg: PretrainConfig) -> None:
+        import hashlib
+
+        self.name = f"{model.image.name}+{model.gene.name}"
+        self.image_fingerprint, self.gene_fingerprint = model.image.fingerprint, model.gene.fingerprint
+        self.fingerprint = hashlib.sha256(f"{self.image_fingerprint}|{self.gene_fingerprint}|{cfg.hash}"
+                                          .encode()).hexdigest()
+
+
+def pretrain(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str], *, device: Any = None,
+             resume: bool = True, max_steps: int | None = None, image_encoder: Any = None, gene_encoder: Any = None,
+             leaderboard: bool = True, figures: bool = True, echo: Callable[[str], None] | None = None,
+             storage_options: dict[str, Any] | None = None, **overrides: Any) -> PretrainResult:
+    """Train an image and a gene encoder together on ``task``'s training split, score them on its test split.
+
+    ``task``: a ``type: pretrain`` task (name, YAML path or :class:`~hestdata.bench.runner.Task`); ``overrides``
+    replace its options (:class:`PretrainConfig` fields, e.g. ``epochs=5``); ``image_encoder`` /
+    ``gene_encoder`` may be objects (an :class:`~hestdata.bench.encoders.Encoder`, a module, a
+    :class:`~hestdata.bench.gene_encoders.GeneEncoder`) instead of the configured names. ``max_steps`` stops
+    after that many optimiser steps with a checkpoint written (the run resumes from it). ``resume=False`` starts
+    over even where ``OUT/checkpoint.pt`` exists."""
+    from hestdata.bench.pretrain_eval import retrieval_report
+    from hestdata.bench.runner import Task, _task_samples, load_task
+    from hestdata.store.root import Root
+    from hestdata.units import patch_array_name
+
+    t = task if isinstance(task, Task) else load_task(task)
+    if t.type != "pretrain":
+        raise InputError(None, f"task {t.name} is a {t.type} task, not pretrain")
+    try:
+        cfg = PretrainConfig(**{**t.options, **overrides})
+    except Exception as exc:  # pydantic's ValidationError: name the task and the field
+        raise InputError(None, f"task {t.name}: bad pretraining options: {exc}") from None
+    out = Path(out)
+    if not resume and (out / CHECKPOINT).exists():
+        (out / CHECKPOINT).unlink()
+    rank, _ = _dist()
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    r = Root.open(root, storage_options)
+    ids, groups_of = _task_samples(t, r)
+    splits = split_groups(groups_of, t.splits, where=t.name)
+    panel, gene_ids, train_counts = choose_panel(r, t, cfg, splits)
+    patch_px = int(patch_array_name(t.patch)[1].patch_size_px)
+    model = build_model(cfg, panel, gene_ids, train_counts, patch_px, device, image_encoder, gene_encoder)
+    history, resumed, best_epoch, pps = train(model, r, t, cfg, panel, splits, out, device, resume=resume,
+                                              max_steps=max_steps, echo=echo)
+    res = PretrainResult(out, cfg, panel, splits, history=history, resumed_from_step=resumed, pairs_per_s=pps,
+                         fingerprints={"image": model.image.fingerprint, "gene": model.gene.fingerprint})
+    finished = len({h["epoch"] for h in history}) >= cfg.epochs
+    if rank != 0 or not finished:
+        return res
+    if best_epoch is not None and (out / BEST).is_file():
+        _load_model_state(model, torch.load(out / BEST, map_location="cpu", weights_only=False)["model"], out / BEST)
+        res.best_epoch = best_epoch
+    test = embed_split(model, r, t, splits["test"], panel, cfg, device)
+    res.metrics = retrieval_report(test["z_img"], test["z_gene"], test["sample"], batch=cfg.eval_batch,
+                                   repeats=cfg.eval_repeats, seed=cfg.seed)
+    trn = embed_split(model, r, t, splits["train"], panel, cfg, device)
+    res.downstream = downstream_expression(trn, test, seed=cfg.seed)
+    _write_outputs(res, model, t, r, test, leaderboard and r.is_local, figures, echo)
+    return res
+
+
+def _write_outputs(res: PretrainResult, model: Any, t: Any, r: Any, test: dict[str, np.ndarray], leaderboard: bool,
+                   figures: bool, echo: Callable[[str], None] | None) -> None:
+    from hestdata.bench.leaderboard import append_rows, make_rows
+    from hestdata.bench.runner import Task, data_version
+    from hestdata.store.atomic import atomic_write_bytes
+
+    doc = {"task": t.name, "config": res.config.model_dump(), "config_hash": res.config.hash, "genes": res.genes,
+           "splits": res.splits, "fingerprints": res.fingerprints, "best_epoch": res.best_epoch,
+           "metrics": res.metrics, "downstream": res.downstream, "train_pairs_per_s": res.pairs_per_s}
+    res.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(res.out / "result.json", json.dumps(doc, indent=1, default=float).encode())
+    atomic_write_bytes(res.out / "history.json", json.dumps(res.history, indent=1, default=float).encode())
+    if figures:
+        from hestdata.plot.pretrain import pretrain_figures
+
+        for p in pretrain_figures(res, test, t.name):
+            if echo:
+                echo(f"  figure: {p}")
+    if leaderboard:
+        enc = PairEncoder(model, res.config)
+        keys = {k: v for k, v in {**res.metrics, **res.downstream}.items()
+                if not k.startswith(("chance", "n_")) and "median_rank" not in k}
+        results = {k: [("test", v)] for k, v in keys.items()}
+        task = Task(**{**t.__dict__, "options": {**t.options, **res.config.model_dump()}})
+        ids = sorted(s for v in res.splits.values() for s in v)
+        rows = make_rows(task, enc, results, n_items=int(res.metrics["n_test"]), samples=ids,
+                         data_version=data_version(r.catalog, ids))
+        for row in rows:
+            row["image_fingerprint"], row["gene_fingerprint"] = enc.image_fingerprint, enc.gene_fingerprint
+            row["pretrain_config_hash"] = res.config.hash
+        append_rows(r.path, rows)

@@ -1,0 +1,195 @@
+"""Cross-modal pretraining (issue 28): gene encoders, losses, retrieval metrics on degenerate inputs and against
+a brute-force implementation, the planted image–gene link recovered (and not when the pairing is shuffled),
+exact resumption, splits that never share a group, leaderboard rows with both fingerprints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+import torch  # noqa: E402
+
+from hestdata.bench.contrastive import clip_loss, siglip_loss  # noqa: E402
+from hestdata.bench.pretrain_config import split_groups  # noqa: E402
+from hestdata.bench.pretrain_eval import in_batch_recall, retrieval_report  # noqa: E402
+from hestdata.errors import InputError  # noqa: E402
+
+TASK = """name: planted_pretrain
+type: pretrain
+samples: "cohort = 'planted'"
+group_by: patient
+patch: 32px_2um
+splits: {val: [P3], test: [P4]}
+options: {image_encoder: color-stats, gene_encoder: mlp, genes: variance, n_genes: 10, epochs: 12, lr: 0.003,
+          batch_size: 32, eval_repeats: 3}
+"""
+
+
+def _root(base: Path, shuffle: bool) -> Path:
+    import hestdata
+    from tests.synth import planted_sample
+
+    root = base / ("shuffled" if shuffle else "planted")
+    for i in range(5):
+        s = planted_sample(f"pl{i}", seed=i, shuffle_pairs=shuffle)
+        hestdata.convert(s, root, patches=["32px_2um"], min_tissue_fraction=0, progress=False,
+                         metadata={"patient": f"P{i}", "cohort": "planted"})
+    return root
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pretrain")
+    task = base / "task.yaml"
+    task.write_text(TASK)
+    return _root(base, False), _root(base, True), task
+
+
+def brute_recall(sim: np.ndarray, k: int) -> float:
+    """Recall@k without ties, by sorting each row (the independent check of metrics.recall_at_k)."""
+    order = np.argsort(-sim, axis=1, kind="stable")
+    return float(np.mean([i in order[i, :k] for i in range(len(sim))]))
+
+
+def test_losses_on_known_inputs():
+    z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    scale = torch.tensor(np.log(1 / 0.07))
+    same = torch.nn.functional.normalize(torch.ones(8, 16), dim=1)
+    assert float(clip_loss(same, same, scale)) == pytest.approx(np.log(8), rel=1e-5)  # all tied: log B
+    assert float(clip_loss(z, z, scale)) < float(clip_loss(z, z[torch.randperm(8)], scale))
+    bias = torch.tensor(-10.0)
+    assert float(siglip_loss(z, z, scale, bias)) < float(siglip_loss(z, -z, scale, bias))
+    # siglip by hand on 2 pairs: -sum log sigmoid(label * logit) / B
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    logits = np.exp(np.log(1 / 0.07)) * (a @ a.T).numpy() - 10
+    want = -np.sum(np.log(1 / (1 + np.exp(-(2 * np.eye(2) - 1) * logits)))) / 2
+    assert float(siglip_loss(a, a, scale, bias)) == pytest.approx(want, rel=1e-5)
+
+
+def test_retrieval_report_degenerate_and_independent():
+    rng = np.random.default_rng(0)
+    n = 128
+    slides = np.repeat(["s1", "s2"], n // 2)
+    a = rng.normal(size=(n, 8))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    perfect = retrieval_report(a, a, slides, repeats=2)
+    assert perfect["img2gene_recall@1"] == perfect["gene2img_recall@1"] == 1.0
+    assert perfect["batch_img2gene_recall@5"] == 1.0 and perfect["otherslides_img2gene_recall@1"] == 1.0
+    const = np.ones((n, 8)) / np.sqrt(8)
+    c = retrieval_report(const, const, slides, repeats=2)
+    for k in (1, 5, 10):  # every score tied: chance, whole set and in batches
+        assert c[f"img2gene_recall@{k}"] == pytest.approx(k / n)
+        assert c[f"batch_img2gene_recall@{k}"] == pytest.approx(k / 64)
+        assert c[f"chance_batch_recall@{k}"] == pytest.approx(k / 64)
+        assert c[f"withinslide_img2gene_recall@{k}"] == pytest.approx(k / (n // 2))
+    assert c["img2gene_top1_same_slide"] == pytest.approx(0.5) == c["chance_top1_same_slide"]
+    b = rng.normal(size=(n, 8))
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    noisy = a + 0.8 * b
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    sim = noisy @ a.T
+    r = retrieval_report(noisy, a, slides, repeats=1)
+    for k in (1, 5, 10):
+        assert r[f"img2gene_recall@{k}"] == pytest.approx(brute_recall(sim, k))
+        assert r[f"gene2img_recall@{k}"] == pytest.approx(brute_recall(sim.T, k))
+    shuffled = retrieval_report(a, a[rng.permutation(n)], slides, repeats=5)
+    assert shuffled["img2gene_recall@10"] < 0.25 and shuffled["batch_img2gene_recall@5"] < 0.25
+    # HESCAPE's in-batch recall by hand: one batch of 64 = recall over that sub-matrix
+    one = in_batch_recall(sim[:64, :64], 64, 1, 0)
+    assert one["batch_img2gene_recall@5"] == pytest.approx(brute_recall(sim[:64, :64], 5))
+
+
+def test_splits_never_share_a_group():
+    groups = {"a1": "A", "a2": "A", "b1": "B", "c1": "C", "d1": "D"}
+    s = split_groups(groups, {"val": ["B"], "test": ["C", "D"]})
+    assert s == {"train": ["a1", "a2"], "val": ["b1"], "test": ["c1", "d1"]}
+    for bad, msg in (({"val": ["B"]}, "'test'"), ({"test": ["B"], "val": ["B"]}, "both"),
+                     ({"test": ["Z"]}, "no selected sample"), ({"test": ["A", "B", "C", "D"]}, "no group is left"),
+                     ({"test": ["A"], "train": ["B"]}, "unknown split")):
+        with pytest.raises(InputError, match=msg):
+            split_groups(groups, bad)
+
+
+def test_gene_encoders_fit_on_training_rows_and_report_missing(tmp_path):
+    from hestdata.bench.gene_encoders import available, load_gene_encoder
+
+    genes = ["ERBB2", "ESR1", "PGR", "MKI67"]
+    x = torch.as_tensor(np.random.default_rng(0).poisson(5, size=(20, 4)), dtype=torch.float32)
+    ident = load_gene_encoder("identity", genes)
+    assert torch.allclose(ident(x), torch.log1p(x))
+    cp = load_gene_encoder("identity", genes, normalize="cp10k_log1p")
+    assert torch.allclose(cp(x), torch.log1p(x * 1e4 / x.sum(1, keepdim=True)))
+    p = load_gene_encoder("pca", genes, n_components=3)
+    before = p.fingerprint
+    p.fit(x[:10].numpy())
+    assert p.fingerprint != before  # what the fit learned is part of the fingerprint
+    from sklearn.decomposition import PCA
+
+    ref = PCA(3).fit(torch.log1p(x[:10]).numpy())
+    got = p(x[10:]).detach().numpy()
+    want = ref.transform(torch.log1p(x[10:]).numpy())
+    assert np.allclose(np.abs(got), np.abs(want), atol=1e-4)  # PCA's signs are arbitrary
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"<pad>": 0, "<cls>": 1, "ERBB2": 2, "ENSG00000091831": 3}))
+    sc = load_gene_encoder("scgpt", genes, random_init=True, vocab=vocab,
+                           gene_ids=["", "ENSG00000091831", "", ""])  # ESR1 found by its Ensembl id
+    assert sc.extra["n_missing"] == 2 and sc.extra["missing"] == ["PGR", "MKI67"]
+    assert sc(x).shape == (20, sc.out_dim)
+    with pytest.raises(InputError, match="needs its weights"):
+        load_gene_encoder("scgpt", genes)
+    with pytest.raises(InputError, match="unknown gene encoder"):
+        load_gene_encoder("nope", genes)
+    assert {"identity", "pca", "mlp", "scgpt", "nicheformer"} <= set(available())
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_planted_link_recovered_shuffled_at_chance(roots, tmp_path):
+    import polars as pl
+
+    from hestdata.bench.pretrain import pretrain
+
+    planted, shuffled, task = roots
+    res = pretrain(planted, task, tmp_path / "run")
+    m = res.metrics
+    assert m["n_test"] == 64 and m["chance_recall@5"] == pytest.approx(5 / 64)
+    assert m["img2gene_recall@5"] > 0.35 and m["gene2img_recall@5"] > 0.35, m
+    assert set(res.splits["test"]) == {"pl4"} and set(res.splits["val"]) == {"pl3"}
+    assert not set(res.splits["train"]) & {"pl3", "pl4"}
+    # the gene panel was chosen among the genes (10 here); the downstream task saw the test split only as test
+    assert res.downstream["expr_pretrained_pearson_mean"] > res.downstream["expr_library_size_pearson_mean"]
+    for f in ("curves.png", "retrieval_matrix.png", "recall.png"):
+        assert (tmp_path / "run" / "figures" / f).stat().st_size > 5000
+    lb = pl.read_parquet(planted / "leaderboard.parquet")
+    row = lb.filter(pl.col("metric") == "img2gene_recall@5").row(0, named=True)
+    assert row["encoder"] == "color-stats+mlp" and row["task_type"] == "pretrain"
+    assert row["image_fingerprint"] == res.fingerprints["image"] and row["gene_fingerprint"] == res.fingerprints["gene"]
+    assert row["pretrain_config_hash"] == res.config.hash
+    ctl = pretrain(shuffled, task, tmp_path / "ctl", leaderboard=False, figures=False).metrics
+    assert ctl["img2gene_recall@5"] < 0.2 and ctl["gene2img_recall@5"] < 0.2, ctl
+
+
+def test_resume_is_exact(roots, tmp_path):
+    from hestdata.bench.pretrain import pretrain
+
+    planted, _, task = roots
+    kw = {"epochs": 3, "leaderboard": False, "figures": False}
+    whole = pretrain(planted, task, tmp_path / "whole", **kw)
+    part = pretrain(planted, task, tmp_path / "cut", max_steps=8, **kw)  # 6 steps an epoch: killed mid-epoch 2
+    assert not part.metrics and part.history[-1]["epoch"] == 0
+    again = pretrain(planted, task, tmp_path / "cut", **kw)
+    assert again.resumed_from_step == 8
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in whole.history] == [h["train_loss"] for h in again.history]
+    assert whole.metrics == again.metrics
+    with pytest.raises(InputError, match="another run"):
+        pretrain(planted, task, tmp_path / "cut", **{**kw, "lr": 0.01})
