@@ -62,6 +62,8 @@ class PretrainResult:
     resumed_from_step: int | None = None
     best_epoch: int | None = None
     pairs_per_s: float = float("nan")
+    world_size: int = 1
+    steps_per_epoch: int = 0
 
 
 def _dist() -> tuple[int, int]:
@@ -253,126 +255,159 @@ def _val_score(m: dict[str, float]) -> float:
     return (m["img2gene_recall@5"] + m["gene2img_recall@5"]) / 2
 
 
+class _Trainer:
+    """One training run's state: model, optimiser, schedule, loader, step, history; saved and restored whole."""
+
+    def __init__(self, model: Any, r: Any, t: Any, cfg: PretrainConfig, panel: list[str],
+                 splits: dict[str, list[str]], out: Path, device: Any) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        self.model, self.r, self.t, self.cfg, self.panel, self.splits = model, r, t, cfg, panel, splits
+        self.device, self.ck = device, out / CHECKPOINT
+        self.out = out
+        self.rank, self.world = _dist()
+        self.loader = _make_loaders(r, t, splits["train"], panel, cfg, shuffle=True, batch_size=cfg.batch_size,
+                                    drop_last=True, distributed=self.world > 1)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise InputError(None, f"the training split has fewer pairs ({len(self.loader.dataset)}) than one batch "
+                                   f"({cfg.batch_size} per rank)", "lower batch_size or add training samples")
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.opt = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_schedule(self.total, cfg.warmup_frac))
+        self.autocast, use_scaler = _autocast(cfg, device)
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.net = DDP(model) if self.world > 1 else model
+        self.ident = _identity(cfg, panel, model, splits)
+        self.history: list[dict[str, Any]] = []
+        self.step, self.start_epoch, self.consumed, self.resumed = 0, 0, 0, None
+        self.rng: Any = None
+        self.losses: list[float] = []
+        self.best: tuple[float, int | None] = (-1.0, None)
+        self.pairs, self.seconds, self.finished = 0, 0.0, False
+
+    def resume(self, echo: Callable[[str], None] | None) -> None:
+        """Take up ``OUT/checkpoint.pt`` where it stopped; a checkpoint of another run is an error."""
+        state = torch.load(self.ck, map_location="cpu", weights_only=False)
+        if state.get("identity") != self.ident:
+            raise InputError(self.ck, "a checkpoint of another run (configuration, gene panel, splits or encoders "
+                                      "differ)", "pass another --out, or --fresh to start over")
+        _load_model_state(self.model, state["model"], self.ck)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.loader.load_state_dict(state["loader"])
+        self.step, self.history, self.rng = int(state["step"]), list(state["history"]), state["rng"]
+        self.losses = list(state.get("epoch_losses", []))  # the interrupted epoch's losses so far
+        self.best = (float(state["best"][0]), state["best"][1])
+        self.start_epoch, self.consumed = self.loader.epoch, self.loader.state_dict()["consumed"]
+        self.resumed = self.step
+        if echo:
+            echo(f"resumed from {self.ck} at step {self.step} (epoch {self.start_epoch}, batch {self.consumed})")
+
+    def save(self, epoch_next: int, consumed_next: int) -> None:
+        """Everything a resumed run needs, written atomically (rank 0 only: the ranks hold the same weights)."""
+        if self.rank != 0:
+            return
+        ls = self.loader.state_dict()
+        ls["epoch"], ls["consumed"] = epoch_next, consumed_next
+        _atomic_torch_save({"identity": self.ident, "model": _saved_state(self.model), "optimizer": self.opt.state_dict(),
+                            "scheduler": self.sched.state_dict(),
+                            "scaler": self.scaler.state_dict() if self.scaler else None, "loader": ls,
+                            "step": self.step, "history": self.history, "best": list(self.best),
+                            "epoch_losses": self.losses if consumed_next else [], "rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                           self.ck)
+
+    def _seed_step_rng(self, epoch: int) -> None:
+        """Fetching an epoch's first batch consumed RNG (the DataLoader draws its seed): the steps' RNG (dropout)
+        is set here so that it is the same whether the epoch runs whole or resumes mid-way."""
+        if self.rng is not None and epoch == self.start_epoch and self.consumed:
+            torch.set_rng_state(self.rng)
+        else:
+            torch.manual_seed(self.cfg.seed * 100_003 + epoch)
+
+    def _update(self, batch: dict[str, Any]) -> float:
+        with self.autocast():
+            za, zb = self.net(batch["image"].to(self.device, non_blocking=True), batch["expression"].to(self.device))
+            if self.world > 1 and self.cfg.gather:
+                za, zb = _gather(za), _gather(zb)
+            loss = self.model.loss(za.float(), zb.float())
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        self.sched.step()
+        self.step += 1
+        self.pairs += len(batch["index"])
+        return float(loss.detach())
+
+    def _validate(self, row: dict[str, Any], epoch: int) -> None:
+        from hestdata.bench.pretrain_eval import retrieval_report
+
+        emb = embed_split(self.model, self.r, self.t, self.splits["val"], self.panel, self.cfg, self.device)
+        m = retrieval_report(emb["z_img"], emb["z_gene"], emb["sample"], batch=self.cfg.eval_batch, repeats=2,
+                             seed=self.cfg.seed)
+        row.update({f"val_{k}": v for k, v in m.items()
+                    if k == "n_test" or ("recall@" in k and "batch" not in k and "slide" not in k)})
+        row["val_score"] = _val_score(m)
+        if row["val_score"] > self.best[0]:
+            self.best = (row["val_score"], epoch)
+            _atomic_torch_save({"identity": self.ident, "model": _saved_state(self.model), "epoch": epoch},
+                               self.out / BEST)
+
+    def run(self, max_steps: int | None, echo: Callable[[str], None] | None) -> bool:
+        """Train to the last epoch, or stop after ``max_steps`` with a checkpoint; whether training finished."""
+        with progress.bar("pretraining", total=self.total) as bar:
+            bar(self.step)
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                if epoch != self.start_epoch or self.consumed == 0:
+                    self.loader.set_epoch(epoch)
+                    self.losses = []
+                self.model.train()
+                t0, first = time.perf_counter(), True
+                for batch in self.loader:
+                    if first:
+                        self._seed_step_rng(epoch)
+                        first = False
+                    self.losses.append(self._update(batch))
+                    bar(1)
+                    done = self.loader.state_dict()["consumed"]
+                    if done < self.steps_per_epoch and (
+                            (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0)
+                            or (max_steps is not None and self.step >= max_steps)):
+                        self.save(epoch, done)
+                    if max_steps is not None and self.step >= max_steps and done < self.steps_per_epoch:
+                        self.seconds += time.perf_counter() - t0
+                        return False
+                self.seconds += time.perf_counter() - t0
+                row = _epoch_row(epoch, self.step, self.losses, self.model, self.sched)
+                if self.splits["val"] and self.rank == 0:
+                    self._validate(row, epoch)
+                self.history.append(row)
+                if echo and self.rank == 0:
+                    echo(f"  epoch {epoch}: loss {row['train_loss']:.4f}"
+                         + (f", val R@5 {row['val_score']:.3f}" if "val_score" in row else ""))
+                self.save(epoch + 1, 0)
+                if max_steps is not None and self.step >= max_steps and epoch + 1 < self.cfg.epochs:
+                    return False
+        return True
+
+
 def train(model: Any, r: Any, t: Any, cfg: PretrainConfig, panel: list[str], splits: dict[str, list[str]], out: Path,
           device: Any, *, resume: bool = True, max_steps: int | None = None, echo: Callable[[str], None] | None = None,
-          ) -> tuple[list[dict[str, Any]], int | None, int | None, float]:
-    """Train ``model`` in place; (history, step resumed from, best epoch, training pairs/s)."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    from hestdata.bench.pretrain_eval import retrieval_report
-
-    rank, world = _dist()
-    loader = _make_loaders(r, t, splits["train"], panel, cfg, shuffle=True, batch_size=cfg.batch_size,
-                           drop_last=True, distributed=world > 1)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise InputError(None, f"the training split has fewer pairs ({len(loader.dataset)}) than one batch "
-                               f"({cfg.batch_size} per rank)", "lower batch_size or add training samples")
-    total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, cfg.warmup_frac))
-    ac, use_scaler = _autocast(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    net = DDP(model) if world > 1 else model
-    ident = _identity(cfg, panel, model, splits)
-    history: list[dict[str, Any]] = []
-    step, start_epoch, consumed, resumed, rng, partial = 0, 0, 0, None, None, []
-    best = (-1.0, None)
-    ck = out / CHECKPOINT
-    if resume and ck.is_file():
-        state = torch.load(ck, map_location="cpu", weights_only=False)
-        if state.get("identity") != ident:
-            raise InputError(ck, "a checkpoint of another run (configuration, gene panel, splits or encoders differ)",
-                             "pass another --out, or --fresh to start over")
-        _load_model_state(model, state["model"], ck)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["loader"])
-        step, history, rng = int(state["step"]), list(state["history"]), state["rng"]
-        partial = list(state.get("epoch_losses", []))  # the losses of the interrupted epoch so far
-        best = (float(state["best"][0]), state["best"][1])
-        start_epoch, consumed, resumed = loader.epoch, loader.state_dict()["consumed"], int(state["step"])
-        if echo:
-            echo(f"resumed from {ck} at step {step} (epoch {start_epoch}, batch {consumed})")
-
-    losses: list[float] = []
-
-    def save(path: Path, epoch_next: int, consumed_next: int) -> None:
-        if rank != 0:
-            return
-        ls = loader.state_dict()
-        ls["epoch"], ls["consumed"] = epoch_next, consumed_next
-        _atomic_torch_save({"identity": ident, "model": _saved_state(model), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                            "loader": ls, "step": step, "history": history, "best": list(best),
-                            "epoch_losses": losses if consumed_next else [],
-                            "rng": torch.get_rng_state(),
-                            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                           path)
-
-    pairs, t_train = 0, 0.0
-    with progress.bar("pretraining", total=total) as bar:
-        bar(step)
-        for epoch in range(start_epoch, cfg.epochs):
-            if epoch != start_epoch or consumed == 0:
-                loader.set_epoch(epoch)
-            model.train()
-            losses, first = (partial if epoch == start_epoch and consumed else []), True
-            t0 = time.perf_counter()
-            for batch in loader:
-                if first:  # fetching the first batch consumed RNG (DataLoader's seed); make the step's RNG the
-                    first = False  # same whether this epoch runs whole or resumes mid-way
-                    if rng is not None and epoch == start_epoch and consumed:
-                        torch.set_rng_state(rng)
-                    else:
-                        torch.manual_seed(cfg.seed * 100_003 + epoch)
-                with ac():
-                    za, zb = net(batch["image"].to(device, non_blocking=True), batch["expression"].to(device))
-                    if world > 1 and cfg.gather:
-                        za, zb = _gather(za), _gather(zb)
-                    loss = model.loss(za.float(), zb.float())
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                sched.step()
-                step += 1
-                pairs += len(batch["index"])
-                losses.append(float(loss.detach()))
-                bar(1)
-                done = loader.state_dict()["consumed"]
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and done < steps_per_epoch:
-                    save(ck, epoch, done)
-                if max_steps is not None and step >= max_steps:
-                    if done < steps_per_epoch:
-                        save(ck, epoch, done)
-                    else:
-                        history.append(_epoch_row(epoch, step, losses, model, sched))
-                        save(ck, epoch + 1, 0)
-                    return history, resumed, best[1], pairs / max(t_train + time.perf_counter() - t0, 1e-9)
-            t_train += time.perf_counter() - t0
-            row = _epoch_row(epoch, step, losses, model, sched)
-            if splits["val"] and rank == 0:
-                emb = embed_split(model, r, t, splits["val"], panel, cfg, device)
-                m = retrieval_report(emb["z_img"], emb["z_gene"], emb["sample"], batch=cfg.eval_batch, repeats=2,
-                                     seed=cfg.seed)
-                row.update({f"val_{k}": v for k, v in m.items() if k == "n_test" or ("recall@" in k and "batch" not in k
-                            and "slide" not in k)})
-                if _val_score(m) > best[0]:
-                    best = (_val_score(m), epoch)
-                    _atomic_torch_save({"identity": ident, "model": _saved_state(model), "epoch": epoch}, out / BEST)
-            history.append(row)
-            if echo:
-                echo("  epoch {epoch}: loss {train_loss:.4f}".format(**row)
-                     + (f", val R@5 {_val_score(m):.3f}" if splits["val"] and rank == 0 else ""))
-            save(ck, epoch + 1, 0)
-    return history, resumed, best[1], pairs / max(t_train, 1e-9)
+          ) -> _Trainer:
+    """Train ``model`` in place (resuming ``OUT/checkpoint.pt`` when ``resume``); the finished trainer."""
+    tr = _Trainer(model, r, t, cfg, panel, splits, out, device)
+    if resume and tr.ck.is_file():
+        tr.resume(echo)
+    tr.finished = tr.run(max_steps, echo)
+    return tr
 
 
 def _epoch_row(epoch: int, step: int, losses: list[float], model: Any, sched: Any) -> dict[str, Any]:
@@ -451,16 +486,16 @@ def pretrain(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str
     panel, gene_ids, train_counts = choose_panel(r, t, cfg, splits)
     patch_px = int(patch_array_name(t.patch)[1].patch_size_px)
     model = build_model(cfg, panel, gene_ids, train_counts, patch_px, device, image_encoder, gene_encoder)
-    history, resumed, best_epoch, pps = train(model, r, t, cfg, panel, splits, out, device, resume=resume,
-                                              max_steps=max_steps, echo=echo)
-    res = PretrainResult(out, cfg, panel, splits, history=history, resumed_from_step=resumed, pairs_per_s=pps,
+    tr = train(model, r, t, cfg, panel, splits, out, device, resume=resume, max_steps=max_steps, echo=echo)
+    res = PretrainResult(out, cfg, panel, splits, history=tr.history, resumed_from_step=tr.resumed,
+                         pairs_per_s=tr.pairs / max(tr.seconds, 1e-9), world_size=tr.world,
+                         steps_per_epoch=tr.steps_per_epoch,
                          fingerprints={"image": model.image.fingerprint, "gene": model.gene.fingerprint})
-    finished = len({h["epoch"] for h in history}) >= cfg.epochs
-    if rank != 0 or not finished:
+    if rank != 0 or not tr.finished:
         return res
-    if best_epoch is not None and (out / BEST).is_file():
+    if tr.best[1] is not None and (out / BEST).is_file():
         _load_model_state(model, torch.load(out / BEST, map_location="cpu", weights_only=False)["model"], out / BEST)
-        res.best_epoch = best_epoch
+        res.best_epoch = tr.best[1]
     test = embed_split(model, r, t, splits["test"], panel, cfg, device)
     res.metrics = retrieval_report(test["z_img"], test["z_gene"], test["sample"], batch=cfg.eval_batch,
                                    repeats=cfg.eval_repeats, seed=cfg.seed)
@@ -478,7 +513,9 @@ def _write_outputs(res: PretrainResult, model: Any, t: Any, r: Any, test: dict[s
 
     doc = {"task": t.name, "config": res.config.model_dump(), "config_hash": res.config.hash, "genes": res.genes,
            "splits": res.splits, "fingerprints": res.fingerprints, "best_epoch": res.best_epoch,
-           "metrics": res.metrics, "downstream": res.downstream, "train_pairs_per_s": res.pairs_per_s}
+           "metrics": res.metrics, "downstream": res.downstream, "train_pairs_per_s": res.pairs_per_s,
+           "world_size": res.world_size, "steps_per_epoch": res.steps_per_epoch,
+           "global_batch": res.config.batch_size * res.world_size}
     res.out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(res.out / "result.json", json.dumps(doc, indent=1, default=float).encode())
     atomic_write_bytes(res.out / "history.json", json.dumps(res.history, indent=1, default=float).encode())

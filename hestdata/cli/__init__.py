@@ -343,6 +343,94 @@ def bench_run(root: Annotated[str, typer.Option(help="Root (path or URL).")],
                            + ", ".join(f"{f}={v:.4f}" for f, v in zip(r["folds"], r["fold_values"], strict=True)))
 
 
+@bench_app.command("pretrain")
+@handle_errors
+def bench_pretrain(root: Annotated[str, typer.Option(help="Root (path or URL).")],
+                   task: Annotated[str, typer.Option(help="A pretrain task: built-in name or YAML path (with splits).")],
+                   out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, result.json, figures/.")],
+                   image_encoder: Annotated[str | None, typer.Option(help="Image encoder (see 'bench list').")] = None,
+                   gene_encoder: Annotated[str | None, typer.Option(
+                       help="identity, pca, mlp, scgpt, nicheformer or an entry point.")] = None,
+                   finetune: Annotated[bool | None, typer.Option(
+                       "--finetune/--frozen", help="Fine-tune the image backbone, or keep it frozen.")] = None,
+                   gene_checkpoint: Annotated[Path | None, typer.Option(
+                       help="scGPT-style folder or weights file for the gene encoder.")] = None,
+                   gene_vocab: Annotated[Path | None, typer.Option(help="The gene model's vocabulary.")] = None,
+                   gene_random_init: Annotated[bool, typer.Option(
+                       "--gene-random-init/--no-gene-random-init",
+                       help="The scgpt/nicheformer architecture with random weights (no checkpoint).")] = False,
+                   loss: Annotated[str | None, typer.Option(help="clip or siglip.")] = None,
+                   epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+                   batch_size: Annotated[int | None, typer.Option(help="Pairs per batch (per process).")] = None,
+                   lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+                   workers: Annotated[int | None, typer.Option(help="Loader worker processes.")] = None,
+                   device: Annotated[str | None, typer.Option(help="cpu, cuda … (default: cuda if available).")] = None,
+                   max_steps: Annotated[int | None, typer.Option(
+                       help="Stop after this many steps with a checkpoint (rerun to resume).")] = None,
+                   fresh: Annotated[bool, typer.Option("--fresh/--resume",
+                                                       help="Start over instead of resuming OUT/checkpoint.pt.")] = False,
+                   ) -> None:
+    """Train an image and a gene encoder together (CLIP/SigLIP) and score held-out retrieval; `ml` extra.
+    Under `torchrun --nproc-per-node N -m hestdata.cli bench pretrain …` each process trains on its share."""
+    import os
+
+    from hestdata.bench.pretrain import pretrain
+
+    gene_opts = {k: v for k, v in {"checkpoint": gene_checkpoint, "vocab": gene_vocab,
+                                   "random_init": gene_random_init or None}.items() if v is not None}
+    over = {k: v for k, v in {"image_encoder": image_encoder, "gene_encoder": gene_encoder, "loss": loss,
+                              "epochs": epochs, "batch_size": batch_size, "lr": lr, "num_workers": workers,
+                              "image_mode": None if finetune is None else ("finetune" if finetune else "frozen")}
+            .items() if v is not None}
+    if gene_opts:
+        from hestdata.bench.runner import load_task
+
+        over["gene_options"] = {**load_task(task).options.get("gene_options", {}), **gene_opts}
+    res = _with_distributed(lambda: pretrain(root, task, out, device=device, resume=not fresh, max_steps=max_steps,
+                                             echo=typer.echo, **over))
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 reports
+        return
+    if not res.metrics:
+        if res.history or max_steps is not None:
+            typer.echo(f"stopped with a checkpoint in {out}; run the same command again to resume")
+        return
+    m = res.metrics
+    typer.echo(f"held out: {int(m['n_test'])} pairs from {int(m['n_slides'])} slide(s); genes: {len(res.genes)}")
+    for k in (1, 5, 10):
+        line = (f"  recall@{k:<2}  image->gene {m[f'img2gene_recall@{k}']:.3f}  gene->image "
+                f"{m[f'gene2img_recall@{k}']:.3f}  (chance {m[f'chance_recall@{k}']:.3f})")
+        if f"batch_img2gene_recall@{k}" in m:
+            line += (f"; in batches of {res.config.eval_batch}: {m[f'batch_img2gene_recall@{k}']:.3f} / "
+                     f"{m[f'batch_gene2img_recall@{k}']:.3f} (chance {m[f'chance_batch_recall@{k}']:.3f})")
+        typer.echo(line)
+    d = res.downstream
+    typer.echo(f"  expression from the image embedding (Pearson, test split): pretrained "
+               f"{d['expr_pretrained_pearson_mean']:.3f}, same encoder without pretraining "
+               f"{d['expr_frozen_pearson_mean']:.3f}, library size {d['expr_library_size_pearson_mean']:.3f}")
+    typer.echo(f"results: {out / 'result.json'}; figures: {out / 'figures'}")
+
+
+def _with_distributed(fn: Any) -> Any:
+    """Run ``fn`` inside a torch.distributed process group when started by torchrun (gloo on CPU, nccl on CUDA)."""
+    import os
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return fn()
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    try:
+        out = fn()
+        dist.barrier()
+        return out
+    finally:
+        dist.destroy_process_group()
+
+
 @bench_app.command("embed")
 @handle_errors
 def bench_embed(root: Annotated[Path, typer.Option(help="Root.")],
