@@ -47,6 +47,8 @@ _EXPORTS = {
     "upgrade": "hestdata.store.upgrade",
     "run_benchmark": "hestdata.bench.runner",
     "load_encoder": "hestdata.bench.encoders",
+    "pretrain": "hestdata.bench.pretrain",
+    "load_gene_encoder": "hestdata.bench.gene_encoders",
     "PatchDataset": "hestdata.loader.dataset",
     "make_loader": "hestdata.loader.loader",
     "SlideDataset": "hestdata.loader.slides",

@@ -38,6 +38,9 @@ def _root(base: Path, shuffle: bool) -> Path:
     root = base / ("shuffled" if shuffle else "planted")
     for i in range(5):
         s = planted_sample(f"pl{i}", seed=i, shuffle_pairs=shuffle)
+        alt = base / f"alt{i}.csv"  # a slide-level label for HESCAPE's alteration task: ERBB2-high slides
+        alt.write_text(f"ERBB2_high\n{int(i % 2 == 0)}\n")
+        s.slide_inputs["alterations"] = alt
         hestdata.convert(s, root, patches=["32px_2um"], min_tissue_fraction=0, progress=False,
                          metadata={"patient": f"P{i}", "cohort": "planted"})
     return root
@@ -158,8 +161,12 @@ def test_planted_link_recovered_shuffled_at_chance(roots, tmp_path):
     from hestdata.bench.pretrain import pretrain
 
     planted, shuffled, task = roots
-    res = pretrain(planted, task, tmp_path / "run")
+    res = pretrain(planted, task, tmp_path / "run", alteration="ERBB2_high")
     m = res.metrics
+    d = res.downstream
+    for name in ("pretrained", "frozen"):  # five slides, five patient folds: the probe runs, pooled with intervals
+        assert 0 <= d[f"alteration_{name}_auroc"] <= 1 and d[f"alteration_{name}_auroc_ci_low"] <= \
+            d[f"alteration_{name}_auroc_ci_high"]
     assert m["n_test"] == 64 and m["chance_recall@5"] == pytest.approx(5 / 64)
     assert m["img2gene_recall@5"] > 0.35 and m["gene2img_recall@5"] > 0.35, m
     assert set(res.splits["test"]) == {"pl4"} and set(res.splits["val"]) == {"pl3"}
@@ -210,7 +217,7 @@ def test_ddp_on_two_cpu_processes(roots, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(port), "-m", "hestdata.cli", "bench", "pretrain", "--root", str(planted), "--task",
-           str(task), "--out", str(out), "--epochs", "3", "--batch-size", "16"]
+           str(task), "--out", str(out), "--epochs", "2", "--batch-size", "16", "--no-figures"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HESTDATA_QUIET": "1"})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     doc = json.loads((out / "result.json").read_text())
@@ -218,3 +225,66 @@ def test_ddp_on_two_cpu_processes(roots, tmp_path):
     assert doc["steps_per_epoch"] == 192 // 32  # 3 training slides x 64 pairs, split over two ranks of 16
     assert doc["metrics"]["img2gene_recall@5"] > doc["metrics"]["chance_recall@5"]
     assert p.stdout.count("held out:") == 1  # rank 0 reports
+
+
+def test_bad_pretraining_inputs_fail_in_one_line(roots, tmp_path):
+    from typer.testing import CliRunner
+
+    from hestdata.cli import app
+
+    planted, _, task = roots
+    runner = CliRunner()
+
+    def one_line(args: list[str], *want: str) -> None:
+        r = runner.invoke(app, ["bench", "pretrain", "--root", str(planted), "--out", str(tmp_path / "o"), *args])
+        lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), r.output
+        assert "Traceback" not in r.output and all(w in lines[0] for w in want), lines[0]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TASK.replace("lr: 0.003", "lr: 0.003, learning_rate: 1"))
+    one_line(["--task", str(bad)], "learning_rate")
+    bad.write_text(TASK.replace("test: [P4]", "test: [P9]"))
+    one_line(["--task", str(bad)], "P9", "no selected sample")
+    bad.write_text(TASK.replace("splits: {val: [P3], test: [P4]}\n", ""))
+    one_line(["--task", str(bad)], "splits")
+    one_line(["--task", "her2st_expression"], "not pretrain")
+    one_line(["--task", str(task), "--gene-encoder", "scgpt"], "needs its weights", "--gene-random-init")
+    one_line(["--task", str(task), "--finetune"], "color-stats", "no torch module")
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
+
+
+def _planted_slides(seed: int = 0, n: int = 30):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, 4))
+    w, b = rng.normal(size=(4, 16)), rng.normal(0, 0.6, size=(4, 40))
+    bags = {}
+    for i in range(n):
+        x = rng.normal(size=(int(rng.integers(20, 40)), 16))
+        x[: len(x) // 2] += v[i] @ w  # half the patches carry the slide's state
+        bags[f"s{i}"] = x.astype(np.float32)
+    profiles = rng.poisson(np.exp(3 + v @ b)).astype(np.float64)
+    slides = [f"s{i}" for i in range(n)]
+    groups = np.array([f"p{i // 2}" for i in range(n)])  # two slides a patient
+    labels = {s: bool(v[i, 0] > 0) for i, s in enumerate(slides)}
+    return bags, profiles, slides, groups, [f"G{j}" for j in range(40)], labels
+
+
+def test_slide_alignment_recovers_a_planted_profile_link():
+    from hestdata.bench.tasks.slide_pretrain import slide_pretrain_protocol
+
+    bags, profiles, slides, groups, genes, labels = _planted_slides()
+    kw = {"epochs": 60, "n_folds": 5, "n_boot": 200, "n_genes": 40}
+    res = slide_pretrain_protocol(bags, profiles, slides, groups, genes, labels=labels, **kw)
+    m = res.metrics
+    assert m["chance_recall@1"] == pytest.approx(1 / 6)  # 5 folds of 6 held-out slides
+    assert m["slide2profile_recall@1"] > 3 * m["chance_recall@1"] and m["profile2slide_recall@1"] > 0.4, m
+    assert m["alteration_aligned_auroc"] > 0.8, m
+    for f in res.folds:  # whole patients held out
+        held = {groups[slides.index(s)] for s in f["test_slides"]}
+        rest = {groups[i] for i, s in enumerate(slides) if s not in f["test_slides"]}
+        assert not held & rest
+    rng = np.random.default_rng(1)
+    ctl = slide_pretrain_protocol(bags, profiles[rng.permutation(len(slides))], slides, groups, genes,
+                                  aggregator="mean", **kw).metrics
+    assert ctl["slide2profile_recall@1"] < 0.4 and ctl["profile2slide_recall@1"] < 0.4, ctl

@@ -166,6 +166,11 @@ def test_her2st_slide_tasks_run_from_the_store(her2st_root, tmp_path):
     rows = hestdata.run_benchmark(her2st_root, "color-stats", "her2st_slide_retrieval", cache_dir=tmp_path / "c")
     m = {r["metric"]: r["mean"] for r in rows}
     assert 0 <= m["slide2profile_recall@1"] <= 1 and m["chance_recall@1"] == pytest.approx(1 / 3)
+    rows = hestdata.run_benchmark(her2st_root, "color-stats", "her2st_slide_pretrain", cache_dir=tmp_path / "c")
+    m = {r["metric"]: r["mean"] for r in rows}
+    assert rows[0]["task_type"] == "slide_pretrain" and m["n_slides"] == 3
+    # folds by patient: B (B4 alone: chance 1) and C (C2, C3: chance 1/2), pooled by slides: (1 + 2 x 0.5) / 3
+    assert m["chance_recall@1"] == pytest.approx(2 / 3) and 0 <= m["slide2profile_recall@1"] <= 1
 
 
 def test_feature_grid_positions_map_back_to_micrometres_exactly(her2st_root, tmp_path):

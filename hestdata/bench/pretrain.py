@@ -438,6 +438,25 @@ def downstream_expression(train: dict[str, np.ndarray], test: dict[str, np.ndarr
     return out
 
 
+def downstream_alteration(r: Any, column: str, parts: list[dict[str, np.ndarray]], groups_of: dict[str, str],
+                          seed: int) -> dict[str, float]:
+    """HESCAPE's alteration task: each slide's mean pretrained image embedding vs the same encoder's mean
+    features without pretraining, balanced logistic regression over patient folds (pooled AUROC / AP, 95 %
+    intervals), every slide of the task (the labels were never seen in pretraining)."""
+    from hestdata.bench.tasks.slide_pretrain import alteration_probe
+
+    emb: dict[str, dict[str, np.ndarray]] = {"pretrained": {}, "frozen": {}}
+    for d in parts:
+        for s in np.unique(d["sample"]):
+            rows = d["sample"] == s
+            emb["pretrained"][str(s)] = d["z_img"][rows].mean(0)
+            emb["frozen"][str(s)] = d["features"][rows].mean(0)
+    labels = {s: r.metadata(s).alterations.get(column) for s in emb["pretrained"]}
+    if all(v is None for v in labels.values()):
+        raise InputError(None, f"no slide of the task has the alteration {column!r} (tables/slide_alterations)")
+    return alteration_probe(emb, labels, groups_of, seed=seed)
+
+
 class PairEncoder:
     """The pair of encoders a pretraining run trained, as the leaderboard names it: ``image+gene``, fingerprint
     over both fingerprints and the configuration."""
@@ -471,10 +490,13 @@ def pretrain(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str
     t = task if isinstance(task, Task) else load_task(task)
     if t.type != "pretrain":
         raise InputError(None, f"task {t.name} is a {t.type} task, not pretrain")
+    from pydantic import ValidationError
+
     try:
         cfg = PretrainConfig(**{**t.options, **overrides})
-    except Exception as exc:  # pydantic's ValidationError: name the task and the field
-        raise InputError(None, f"task {t.name}: bad pretraining options: {exc}") from None
+    except ValidationError as exc:  # one line naming each bad field
+        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InputError(None, f"task {t.name}: bad pretraining options: {why}") from None
     out = Path(out)
     if not resume and (out / CHECKPOINT).exists():
         (out / CHECKPOINT).unlink()
@@ -501,6 +523,10 @@ def pretrain(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str
                                    repeats=cfg.eval_repeats, seed=cfg.seed)
     trn = embed_split(model, r, t, splits["train"], panel, cfg, device)
     res.downstream = downstream_expression(trn, test, seed=cfg.seed)
+    if cfg.alteration:
+        val = embed_split(model, r, t, splits["val"], panel, cfg, device) if splits["val"] else None
+        res.downstream.update(downstream_alteration(r, cfg.alteration, [trn, test, *([val] if val else [])],
+                                                    groups_of, cfg.seed))
     _write_outputs(res, model, t, r, test, leaderboard and r.is_local, figures, echo)
     return res
 
@@ -527,14 +553,17 @@ def _write_outputs(res: PretrainResult, model: Any, t: Any, r: Any, test: dict[s
                 echo(f"  figure: {p}")
     if leaderboard:
         enc = PairEncoder(model, res.config)
-        keys = {k: v for k, v in {**res.metrics, **res.downstream}.items()
-                if not k.startswith(("chance", "n_")) and "median_rank" not in k}
+        allm = {**res.metrics, **res.downstream}
+        keys = {k: v for k, v in allm.items()
+                if not k.startswith(("chance", "n_")) and "median_rank" not in k and not k.endswith(("_ci_low", "_ci_high"))}
         results = {k: [("test", v)] for k, v in keys.items()}
         task = Task(**{**t.__dict__, "options": {**t.options, **res.config.model_dump()}})
         ids = sorted(s for v in res.splits.values() for s in v)
         rows = make_rows(task, enc, results, n_items=int(res.metrics["n_test"]), samples=ids,
                          data_version=data_version(r.catalog, ids))
         for row in rows:
+            row["ci_low"] = float(allm.get(f"{row['metric']}_ci_low", float("nan")))
+            row["ci_high"] = float(allm.get(f"{row['metric']}_ci_high", float("nan")))
             row["image_fingerprint"], row["gene_fingerprint"] = enc.image_fingerprint, enc.gene_fingerprint
             row["pretrain_config_hash"] = res.config.hash
         append_rows(r.path, rows)

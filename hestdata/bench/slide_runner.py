@@ -9,7 +9,7 @@ import numpy as np
 
 from hestdata.errors import InputError
 
-SLIDE_TASKS = ("slide_expression", "slide_retrieval")
+SLIDE_TASKS = ("slide_expression", "slide_retrieval", "slide_pretrain")
 
 
 def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], groups_of: dict[str, str]
@@ -25,6 +25,8 @@ def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], 
 
     profiles, genes = aligned_profiles(r, ids)
     groups = np.array([groups_of[s] for s in ids])
+    if t.type == "slide_pretrain":
+        return _slide_pretrain(t, r, ids, embs, profiles, genes, groups)
     proto = slide_expression_protocol if t.type == "slide_expression" else slide_retrieval_protocol
     from hestdata.bench.genes import gene_option
 
@@ -32,4 +34,26 @@ def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], 
     out: dict[str, Any] = {k: [("pooled", v)] for k, v in res.metrics.items()}
     if res.per_gene:
         out["_per_gene"] = [("pooled", g, m["pearson"]) for g, m in res.per_gene.items()]
+    return out
+
+
+def _slide_pretrain(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], profiles: np.ndarray,
+                    genes: list[str], groups: np.ndarray) -> dict[str, Any]:
+    """Threads-style alignment of each slide's patch embeddings with its profile; ``options.alteration`` names a
+    column of the slides' ``tables/slide_alterations`` to predict from the aligned embedding."""
+    from hestdata.bench.tasks.slide_pretrain import slide_pretrain_protocol
+
+    opts = dict(t.options)
+    column = opts.pop("alteration", None)
+    labels = None
+    if column is not None:
+        labels = {s: r.metadata(s).alterations.get(column) for s in ids}
+        if all(v is None for v in labels.values()):
+            raise InputError(None, f"task {t.name}: no selected slide has the alteration {column!r} "
+                                   "(tables/slide_alterations; convert with --alterations)")
+    res = slide_pretrain_protocol(embs, profiles, ids, groups, genes, labels=labels, **opts)
+    out: dict[str, Any] = {k: [("pooled", v)] for k, v in res.metrics.items() if not k.endswith(("_ci_low", "_ci_high"))}
+    out["_ci"] = {f"alteration_{n}_auroc": (res.metrics[f"alteration_{n}_auroc_ci_low"],
+                                            res.metrics[f"alteration_{n}_auroc_ci_high"])
+                  for n in ("aligned", "frozen") if f"alteration_{n}_auroc_ci_low" in res.metrics}
     return out

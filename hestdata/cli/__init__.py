@@ -369,6 +369,8 @@ def bench_pretrain(root: Annotated[str, typer.Option(help="Root (path or URL).")
                        help="Stop after this many steps with a checkpoint (rerun to resume).")] = None,
                    fresh: Annotated[bool, typer.Option("--fresh/--resume",
                                                        help="Start over instead of resuming OUT/checkpoint.pt.")] = False,
+                   figures: Annotated[bool, typer.Option("--figures/--no-figures",
+                                                         help="Write OUT/figures/ (curves, matrix, recall@k).")] = True,
                    ) -> None:
     """Train an image and a gene encoder together (CLIP/SigLIP) and score held-out retrieval; `ml` extra.
     Under `torchrun --nproc-per-node N -m hestdata.cli bench pretrain …` each process trains on its share."""
@@ -387,7 +389,7 @@ def bench_pretrain(root: Annotated[str, typer.Option(help="Root (path or URL).")
 
         over["gene_options"] = {**load_task(task).options.get("gene_options", {}), **gene_opts}
     res = _with_distributed(lambda: pretrain(root, task, out, device=device, resume=not fresh, max_steps=max_steps,
-                                             echo=typer.echo, **over))
+                                             figures=figures, echo=typer.echo, **over))
     if int(os.environ.get("RANK", "0")) != 0:  # rank 0 reports
         return
     if not res.metrics:
@@ -407,7 +409,7 @@ def bench_pretrain(root: Annotated[str, typer.Option(help="Root (path or URL).")
     typer.echo(f"  expression from the image embedding (Pearson, test split): pretrained "
                f"{d['expr_pretrained_pearson_mean']:.3f}, same encoder without pretraining "
                f"{d['expr_frozen_pearson_mean']:.3f}, library size {d['expr_library_size_pearson_mean']:.3f}")
-    typer.echo(f"results: {out / 'result.json'}; figures: {out / 'figures'}")
+    typer.echo(f"results: {out / 'result.json'}" + (f"; figures: {out / 'figures'}" if figures else ""))
 
 
 def _with_distributed(fn: Any) -> Any:

@@ -12,26 +12,30 @@ from hestdata.plot.style import pyplot, save
 KS = (1, 5, 10)
 
 
-def curves_figure(history: list[dict[str, Any]], metrics: dict[str, float], title: str, out: Path) -> Path:
-    """Training loss and (with a validation split) validation recall@5 per epoch, its chance level dashed."""
+def curves_figure(history: list[dict[str, Any]], title: str, out: Path) -> Path:
+    """Training loss and learned temperature per epoch and, with a validation split, validation recall@5 both
+    ways with its chance level (5 / n) dashed."""
     plt = pyplot()
     ep = [h["epoch"] + 1 for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [h["train_loss"] for h in history], marker="o", label="training loss (mean over the epoch)")
-    a.set(xlabel="epoch", ylabel="contrastive loss", title="training loss")
-    a.legend(loc="upper right", fontsize=8)
     val = [k for k in ("val_img2gene_recall@5", "val_gene2img_recall@5") if history and k in history[-1]]
-    for k in val:
-        b.plot(ep, [h[k] for h in history], marker="o", label=k.removeprefix("val_").replace("2", " → "))
+    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5.5, 4), squeeze=False)
+    a = axes[0][0]
+    a.plot(ep, [h["train_loss"] for h in history], marker="o", color="C0", label="training loss (epoch mean)")
+    a.set(xlabel="epoch", ylabel="contrastive loss", title="training loss and temperature")
+    t = a.twinx()
+    t.plot(ep, [h["temperature"] for h in history], ls="--", color="C3", label="temperature (learned)")
+    t.set_ylabel("temperature")
+    lines = a.get_legend_handles_labels()[0] + t.get_legend_handles_labels()[0]
+    a.legend(lines, [x.get_label() for x in lines], loc="upper right", fontsize=8)
     if val:
+        b = axes[0][1]
+        for k in val:
+            b.plot(ep, [h[k] for h in history], marker="o", label=k.removeprefix("val_").replace("2", " → "))
         n_val = history[-1].get("val_n_test")
-        b.axhline(5 / n_val if n_val else 0, ls="--", color="grey", label="chance (5 / n)" if n_val else "chance")
-        b.set(title="validation recall@5 (whole validation set)")
-    else:
-        b.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=b.transAxes)
-        b.set(title="validation recall@5")
-    b.set(xlabel="epoch", ylabel="recall@5", ylim=(0, 1.02))
-    b.legend(loc="upper left", fontsize=8) if val else None
+        if n_val:
+            b.axhline(min(5, n_val) / n_val, ls="--", color="grey", label="chance (5 / n)")
+        b.set(xlabel="epoch", ylabel="recall@5", ylim=(0, 1.02), title="validation recall@5 (whole validation set)")
+        b.legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return save(fig, out)
@@ -78,6 +82,6 @@ def pretrain_figures(res: Any, test: dict[str, np.ndarray], task: str) -> list[P
     """``OUT/figures/{curves,retrieval_matrix,recall}.png`` of a finished run."""
     title = f"{task}: {res.config.image_encoder} + {res.config.gene_encoder} ({res.config.loss})"
     d = res.out / "figures"
-    return [curves_figure(res.history, res.metrics, title, d / "curves.png"),
+    return [curves_figure(res.history, title, d / "curves.png"),
             matrix_figure(test["z_img"], test["z_gene"], title, d / "retrieval_matrix.png"),
             recall_figure(res.metrics, title, d / "recall.png")]
