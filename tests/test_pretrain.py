@@ -288,3 +288,34 @@ def test_slide_alignment_recovers_a_planted_profile_link():
     ctl = slide_pretrain_protocol(bags, profiles[rng.permutation(len(slides))], slides, groups, genes,
                                   aggregator="mean", **kw).metrics
     assert ctl["slide2profile_recall@1"] < 0.4 and ctl["profile2slide_recall@1"] < 0.4, ctl
+
+
+def test_frozen_backbone_stays_and_finetuned_backbone_moves(roots, tmp_path):
+    """image_mode frozen: the encoder's weights are untouched (and not saved: they are the fingerprinted
+    encoder's own); finetune: they train, at backbone_lr_scale x lr, and the checkpoint holds them. SigLIP too."""
+    from hestdata.bench.encoders import from_module
+    from hestdata.bench.pretrain import pretrain
+
+    planted, _, task = roots
+
+    def tiny():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                  torch.nn.Flatten())
+        return from_module(net, "tiny-cnn", input_size=None)
+
+    kw = {"epochs": 2, "leaderboard": False, "figures": False, "loss": "siglip"}
+    frozen = tiny()
+    before = {k: v.clone() for k, v in frozen.module.state_dict().items()}
+    pretrain(planted, task, tmp_path / "frozen", image_encoder=frozen, **kw)
+    assert all(torch.equal(before[k], v) for k, v in frozen.module.state_dict().items())
+    saved = torch.load(tmp_path / "frozen" / "checkpoint.pt", weights_only=False)
+    assert not any(k.startswith("image_backbone.") for k in saved["model"]) and "logit_bias" in saved["model"]
+    tuned = tiny()
+    res = pretrain(planted, task, tmp_path / "tuned", image_encoder=tuned, image_mode="finetune", **kw)
+    assert any(not torch.equal(before[k], v) for k, v in tuned.module.state_dict().items())
+    saved = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=False)
+    assert any(k.startswith("image_backbone.") for k in saved["model"])
+    groups = saved["optimizer"]["param_groups"]
+    assert len(groups) == 2 and groups[1]["initial_lr"] == pytest.approx(groups[0]["initial_lr"] * 0.1)
+    assert np.isfinite(res.metrics["img2gene_recall@5"])
