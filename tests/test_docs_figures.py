@@ -20,7 +20,8 @@ def test_make_figures_regenerates_every_docs_figure(tmp_path):
     shared("st_legacy", "her2st")  # skips without the shared data
     out = tmp_path / "figures"
     r = subprocess.run([sys.executable, str(REPO / "docs" / "tutorials" / "make_figures.py"), "--out", str(out),
-                        "--explain-patches", "4", "--sections", "B4,C3", "--grid", "128px_2um"], capture_output=True, text=True, timeout=900)
+                        "--explain-patches", "4", "--sections", "B4,C3", "--grid", "128px_2um",
+                        "--pretrain-encoder", "color-stats", "--pretrain-epochs", "2"], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     made = sorted(p.name for p in out.glob("*.jpg"))
     assert made == sorted(p.name for p in (REPO / "docs" / "figures").glob("*.jpg"))  # the same set as in docs/

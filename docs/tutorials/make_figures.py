@@ -7,8 +7,10 @@ legend or colour bar: ``sample_C3.jpg`` (``hestdata plot``: the section with its
 patch gallery), ``grid_B4.jpg`` (a 512px_0.5um feature grid's tissue cells over the section),
 ``cell_crops_C3.jpg`` (crops around nuclei found by a small haematoxylin-threshold "segmentation plugin"),
 ``explain_C3_patch.jpg`` and ``explain_C3_mosaic.jpg`` (integrated-gradients maps of an ERBB2 ridge head on a
-per-pixel colour encoder, held out on C3; all patches unless ``--explain-patches``). ``tests/test_docs_figures.py``
-runs it at a small size, so the figures cannot rot.
+per-pixel colour encoder, held out on C3; all patches unless ``--explain-patches``), and the pretraining tutorial's
+``pretrain_curves.jpg``, ``pretrain_matrix.jpg`` and ``pretrain_recall.jpg`` (the built-in ``her2st_pretrain``
+task: patient C trains, B4 is held out; ``--pretrain-encoder`` for ``--pretrain-epochs``).
+``tests/test_docs_figures.py`` runs it at a small size, so the figures cannot rot.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--grid", default="512px_0.5um",
                     help="feature-grid geometry of grid_B4.jpg (the test draws 128px_2um: the same 256 µm cells, "
                          "16x fewer pixels to render)")
+    ap.add_argument("--pretrain-encoder", default="random-vit-s16",
+                    help="image encoder of the pretraining figures (the test uses color-stats)")
+    ap.add_argument("--pretrain-epochs", type=int, default=10)
     args = ap.parse_args(argv)
     import hestdata
     from hestdata.bench.encoders import from_module
@@ -157,6 +162,13 @@ def main(argv: list[str] | None = None) -> None:
                            steps=16)
     save_figure(files[0], out, "explain_C3_patch")
     save_figure(files[-1], out, "explain_C3_mosaic")
+    from hestdata.bench.pretrain import pretrain
+
+    run = pretrain(root, "her2st_pretrain", tmp / "pretrain", image_encoder=args.pretrain_encoder,
+                   epochs=args.pretrain_epochs, leaderboard=False)
+    for name, fig in (("pretrain_curves", "curves"), ("pretrain_matrix", "retrieval_matrix"),
+                      ("pretrain_recall", "recall")):
+        save_figure(run.out / "figures" / f"{fig}.png", out, name)
     print("\n".join(str(p) for p in sorted(out.glob("*.jpg"))))
 
 
