@@ -120,7 +120,7 @@ def slide_pretrain_protocol(bags: dict[str, np.ndarray], profiles: np.ndarray, s
     import torch
 
     from hestdata.bench.gene_encoders import load_gene_encoder
-    from hestdata.bench.tasks.slide_level import group_folds, top_variable
+    from hestdata.bench.tasks.slide_level import fold_genes, group_folds
     from hestdata.curation.profiles import normalise_profiles
 
     if aggregator not in AGGREGATORS:
@@ -141,7 +141,7 @@ def slide_pretrain_protocol(bags: dict[str, np.ndarray], profiles: np.ndarray, s
     scores: dict[str, list[Any]] = {"aligned": [None] * len(slides), "frozen": [None] * len(slides)}
     for f, te in enumerate(group_folds(g, n_folds)):
         tr = np.setdiff1d(np.arange(len(slides)), te)
-        cols = top_variable(norm[tr], n_genes)
+        cols = fold_genes(norm[tr], n_genes, "variance", genes)
         panel = [genes[i] for i in cols]
         gene = load_gene_encoder(gene_encoder, panel, normalize="cp10k_log1p", seed=seed + f) \
             if gene_encoder in ("mlp", "pca") else load_gene_encoder(gene_encoder, panel, normalize="cp10k_log1p")
