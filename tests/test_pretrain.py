@@ -104,8 +104,29 @@ def test_retrieval_report_degenerate_and_independent():
     shuffled = retrieval_report(a, a[rng.permutation(n)], slides, repeats=5)
     assert shuffled["img2gene_recall@10"] < 0.25 and shuffled["batch_img2gene_recall@5"] < 0.25
     # HESCAPE's in-batch recall by hand: one batch of 64 = recall over that sub-matrix
-    one = in_batch_recall(sim[:64, :64], 64, 1, 0)
+    one = in_batch_recall(noisy[:64], a[:64], 64, 1, 0)
     assert one["batch_img2gene_recall@5"] == pytest.approx(brute_recall(sim[:64, :64], 5))
+
+
+def test_blockwise_recall_equals_the_whole_matrix_with_ties(monkeypatch):
+    """The report computes recall in row blocks (no n x n matrix): equal to metrics.recall_at_k on the whole
+    matrix, with ties (embeddings rounded to one decimal) and with the same-slide distractors masked out."""
+    from hestdata.bench import pretrain_eval
+    from hestdata.bench.metrics import recall_at_k
+
+    monkeypatch.setattr(pretrain_eval, "BLOCK_ROWS", 7)
+    rng = np.random.default_rng(2)
+    a, b = np.round(rng.normal(size=(50, 3)), 1), np.round(rng.normal(size=(50, 3)), 1)
+    slides = np.array(["x", "y", "z", "x", "y"] * 10)
+    r = retrieval_report(a, b, slides, batch=64)
+    sim = a @ b.T
+    for name, m in (("img2gene", sim), ("gene2img", sim.T)):
+        want = recall_at_k(m)
+        for k in ("recall@1", "recall@5", "recall@10", "median_rank"):
+            assert r[f"{name}_{k}"] == pytest.approx(want[k])
+        same = slides[:, None] == slides[None, :]
+        other = recall_at_k(np.where(same & ~np.eye(50, dtype=bool), -np.inf, m))
+        assert r[f"otherslides_{name}_recall@5"] == pytest.approx(other["recall@5"])
 
 
 def test_splits_never_share_a_group():

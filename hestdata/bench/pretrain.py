@@ -91,7 +91,8 @@ def _var(r: Any, sid: str) -> Any:
 def choose_panel(r: Any, t: Any, cfg: PretrainConfig, splits: dict[str, list[str]]) -> tuple[list[str], list[str],
                                                                                               np.ndarray]:
     """(panel genes, their Ensembl ids, raw training counts over the panel): the genes every selected sample has,
-    ranked on the training split alone (``hest`` / ``variance``), or the fixed list."""
+    ranked on the training split alone (``hest`` / ``variance``), or the fixed list. At most ``max_fit_rows``
+    training rows (drawn at random, seeded) are densified for the choice and for fitted gene encoders."""
     from hestdata.bench.genes import choose_genes, is_fixed
     from hestdata.bench.runner import _task_targets
     from hestdata.bench.tasks.expression import targets
@@ -102,14 +103,17 @@ def choose_panel(r: Any, t: Any, cfg: PretrainConfig, splits: dict[str, list[str
     counts, names, _, _ = _task_targets(t, r, splits["train"])
     keep = [i for i, g in enumerate(names) if g in shared]
     names = [names[i] for i in keep]
-    c = np.asarray(counts[:, keep].toarray(), dtype=np.float64)
+    slides = np.concatenate([[s] * n for s, n in zip(splits["train"], _patch_counts(r, t, splits["train"]),
+                                                      strict=True)])
+    rows = np.arange(counts.shape[0])
+    if len(rows) > cfg.max_fit_rows:  # a dense (rows x genes) block stays bounded whatever the cohort holds
+        rows = np.sort(np.random.default_rng(cfg.seed).choice(len(rows), cfg.max_fit_rows, replace=False))
+    c = np.asarray(counts[rows][:, keep].toarray(), dtype=np.float32)
     if is_fixed(cfg.genes):
         chosen = choose_genes(cfg.genes, len(names), c, c, None, names)
     else:
-        slides = np.concatenate([[s] * n for s, n in zip(splits["train"], _patch_counts(r, t, splits["train"]),
-                                                          strict=True)])
         k = min(cfg.n_genes, len(names))
-        chosen = choose_genes(cfg.genes, k, targets(c, "log1p"), c, slides, names)
+        chosen = choose_genes(cfg.genes, k, targets(c, "log1p"), c, slides[rows], names)
     panel = [names[i] for i in chosen]
     v0 = vars_[splits["train"][0]]
     col = "gene_ids" if "gene_ids" in v0.columns else "gene_id" if "gene_id" in v0.columns else None
@@ -224,6 +228,10 @@ def _make_loaders(r: Any, t: Any, ids: list[str], panel: list[str], cfg: Pretrai
     from hestdata.loader import PatchDataset, make_loader
 
     ds = PatchDataset(r, query=_ids_expr(ids), genes=panel, patch=t.patch, targets="raw")
+    if ds.multiplex:
+        raise InputError(None, f"task {t.name}: {t.patch} holds multiplex (fluorescence) patches; image-gene "
+                               "pretraining pairs RGB patches (H&E) with expression",
+                         "pick the H&E patch array of the samples (e.g. a Xenium run converted with --he-image)")
     kw = {} if distributed else {"rank": 0, "world_size": 1}
     return make_loader(ds, batch_size=batch_size, num_workers=cfg.num_workers, seed=cfg.seed, shuffle=shuffle,
                        drop_last=drop_last, **kw)
@@ -246,8 +254,7 @@ def embed_split(model: Any, r: Any, t: Any, ids: list[str], panel: list[str], cf
             out["z_img"].append(torch.nn.functional.normalize(model.image_proj(feats.float()), dim=1).float().cpu().numpy())
             out["z_gene"].append(model.embed_genes(batch["expression"].to(device)).float().cpu().numpy())
             out["counts"].append(batch["expression"].numpy())
-            pos = np.searchsorted(ld.dataset._offsets, batch["index"].numpy(), side="right") - 1
-            out["sample"].append(np.asarray(sample_ids)[pos])
+            out["sample"].append(np.asarray([sample_ids[ld.dataset.locate(int(i))[0]] for i in batch["index"]]))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -48,6 +48,8 @@ class PretrainConfig(BaseModel):
     gather: bool = Field(True, description="under DDP, the loss sees every rank's batch (one global batch)")
     eval_batch: int = Field(64, ge=2, description="HESCAPE's in-batch recall batch size")
     eval_repeats: int = Field(20, ge=1, description="random batchings averaged for the in-batch recall")
+    max_fit_rows: int = Field(20_000, ge=100, description="training rows (a seeded draw) that choose the gene panel "
+                                                          "and fit PCA / rank means")
     alteration: str | None = Field(None, description="a tables/slide_alterations column predicted from the mean "
                                                      "pretrained image embedding of each slide (patient folds)")
 
