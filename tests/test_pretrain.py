@@ -26,7 +26,7 @@ samples: "cohort = 'planted'"
 group_by: patient
 patch: 32px_2um
 splits: {val: [P3], test: [P4]}
-options: {image_encoder: color-stats, gene_encoder: mlp, genes: variance, n_genes: 10, epochs: 12, lr: 0.003,
+options: {image_encoder: color-stats, gene_encoder: mlp, genes: variance, n_genes: 10, epochs: 6, lr: 0.003,
           batch_size: 32, eval_repeats: 3}
 """
 
@@ -340,3 +340,19 @@ def test_frozen_backbone_stays_and_finetuned_backbone_moves(roots, tmp_path):
     groups = saved["optimizer"]["param_groups"]
     assert len(groups) == 2 and groups[1]["initial_lr"] == pytest.approx(groups[0]["initial_lr"] * 0.1)
     assert np.isfinite(res.metrics["img2gene_recall@5"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_the_gpu(roots, tmp_path, precision):
+    """On CUDA: patches decoded by nvJPEG in one batch, autocast at bf16 (the default) or fp16 with loss scaling;
+    the planted link is still found."""
+    from hestdata.bench.pretrain import pretrain
+
+    planted, _, task = roots
+    res = pretrain(planted, task, tmp_path / precision, device="cuda", precision=precision, leaderboard=False,
+                   figures=False)
+    saved = torch.load(tmp_path / precision / "checkpoint.pt", weights_only=False)
+    assert (saved["scaler"] is not None) == (precision == "fp16")
+    assert res.metrics["img2gene_recall@5"] > 0.35, res.metrics
