@@ -356,3 +356,43 @@ def test_mixed_precision_on_the_gpu(roots, tmp_path, precision):
     saved = torch.load(tmp_path / precision / "checkpoint.pt", weights_only=False)
     assert (saved["scaler"] is not None) == (precision == "fp16")
     assert res.metrics["img2gene_recall@5"] > 0.35, res.metrics
+
+
+def test_scgpt_checkpoint_folder_loads_by_key_name_and_nicheformer_fits_on_training_rows(tmp_path):
+    """The checkpoint route: a scGPT-layout folder (vocab.json, args.json, best_model.pt with flash-attention's
+    fused Wqkv names and a decoder the encoder does not use) loads into the architecture by key name; a checkpoint
+    of another size is refused naming the file; Nicheformer's rank means come from the training rows only."""
+    from hestdata.bench.gene_encoders import load_gene_encoder
+    from hestdata.bench.gene_transformer import GeneTransformer
+
+    genes = ["ERBB2", "ESR1", "PGR", "MKI67"]
+    vocab = {"<pad>": 0, "<cls>": 1, "<eoc>": 2, "ERBB2": 3, "ESR1": 4, "PGR": 5, "MKI67": 6, "ACTB": 7}
+    torch.manual_seed(5)
+    ref = GeneTransformer(np.array([3, 4, 5, 6]), 8, style="scgpt", pad_id=0, cls_id=1, d_model=32, nhead=2,
+                          d_hid=64, nlayers=1, max_tokens=4)
+    sd = {k.replace("self_attn.in_proj_weight", "self_attn.Wqkv.weight")
+           .replace("self_attn.in_proj_bias", "self_attn.Wqkv.bias"): v
+          for k, v in ref.state_dict().items() if k not in ("token_of_column", "gene_mean")}
+    sd["decoder.fc.0.weight"] = torch.zeros(3, 3)  # scGPT's expression decoder: not part of the encoder
+    folder = tmp_path / "scgpt"
+    folder.mkdir()
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "args.json").write_text(json.dumps({"embsize": 32, "nheads": 2, "d_hid": 64, "nlayers": 1}))
+    torch.save(sd, folder / "best_model.pt")
+    enc = load_gene_encoder("scgpt", genes, checkpoint=folder, max_tokens=4)
+    got = enc.module.state_dict()
+    assert torch.equal(got["transformer_encoder.layers.0.self_attn.in_proj_weight"],
+                       ref.state_dict()["transformer_encoder.layers.0.self_attn.in_proj_weight"])
+    assert enc.extra["arch"]["unused_keys"] == 1 and enc.extra["n_missing"] == 0 and not enc.extra["random_init"]
+    x = torch.as_tensor(np.random.default_rng(0).poisson(4, size=(6, 4)), dtype=torch.float32)
+    ref.eval()
+    enc.module.eval()
+    assert torch.allclose(enc(x), ref(enc.preprocess(x)), atol=1e-5)  # the same function as the saved model
+    (folder / "args.json").write_text(json.dumps({"embsize": 48, "nheads": 2, "d_hid": 64, "nlayers": 1}))
+    with pytest.raises(InputError, match="best_model.pt.*other shapes.*args.json"):
+        load_gene_encoder("scgpt", genes, checkpoint=folder, max_tokens=4)
+    nf = load_gene_encoder("nicheformer", genes, random_init=True, max_tokens=4)
+    train = np.array([[1, 2, 3, 4], [3, 2, 1, 0]], dtype=np.float32)
+    nf.fit(train)
+    want = np.log1p(train * 1e4 / train.sum(1, keepdims=True)).mean(0)  # its default normalisation: CP10k log1p
+    assert np.allclose(nf.module.gene_mean.numpy(), want, atol=1e-5)

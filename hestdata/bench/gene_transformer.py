@@ -238,6 +238,12 @@ def _load_weights(mod: GeneTransformer, weights: Path, style: str, arch: dict[st
     decoders). The panel's token map stays the one built from the vocabulary."""
     sd = _scgpt_keys(load(weights))
     own = mod.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (model {tuple(own[k].shape)})" for k, v in sd.items()
+             if k in own and k not in _BUFFERS and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise InputError(weights, f"checkpoint does not fit the {style} architecture {arch}: {len(wrong)} tensors "
+                                  f"have other shapes, e.g. {wrong[0]}", "check args.json (embsize, nheads, d_hid, "
+                                                                         "nlayers)")
     missing, _ = mod.load_state_dict({k: v for k, v in sd.items() if k in own and k not in _BUFFERS}, strict=False)
     missing = [k for k in missing if k not in _BUFFERS]
     if missing:
