@@ -115,6 +115,19 @@ class ImageSpotAgreement(_Model):
     accepted_anyway: bool = Field(default=False, description="converted despite a mismatch, on request")
 
 
+class LabelQC(_Model):
+    """What joining a per-spot label table counted (``convert … --labels``; hestdata.curation.labels)."""
+
+    file: str = Field(description="the label table's file name")
+    key: Literal["barcode", "array"] = Field(description="joined by spot id or by array coordinates")
+    n_rows: int = Field(ge=0)
+    n_rows_without_position: int = Field(ge=0, description="rows with no coordinates (dropped)")
+    n_rows_unmatched: int = Field(ge=0, description="rows whose key matches no spot (dropped)")
+    n_masked: int = Field(ge=0, description="values stored as missing (e.g. undetermined)")
+    n_spots_labelled: int = Field(ge=0)
+    columns: dict[str, dict[str, int]] = Field(description="obs column -> label -> spots")
+
+
 class QC(_Model):
     """Quality-control counts and warnings recorded at conversion."""
 
@@ -129,6 +142,7 @@ class QC(_Model):
     tables: dict[str, int] = Field(default_factory=dict, description="further tables (e.g. pseudo-spots) and rows")
     n_transcripts: int | None = Field(default=None, ge=0)
     image_spot_agreement: ImageSpotAgreement | None = None
+    labels: LabelQC | None = Field(default=None, description="per-spot labels joined at conversion")
     warnings: list[str] = Field(default_factory=list)
 
 

@@ -5,6 +5,7 @@
 Writes ``docs/figures/`` (or ``DIR``; JPEG, at most 1200 px a side), every figure with a title, µm scale bar and
 legend or colour bar: ``sample_C3.jpg`` (``hestdata plot``: the section with its spots coloured by ERBB2 and a
 patch gallery), ``grid_B4.jpg`` (a 512px_0.5um feature grid's tissue cells over the section),
+``labels_C3.jpg`` (the section's expression-cluster labels joined at conversion, one colour a label),
 ``cell_crops_C3.jpg`` (crops around nuclei found by a small haematoxylin-threshold "segmentation plugin"),
 ``explain_C3_patch.jpg`` and ``explain_C3_mosaic.jpg`` (integrated-gradients maps of an ERBB2 ridge head on a
 per-pixel colour encoder, held out on C3; all patches unless ``--explain-patches``), and the pretraining tutorial's
@@ -25,6 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("HESTDATA_SHARED_DATA", REPO.parent / "shared" / "data")) / "st_legacy" / "her2st"
 OUT = REPO / "docs" / "figures"
+LABELS = DATA.parent / "her2st_annotated" / "ST-cluster" / "lbl"
 SECTIONS = {"B4": ("B/B4/BT10737_D2_HE.jpg", "B"), "C2": ("C/C2/5714_HE_BT_C2.jpg", "C"),
             "C3": ("C/C3/5714_HE_BT_D1.jpg", "C")}
 
@@ -139,11 +141,13 @@ def main(argv: list[str] | None = None) -> None:
                   "image": DATA / "ST-imgs" / img}
         if sec == "C3":
             inputs["cells"] = nuclei_csv(inputs["image"], tmp / "nuclei.csv", (3000, 3000, 4200, 4200))
+            inputs["labels"] = LABELS / "C3-cluster-annotation.tsv.gz"  # expression-cluster labels (docs/labels.md)
         s = get_source("st").read(inputs, sample_id=f"her2st_{sec}")
         hestdata.convert(s, root, metadata={"cohort": "her2st", "patient": patient},
                          options={"cell_patches": ["64px_0.5um"]} if sec == "C3" else None)
     save_figure(plot_sample(root, "her2st_C3", tmp / "sample.png", gene="ERBB2", patches="224px_0.5um"), out,
                 "sample_C3")
+    save_figure(plot_sample(root, "her2st_C3", tmp / "labels.png", label="label"), out, "labels_C3")
 
     import torch
 

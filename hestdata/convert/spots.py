@@ -212,6 +212,13 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
             raise InputError(s.image.source_path, f"the spots do not agree with this image: {n_off} of "
                                                   f"{int(marked.sum())} spots marked in tissue lie off the image",
                              f"likely causes: {LIKELY_CAUSES}")
+    label_qc = None
+    if s.slide_inputs.get("labels") is not None:
+        from hestdata.curation.labels import attach_labels
+        from hestdata.metadata import LabelQC
+
+        st.table.obs, got = attach_labels(st.table.obs, s.slide_inputs["labels"])
+        label_qc = LabelQC(**got)
     prof, prof_info = profile_table(req, s, st.table, st.species, o.pseudobulk)
     alt, alterations = alterations_table(s)
     with SampleWriter(req.root, s.sample_id, overwrite=req.overwrite) as w:
@@ -228,7 +235,7 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
                 n_genes=int(st.table.n_vars), counts_integer=st.integer,
                 n_positions_without_counts=s.n_positions_without_counts, tissue_fraction=tissue_fraction,
                 genes=st.gene_qc, patches={**{p.geometry.name: p.qc for p in plans}, **cell_qc}, warnings=req.warnings,
-                image_spot_agreement=agreement)
+                image_spot_agreement=agreement, labels=label_qc)
         meta = stages.sample_metadata(req, species=st.species, pixel_size_um=ps, image=info, qc=qc,
                                       spot_diameter_um=s.spot_diameter_um,
                                       inter_spot_distance_um=s.inter_spot_distance_um, slide_profile=prof_info,

@@ -55,6 +55,9 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
         storage_options: passed to fsspec (credentials, endpoint_url …).
         on_error: ``"raise"`` (an error naming the sample and patch index) or ``"skip"`` (skip and count).
         block_cache_dir: cache remote byte ranges on local disk (fsspec block cache).
+        labels: an obs column of the samples' tables (e.g. ``label``, joined by ``convert … --labels``): each item
+            then has ``label``, its class index in ``classes`` (sorted values over the samples), -1 where the spot
+            has no label (masked values such as ``undetermined`` included).
         markers: multiplex arrays only — canonical marker names in the order wanted (default: the samples'
             common panel, else the union); a marker a sample lacks is zero and ``False`` in ``marker_mask``.
             Patches come as float32 (B, M, H, W) normalised per marker with the stored statistics
@@ -65,7 +68,7 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
                  patch: str = DEFAULT_PATCH.name, targets: str = "log1p", decode: str = "auto",
                  transform: Callable[[Any], Any] | None = None, storage_options: dict[str, Any] | None = None,
                  on_error: str = "raise", block_cache_dir: str | None = None,
-                 markers: Sequence[str] | None = None) -> None:
+                 markers: Sequence[str] | None = None, labels: str | None = None) -> None:
         from hestdata.loader.sources import resolve_samples
         from hestdata.units import patch_array_name
 
@@ -105,6 +108,15 @@ class PatchDataset(_Base):  # type: ignore[misc,valid-type]
             self.spans += [ShardSpan(first + a, min(sp, n - a)) for a in range(0, n, sp)]
             first += n
         self._offsets = np.array([s.first for s in self.samples] + [first], dtype=np.int64)
+        self.label_column, self.classes = labels, []
+        if labels is not None:
+            from hestdata.loader.samples import table_of
+            from hestdata.loader.targets import label_codes
+
+            self.classes, codes = label_codes([s.stored for s in self.samples], labels,
+                                              [table_of(s.stored, self.patch) for s in self.samples])
+            for s, c in zip(self.samples, codes, strict=True):
+                s.label_codes = c
         self._plan: dict[str, Any] | None = None  # set by make_loader
         self._plan_state: Any = None  # shared int64 tensor [epoch, consumed]
         self._ring = WorkerRing()

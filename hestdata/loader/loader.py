@@ -139,8 +139,9 @@ class HestLoader:
         if len(kept) != len(where):
             self.n_skipped += len(where) - len(kept)
             idx = list(kept)
-            for k in ("expression", "mask", "coords_um", "index"):
-                batch[k] = batch[k][idx]
+            for k in ("expression", "mask", "coords_um", "index", "label"):
+                if k in batch:
+                    batch[k] = batch[k][idx]
             batch["sample_id"] = [batch["sample_id"][i] for i in idx]
             batch["obs_id"] = [batch["obs_id"][i] for i in idx]
         tf = self.dataset.transform

@@ -78,7 +78,15 @@ def _pairs(ds: Any, locs: list[tuple[int, int]], keep: np.ndarray) -> dict[str, 
         expr[js], mask[js], coords[js] = e, m, s.centers_um[pidx]
     sample_ids = [ds.samples[locs[k][0]].sample_id for k in keep]
     obs_ids = [str(ds.samples[locs[k][0]].obs_names[ds.samples[locs[k][0]].obs_index[locs[k][1]]]) for k in keep]
-    return {"expression": expr, "mask": mask, "sample_id": sample_ids, "obs_id": obs_ids, "coords_um": coords}
+    out = {"expression": expr, "mask": mask, "sample_id": sample_ids, "obs_id": obs_ids, "coords_um": coords}
+    if getattr(ds, "label_column", None) is not None:
+        lab = np.full(len(keep), -1, dtype=np.int64)
+        for s_no, js in by_sample.items():
+            s = ds.samples[s_no]
+            if s.label_codes is not None:
+                lab[js] = s.label_codes[s.obs_index[np.array([locs[keep[j]][1] for j in js], dtype=np.int64)]]
+        out["label"] = lab
+    return out
 
 
 def load_rgb(ds: Any, ids: np.ndarray, locs: list[tuple[int, int]], decode: str) -> dict[str, Any]:

@@ -95,6 +95,7 @@ class LoadedSample:
     first: int  # global id of this sample's first patch
     genes: list[str]
     _opened: _Opened | None = field(default=None, repr=False)
+    label_codes: np.ndarray | None = field(default=None, repr=False)  # class index per table row (labels=…)
 
     @property
     def sample_id(self) -> str:

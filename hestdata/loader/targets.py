@@ -113,3 +113,25 @@ class Targets:
         if targets == "log1p":
             np.log1p(out, out=out)
         return out, present
+
+
+def label_codes(samples: list[Any], column: str, tables: list[str]) -> tuple[list[str], list[np.ndarray | None]]:
+    """(classes, per sample the class index of every table row, -1 where the row has no label): the values of
+    the obs column ``column`` (e.g. ``label`` from ``convert … --labels``) over the selected samples, classes
+    sorted; a sample without the column gets ``None`` (its items are -1)."""
+    import pandas as pd
+    from anndata.io import read_elem
+
+    values: list[Any] = []
+    for s, table in zip(samples, tables, strict=True):
+        obs = s.table(table[len("tables/"):])["obs"] if table else None
+        values.append(pd.Series(read_elem(obs[column])) if obs is not None and column in obs else None)
+    if all(v is None for v in values):
+        from hestdata.errors import StoreError
+
+        raise StoreError(f"no selected sample has the obs column {column!r} (convert with --labels)")
+    classes = sorted({str(x) for v in values if v is not None for x in v.dropna().unique()})
+    pos = {c: i for i, c in enumerate(classes)}
+    codes = [None if v is None else np.array([pos[str(x)] if pd.notna(x) else -1 for x in v], dtype=np.int64)
+             for v in values]
+    return classes, codes

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-NUMERIC_KEYS = ("expression", "mask", "coords_um", "index", "marker_mask", "marker_ids")
+NUMERIC_KEYS = ("expression", "mask", "coords_um", "index", "marker_mask", "marker_ids", "label")
 
 
 def as_tensors(batch: dict[str, Any]) -> dict[str, Any]:

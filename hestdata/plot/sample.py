@@ -90,7 +90,8 @@ def _values(sample: Any, table: Any, gene: str | None, label: str | None) -> tup
     if label is not None:
         if label not in table.obs.columns:
             raise InputError(sample.path, f"no column {label!r} in the table; columns: {list(table.obs.columns)}")
-        return table.obs[label].astype(str).to_numpy(), label
+        col = table.obs[label]
+        return np.where(col.isna().to_numpy(), "no label", col.astype(str).to_numpy()).astype(object), label
     return None, ""
 
 
@@ -119,7 +120,7 @@ def _draw_obs(ax: Any, fig: Any, xy_um: np.ndarray, diameter_um: float, values: 
         handles = []
         for i, c in enumerate(cats):
             circles(values == c, facecolors=[cmap(i)], edgecolors="none", alpha=0.85)
-            handles.append(Line2D([], [], marker="o", ls="", color=cmap(i), label=c))
+            handles.append(Line2D([], [], marker="o", ls="", color=cmap(i), label=f"{c} ({int((values == c).sum())})"))
         ax.legend(handles=handles + extra, title=what, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
         return
     circles(patched, facecolors="none", edgecolors="#1a9850", linewidths=0.8)

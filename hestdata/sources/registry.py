@@ -100,7 +100,9 @@ class Source:
 SLIDE_INPUTS = {"profile": "slide-level molecular profile (CSV/TSV: gene, value; or one row of genes)",
                 "alterations": "slide-level alterations (CSV/TSV: a header and one row, e.g. MSI status)",
                 "cells": "cell/nucleus segmentation for cell crops (GeoJSON in full-resolution px, or CSV/TSV with "
-                         "x_um, y_um or x_px, y_px)"}
+                         "x_um, y_um or x_px, y_px)",
+                "labels": "per-spot labels (CSV/TSV keyed by barcode or array coordinates; spot samples): label "
+                          "columns join the table's obs, 'undetermined' stored as missing"}
 
 
 def register_source(source: Source) -> Source:
