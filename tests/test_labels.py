@@ -68,22 +68,34 @@ def test_bad_label_tables_fail_naming_the_file(tmp_path):
     assert out["label"].tolist()[0] == "tumour" and pd.isna(out["label"].tolist()[1])
 
 
-def test_cluster_labels_through_convert_and_the_loader(tmp_path):
+@pytest.fixture(scope="module")
+def labelled_root(tmp_path_factory):
+    """her2st C2 (through the CLI's --labels) and C3 (the Python route) with their expression-cluster labels."""
+    root = tmp_path_factory.mktemp("labels") / "root"
     counts, spots, image = her2st_inputs("C2")
-    labels = shared("st_legacy", "her2st_annotated", "ST-cluster", "lbl", "C2-cluster-annotation.tsv.gz")
-    root = tmp_path / "root"
+    lbl = shared("st_legacy", "her2st_annotated", "ST-cluster", "lbl")
     r = CliRunner().invoke(app, ["convert", "st", str(counts), "--spots", str(spots), "--image", str(image), "--out",
-                                 str(root), "--id", "c2", "--labels", str(labels), "--meta", "patient=C"])
+                                 str(root), "--id", "her2st_C2", "--labels", str(lbl / "C2-cluster-annotation.tsv.gz"),
+                                 "--meta", "patient=C", "--meta", "cohort=her2st"])
     assert r.exit_code == 0, r.output
-    meta = hestdata.read_metadata(root / "samples" / "c2.zarr")
+    counts, spots, image = her2st_inputs("C3")
+    s = hestdata.read_st(counts, spots=spots, image=image, sample_id="her2st_C3")
+    s.slide_inputs["labels"] = lbl / "C3-cluster-annotation.tsv.gz"
+    hestdata.convert(s, root, metadata={"patient": "C", "cohort": "her2st"}, progress=False)
+    return root
+
+
+def test_cluster_labels_through_convert_and_the_loader(labelled_root):
+    root = labelled_root
+    meta = hestdata.read_metadata(root / "samples" / "her2st_C2.zarr")
     q = meta.qc.labels
     assert q is not None and q.key == "array" and q.n_spots_labelled == 185 and q.n_rows_unmatched == 0
-    table = hestdata.open_root(root).sample("c2").read_table()
+    table = hestdata.open_root(root).sample("her2st_C2").read_table()
     lab = table.obs["label"]
     assert lab.notna().sum() == 185 and set(q.columns["label"]) == set(lab.dropna().astype(str))
     from hestdata import PatchDataset
 
-    ds = PatchDataset(root, labels="label", genes=["ERBB2"])
+    ds = PatchDataset(root, query="id = 'her2st_C2'", labels="label", genes=["ERBB2"])
     assert ds.classes == sorted(set(lab.dropna().astype(str)))
     item = ds[0]
     obs_label = lab.loc[item["obs_id"]]
@@ -94,3 +106,28 @@ def test_cluster_labels_through_convert_and_the_loader(tmp_path):
     with pytest.raises(Exception, match="nope"):
         PatchDataset(root, labels="nope")
     assert hestdata.validate(root).ok
+
+
+def test_patch_classification_task_runs_from_labelled_samples(labelled_root, tmp_path):
+    """The task type on real H&E with labels joined at conversion: her2st C2 and C3 (patient C; expression-cluster
+    ids are per patient, so the folds are by section here and the labels come from expression: a data-path check,
+    not a pathology benchmark). Unlabelled spots are left out; rows carry pooled metrics with intervals."""
+    import shutil
+
+    import polars as pl
+
+    from hestdata.bench.runner import run_benchmark
+
+    root = tmp_path / "root"
+    shutil.copytree(labelled_root, root)
+    task = tmp_path / "clusters.yaml"
+    task.write_text("name: her2st_C_clusters\ntype: patch_classification\nsamples: \"cohort = 'her2st'\"\n"
+                    "group_by: id\nlabel: label\npatch: 224px_0.5um\noptions: {shots: [1, 4], shot_seeds: 2, n_boot: 100}\n")
+    rows = run_benchmark(root, "color-stats", task, cache_dir=tmp_path / "c")
+    m = {r["metric"]: r for r in rows}
+    assert m["linear_balanced_accuracy"]["folds"] == ["her2st_C2", "her2st_C3"]
+    pooled = m["linear_balanced_accuracy_pooled"]
+    assert 0 <= pooled["mean"] <= 1 and pooled["ci_low"] <= pooled["mean"] <= pooled["ci_high"]
+    assert "fewshot4_balanced_accuracy" in m and "knn_macro_auroc_pooled" in m
+    lb = pl.read_parquet(root / "leaderboard.parquet")
+    assert set(lb["task_type"]) == {"patch_classification"}

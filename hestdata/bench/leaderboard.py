@@ -17,7 +17,8 @@ LEADERBOARD = "leaderboard.parquet"
 PRIMARY = {"expression": "pearson_mean", "retrieval": "img2expr_recall@5", "batch_effect": "batch_balanced_accuracy",
            "classification": "linear_balanced_accuracy", "slide_mil": "abmil_auroc",
            "slide_expression": "pearson_mean", "slide_retrieval": "slide2profile_recall@1",
-           "pretrain": "img2gene_recall@5", "slide_pretrain": "slide2profile_recall@1"}
+           "pretrain": "img2gene_recall@5", "slide_pretrain": "slide2profile_recall@1",
+           "patch_classification": "linear_balanced_accuracy"}
 
 
 def primary_metric(task_type: str, metrics: list[str]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -89,3 +91,27 @@ def average_precision(positive: np.ndarray, score: np.ndarray) -> float:
     precision = tp / (last + 1)
     recall = tp / n_pos
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Per-class F1 averaged with weights = each class's share of ``y_true`` (sklearn's ``average="weighted"``)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes, support = np.unique(y_true, return_counts=True)
+    f1s = []
+    for c in classes:
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.sum(np.array(f1s) * support) / support.sum())
+
+
+def macro_auroc(y_true: np.ndarray, proba: np.ndarray, classes: list[Any]) -> float:
+    """One-vs-rest AUROC averaged over the classes of ``classes`` present in ``y_true`` with both positives and
+    negatives (binary: the AUROC of the second class); tie-aware (:func:`binary_auroc`); NaN when none qualifies."""
+    y = np.asarray(y_true)
+    if len(classes) == 2:
+        return binary_auroc(y == classes[1], proba[:, 1])
+    vals = [binary_auroc(y == c, proba[:, j]) for j, c in enumerate(classes)]
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")

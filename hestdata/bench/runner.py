@@ -29,7 +29,8 @@ from hestdata.units import DEFAULT_PATCH
 
 require_ml()
 
-TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "slide_mil", "pretrain", *SLIDE_TASKS)
+TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "patch_classification", "slide_mil",
+              "pretrain", *SLIDE_TASKS)
 
 
 @dataclass
@@ -75,8 +76,8 @@ def load_task(spec: str | Path) -> Task:
         raise InputError(path, "a pretrain task needs 'splits' with a 'test' list of groups (and optionally 'val')")
     if doc.get("splits") is not None and doc["type"] != "pretrain":
         raise InputError(path, f"'splits' is for pretrain tasks; a {doc['type']} task makes its own folds by group_by")
-    if doc["type"] == "classification" and not doc.get("label"):
-        raise InputError(path, "a classification task needs 'label' (an obs column)")
+    if doc["type"] in ("classification", "patch_classification") and not doc.get("label"):
+        raise InputError(path, f"a {doc['type']} task needs 'label' (an obs column, e.g. from convert --labels)")
     if doc["type"] == "slide_mil":
         if not doc.get("labels") or not doc.get("label"):
             raise InputError(path, "a slide_mil task needs 'labels' (a table) and 'label' (its label column)")
@@ -168,7 +169,7 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
         groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
         batch = np.concatenate([[s] * len(embs[s]) for s in ids])
         counts, genes, labels, libs = None, None, None, None
-        if t.type in ("expression", "retrieval") or (t.label and t.type == "classification"):
+        if t.type in ("expression", "retrieval") or (t.label and t.type in ("classification", "patch_classification")):
             counts, genes, labels, libs = _task_targets(t, r, ids)
         with progress.bar(f"{t.name}: {enc.name} folds"):
             results = _run(t, emb, counts, genes, groups, batch, labels, libs)
@@ -392,10 +393,33 @@ def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, 
 
         m = batch_effect(emb, batch, labels, **o)
         return {k: [("all", v)] for k, v in m.items()}
+    if t.type == "patch_classification":
+        return _patch_classification(emb, labels, groups, o)
     from hestdata.bench.tasks.probes import classification
 
     out: dict[str, list[tuple[str, float]]] = {}
     for row in classification(emb, labels, groups, **o):
         for k in ("macro_f1", "balanced_accuracy", "auroc"):
             out.setdefault(f"{row['probe']}_{k}", []).append((row["test_group"], row[k]))
+    return out
+
+
+def _patch_classification(emb: np.ndarray, labels: Any, groups: np.ndarray, o: dict[str, Any]) -> dict[str, Any]:
+    """Per-fold metrics of every probe (``<probe>_<metric>``, few-shot ``fewshot<n>_…``) and the pooled out-of-fold
+    ones (``<probe>_<metric>_pooled``) with their 95 % bootstrap intervals."""
+    from hestdata.bench.tasks.patch_classification import patch_classification_protocol
+
+    if "shots" in o:
+        o = {**o, "shots": tuple(int(v) for v in o["shots"])}
+    res = patch_classification_protocol(emb, labels, groups, **o)
+    keys = [k for k in res.folds[0] if k not in ("test_group", "n_test", "C")]
+    out: dict[str, Any] = {k: [(f["test_group"], f.get(k, float("nan"))) for f in res.folds] for k in keys}
+    ci = {}
+    for k, v in res.pooled.items():
+        if k.endswith(("_ci_low", "_ci_high")):
+            continue
+        out[f"{k}_pooled"] = [("pooled", v)]
+        if f"{k}_ci_low" in res.pooled:
+            ci[f"{k}_pooled"] = (res.pooled[f"{k}_ci_low"], res.pooled[f"{k}_ci_high"])
+    out["_ci"] = ci
     return out
