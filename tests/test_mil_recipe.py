@@ -100,3 +100,30 @@ def test_regression_and_survival_heads_recover_a_planted_value():
         slide_mil_protocol(bags, lab, head="survival")
     with pytest.raises(ValueError, match="head"):
         slide_mil_protocol(bags, lab, head="ordinal")
+
+
+def test_external_validation_trains_on_one_cohort_and_scores_the_other():
+    """STAMP's deploy: trained on cohort A's patients only, scored unchanged on cohort B's (another site, its
+    features shifted): the ranking survives the shift (AUROC), the threshold may not (F1), and both are reported;
+    a test cohort with a class the training cohort lacks is refused."""
+    import numpy as np
+    import pytest
+
+    from hestdata.bench.tasks.slide_mil import slide_mil_protocol
+
+    rng = np.random.default_rng(0)
+    bags, labels, split = {}, {}, {}
+    for i in range(32):
+        x = rng.normal(size=(30, 6)).astype(np.float32)
+        if i % 2:
+            x[:8, 0] += 2.5
+        if i >= 20:
+            x += 0.5  # the external site
+        bags[f"p{i}"], labels[f"p{i}"], split[f"p{i}"] = x, ["neg", "pos"][i % 2], "train" if i < 20 else "test"
+    res = slide_mil_protocol(bags, labels, epochs=20, seed=0, split_of=split, n_boot=200)
+    assert res.external and sorted(res.oof) == sorted(p for p, s in split.items() if s == "test")
+    st = res.pooled["abmil"]
+    assert st["auroc"] > 0.9 and st["n_patients"] == 12 and np.isfinite(st["f1"]) and len(res.folds) == 1
+    only_pos = {p: ("pos" if split[p] == "train" or labels[p] == "pos" else "other") for p in bags}
+    with pytest.raises(ValueError, match="training cohort needs every class"):
+        slide_mil_protocol(bags, only_pos, epochs=1, split_of=split)

@@ -8,10 +8,12 @@ import tracemalloc
 import h5py
 import numpy as np
 import openslide
+import pandas as pd
 import pytest
 from PIL import Image
 
 import hestdata
+from hestdata.errors import InputError
 from hestdata.sources.wsi import open_wsi, read_wsi
 from tests.conftest import shared
 
@@ -172,7 +174,8 @@ def test_slide_mil_task_and_heatmap(tmp_path):
     svs = shared("wsi", "CMU-1-Small-Region.svs")
     root = tmp_path / "root"
     for i in range(4):
-        hestdata.convert(read_wsi(svs, sample_id=f"s{i}"), root, min_tissue_fraction=0.2, metadata={"patient": f"P{i}"})
+        hestdata.convert(read_wsi(svs, sample_id=f"s{i}"), root, min_tissue_fraction=0.2,
+                         metadata={"patient": f"P{i}", "cohort": "A" if i < 2 else "B"})
     (tmp_path / "labels.csv").write_text("PATIENT,FILENAME,MSI\nP0,s0.svs,high\nP1,s1.svs,low\nP2,s2.svs,high\n"
                                          "P3,s3.svs,low\n")
     task = tmp_path / "mil.yaml"
@@ -181,14 +184,31 @@ def test_slide_mil_task_and_heatmap(tmp_path):
                                     "options": {"n_folds": 2, "epochs": 3}}))
     rows = hestdata.run_benchmark(root, "color-stats", task)
     per_fold = {"abmil_auroc", "abmil_balanced_accuracy", "meanpool_auroc", "meanpool_balanced_accuracy"}
-    pooled = {"abmil_pooled_auroc", "abmil_pooled_ap", "meanpool_pooled_auroc", "meanpool_pooled_ap"}
+    pooled = {f"{m}_pooled_{k}" for m in ("abmil", "meanpool") for k in ("auroc", "ap", "f1")}
     assert {r["metric"] for r in rows} == per_fold | pooled
     assert all(len(r["fold_values"]) == (2 if r["metric"] in per_fold else 1) for r in rows)
     figs = list((root / "figures" / "toy_mil").glob("*/roc_pr.png"))  # pooled out-of-fold ROC/PR
     assert len(figs) == 1
-    assert sorted(p.name for p in figs[0].parent.glob("*.csv")) == ["pr_low.csv", "roc_low.csv"]  # positive: 2nd class
+    assert sorted(p.name for p in figs[0].parent.glob("*.csv")) == ["pr_low.csv", "predictions.csv",
+                                                                    "roc_low.csv"]  # positive: the 2nd class
+    pred = pd.read_csv(figs[0].parent / "predictions.csv")
+    assert sorted(pred["patient"]) == ["P0", "P1", "P2", "P3"] and set(pred["predicted"]) <= {"high", "low"}
+    assert np.allclose(pred[["p_high", "p_low"]].sum(axis=1), 1.0, atol=1e-5)
     maps = sorted((root / "heatmaps" / "toy_mil").glob("*/s*.png"))
     assert [m.name for m in maps] == ["s0.png", "s1.png", "s2.png", "s3.png"]  # held-out attention, every slide
+    # STAMP's deploy: trained on cohort A (P0, P1), scored unchanged on cohort B (P2, P3)
+    doc = yaml.safe_load(task.read_text())
+    doc["name"], doc["options"] = "toy_mil_external", {"epochs": 3, "heatmaps": False,
+                                                       "deploy": {"column": "cohort", "train": "A", "test": "B"}}
+    task.write_text(yaml.safe_dump(doc))
+    rows = {r["metric"]: r for r in hestdata.run_benchmark(root, "color-stats", task)}
+    assert rows["abmil_auroc"]["folds"] == ["0"] and 0 <= rows["abmil_pooled_auroc"]["mean"] <= 1
+    ext = next((root / "figures" / "toy_mil_external").glob("*/predictions.csv"))
+    assert sorted(pd.read_csv(ext)["patient"]) == ["P2", "P3"]  # only the external cohort is scored
+    doc["options"]["deploy"] = {"column": "cohort", "train": "A", "test": "C"}
+    task.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match="neither"):
+        hestdata.run_benchmark(root, "color-stats", task)
     n = hestdata.read_metadata(root / "samples" / "s0.zarr").qc.patches[GEOM].n_patches
     png = render_heatmap(root / "samples" / "s0.zarr", GEOM, np.arange(n), tmp_path / "h.png")
     assert Image.open(png).size[0] > 100

@@ -291,6 +291,8 @@ def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np
     opts = dict(t.options)
     opts.pop("event", None)
     want_maps = bool(opts.pop("heatmaps", True))
+    if "deploy" in opts:
+        opts["split_of"] = _deploy_split(t, r, ids, lab, opts.pop("deploy"))
     agg = str(opts.get("aggregator", "abmil"))
     head = str(opts.get("head", "classification"))
     if head == "survival":
@@ -310,9 +312,35 @@ def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np
     return mil_results(res, t, enc, r, echo)
 
 
+def _deploy_split(t: Task, r: Any, ids: list[str], lab: dict[str, tuple[str, Any]], deploy: Any) -> dict[str, str]:
+    """patient -> "train" / "test" from the task's ``deploy: {column: COL, train: VALUE, test: VALUE}`` (a catalog
+    column such as ``cohort`` or a site): STAMP's train-on-one-cohort, deploy-on-another. A patient with slides in
+    both cohorts, or in neither, is an error."""
+    if not isinstance(deploy, dict) or not {"column", "train", "test"} <= set(deploy):
+        raise InputError(None, f"task {t.name}: deploy needs column, train and test (e.g. {{column: cohort, "
+                               "train: A, test: B}})")
+    col = str(deploy["column"])
+    cat = r.catalog
+    if col not in cat.columns:
+        raise InputError(None, f"task {t.name}: deploy column {col!r} is not a catalog column")
+    value = dict(zip(cat["id"].to_list(), cat[col].cast(str).to_list(), strict=True))
+    side = {str(deploy["train"]): "train", str(deploy["test"]): "test"}
+    out: dict[str, str] = {}
+    for s in ids:
+        if s not in lab:
+            continue
+        pt, got = lab[s][0], side.get(value.get(s))
+        if got is None:
+            raise InputError(None, f"task {t.name}: slide {s} has {col} = {value.get(s)!r}, neither "
+                                   f"{deploy['train']!r} nor {deploy['test']!r}; narrow 'samples'")
+        if out.setdefault(pt, got) != got:
+            raise InputError(None, f"task {t.name}: patient {pt!r} has slides in both cohorts")
+    return out
+
+
 MIL_METRICS = {"classification": ("auroc", "balanced_accuracy"), "regression": ("pearson", "mse"),
                "survival": ("c_index",)}
-MIL_POOLED = {"classification": ("auroc", "ap"), "regression": ("pearson",), "survival": ("c_index",)}
+MIL_POOLED = {"classification": ("auroc", "ap", "f1"), "regression": ("pearson",), "survival": ("c_index",)}
 
 
 def mil_results(res: Any, t: Task, enc: Any, r: Any, echo: Any) -> dict[str, Any]:
@@ -333,10 +361,27 @@ def mil_results(res: Any, t: Task, enc: Any, r: Any, echo: Any) -> dict[str, Any
         from hestdata.bench.tasks.mil_stats import save_curves
 
         folder = r.path / "figures" / t.name / f"{enc.name}-{enc.fingerprint[:8]}"
-        save_curves(res.pooled[res.aggregator], folder, f"{t.name}: {enc.name} ({res.aggregator}), out-of-fold")
+        how = "external cohort" if res.external else "out-of-fold"
+        save_curves(res.pooled[res.aggregator], folder, f"{t.name}: {enc.name} ({res.aggregator}), {how}")
+        _write_predictions(res, folder / "predictions.csv")
         if echo:
-            echo(f"  ROC/PR curves: {folder / 'roc_pr.png'}")
+            echo(f"  ROC/PR curves: {folder / 'roc_pr.png'}; per-patient predictions: {folder / 'predictions.csv'}")
     return out
+
+
+def _write_predictions(res: Any, path: Path) -> None:
+    """One row per scored patient: label, predicted class, each class's probability (written atomically)."""
+    import csv
+    import io
+
+    from hestdata.store.atomic import atomic_write_bytes
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["patient", "label", "predicted", *[f"p_{c}" for c in res.classes]])
+    for p, proba in res.oof.items():
+        w.writerow([p, res.labels.get(p), res.classes[int(np.argmax(proba))], *[f"{v:.6g}" for v in proba]])
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def _patch_centres(r: Any, sample_id: str, patch: str) -> np.ndarray:

@@ -42,7 +42,8 @@ def _bootstrap(stat: Any, n: int, n_boot: int, seed: int) -> tuple[float, float]
 def pooled_classification(y: np.ndarray, proba: np.ndarray, classes: list[str], *, n_boot: int = 1000,
                           seed: int = 0) -> dict[str, Any]:
     """AUROC and average precision of pooled out-of-fold probabilities (binary: of the second class; more
-    classes: one-vs-rest, macro), each with its 95 % bootstrap interval, and the curves per class."""
+    classes: one-vs-rest, macro), macro F1 of the most probable class, each with its 95 % bootstrap interval, and
+    the curves per class."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     from hestdata.bench.metrics import average_precision, binary_auroc
@@ -61,6 +62,13 @@ def pooled_classification(y: np.ndarray, proba: np.ndarray, classes: list[str], 
         vals = [average_precision(yy == c, pp[:, classes.index(c)]) for c in pos]
         return float(np.mean(vals)) if all(np.isfinite(vals)) else float("nan")
 
+    from hestdata.bench.metrics import macro_f1
+
+    def f1(idx: np.ndarray) -> float:
+        yy = y[idx]
+        return macro_f1(yy, np.asarray(classes, dtype=object)[proba[idx].argmax(1)].astype(str)) \
+            if len(set(yy.tolist())) > 1 else float("nan")
+
     every = np.arange(len(y))
     curves = {}
     for c in pos:
@@ -69,7 +77,8 @@ def pooled_classification(y: np.ndarray, proba: np.ndarray, classes: list[str], 
         prec, rec, _ = precision_recall_curve(y == c, proba[:, j])
         curves[c] = {"fpr": fpr, "tpr": tpr, "precision": prec, "recall": rec, "prevalence": float((y == c).mean())}
     return {"auroc": auroc(every), "auroc_ci": _bootstrap(auroc, len(y), n_boot, seed),
-            "ap": ap(every), "ap_ci": _bootstrap(ap, len(y), n_boot, seed + 1), "curves": curves,
+            "ap": ap(every), "ap_ci": _bootstrap(ap, len(y), n_boot, seed + 1), "f1": f1(every),
+            "f1_ci": _bootstrap(f1, len(y), n_boot, seed + 2), "curves": curves,
             "n_patients": len(y)}
 
 

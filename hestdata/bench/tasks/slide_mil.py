@@ -31,6 +31,9 @@ class MilResult:
     oof: dict[str, Any] = field(default_factory=dict)  # patient -> out-of-fold output (probabilities, value, risk)
     head: str = "classification"
     aggregator: str = "abmil"
+    labels: dict[str, Any] = field(default_factory=dict)  # patient -> label of the scored patients
+    classes: list[str] = field(default_factory=list)
+    external: bool = False  # scored on an external cohort (split_of) rather than out of fold
 
     def mean(self, key: str) -> float:
         return float(np.nanmean([f[key] for f in self.folds]))
@@ -185,6 +188,26 @@ def _splits(patients: list[str], y: np.ndarray, head: str, n_folds: int, seed: i
     return list(KFold(k, shuffle=True, random_state=seed).split(patients))
 
 
+def _external(patients: list[str], y: np.ndarray, head: str, split_of: dict[str, str]) -> tuple[Any, Any]:
+    """(train, test) indices of an external validation; every patient in one of the two, classes of the test
+    cohort present in the training cohort."""
+    unknown = sorted({v for v in split_of.values()} - {"train", "test"})
+    missing = [p for p in patients if p not in split_of]
+    if unknown or missing:
+        raise ValueError(f"external validation: every patient is 'train' or 'test' (unknown {unknown}, "
+                         f"unassigned {missing[:5]})")
+    tr = np.array([i for i, p in enumerate(patients) if split_of[p] == "train"], dtype=np.int64)
+    te = np.array([i for i, p in enumerate(patients) if split_of[p] == "test"], dtype=np.int64)
+    if len(tr) < 2 or len(te) < 1:
+        raise ValueError(f"external validation needs >= 2 training and >= 1 test patients ({len(tr)}, {len(te)})")
+    if head == "classification":
+        absent = sorted(set(y[te]) - set(y[tr]))
+        if absent or len(set(y[tr])) < 2:
+            raise ValueError(f"external validation: the training cohort needs every class of the test cohort and "
+                             f"at least two (missing {absent})")
+    return tr, te
+
+
 def _validation(train_p: list[str], y_of: dict[str, Any], head: str, fraction: float, seed: int
                 ) -> tuple[list[str], list[str]]:
     """(fit, validation) patients of one fold's training patients; no validation below 5 patients."""
@@ -208,13 +231,17 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
                         coords: dict[str, np.ndarray] | None = None, head: str = "classification",
                         events: dict[str, Any] | None = None, bag_size: int = 512, batch_size: int = 16,
                         val_fraction: float = 0.2, patience: int = 10, monitor: str = "score",
-                        weight_decay: float = 1e-2, n_boot: int = 1000) -> MilResult:
+                        weight_decay: float = 1e-2, n_boot: int = 1000,
+                        split_of: dict[str, str] | None = None) -> MilResult:
     """Per fold: train the aggregator (gated ABMIL or a transformer, ``aggregator``) with STAMP's recipe (module
     docstring) and the mean-pool baseline on the training patients; score the held-out patients. Fold metrics are
     ``<aggregator>_<metric>`` and ``meanpool_<metric>``; ``res.pooled`` holds the pooled out-of-fold statistics
     of both. ``labels``: a class (classification), a number (regression) or a survival time (survival, with
     ``events``: patient -> 1 if the event was observed, 0 if censored). ``coords`` (patient -> (n, 2) µm, aligned
-    with the bag) give the transformer its positional encoding."""
+    with the bag) give the transformer its positional encoding. ``split_of`` (patient -> ``"train"`` or
+    ``"test"``) replaces the folds by one external validation (STAMP's deploy): the model is trained on the
+    ``train`` patients (with its own validation split) and scored, unchanged, on the ``test`` patients; the pooled
+    statistics are then those of the external cohort."""
     from hestdata.bench.tasks import mil_stats
 
     if head not in HEADS:
@@ -250,7 +277,9 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
                aggregator=aggregator, seed=seed, bags=bags, coords=coords, n_out=n_out, epochs=epochs, lr=lr,
                hidden=hidden, bag_size=bag_size, batch_size=batch_size, val_fraction=val_fraction,
                patience=patience, monitor=monitor, weight_decay=weight_decay)
-    for fold, (tr, te) in enumerate(_splits(patients, y, head, n_folds, seed)):
+    splits = _splits(patients, y, head, n_folds, seed) if split_of is None else [_external(patients, y, head,
+                                                                                            split_of)]
+    for fold, (tr, te) in enumerate(splits):
         row, out_a, out_b, attn = _run_fold(fold, tr, te, ctx)
         for i, p in enumerate(row["test_patients"]):
             oof["model"][p], oof["meanpool"][p] = out_a[i], out_b[i]
@@ -268,7 +297,8 @@ def _slide_mil_protocol(bags: dict[str, np.ndarray], labels: dict[str, Any], *, 
             res.pooled[name] = mil_stats.pooled_survival(yo, np.array([ev_of[p] for p in order]), o, n_boot=n_boot,
                                                          seed=seed)
     res.oof = {p: oof["model"][p] for p in order}
-    res.head, res.aggregator = head, aggregator
+    res.head, res.aggregator, res.classes, res.external = head, aggregator, list(classes), split_of is not None
+    res.labels = {p: y_of[p] for p in order}
     return res
 
 
