@@ -60,13 +60,17 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Any) 
 
 @pytest.fixture(scope="session")
 def her2st_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A root with the three her2st sections converted once for the whole run."""
+    """A root with the three her2st sections converted once for the whole run (with their expression-cluster
+    labels as the obs column ``label`` where the shared data has them)."""
     import hestdata
 
     def build(root: Path) -> None:
         for _, section, _, patient in HER2ST:
             counts, spots, image = her2st_inputs(section)
             s = hestdata.read_st(counts, spots=spots, image=image, sample_id=f"her2st_{section}")
+            labels = SHARED / "st_legacy" / "her2st_annotated" / "ST-cluster" / "lbl" / f"{section}-cluster-annotation.tsv.gz"
+            if labels.is_file():  # expression-cluster labels joined to the spots (tests/test_labels.py)
+                s.slide_inputs["labels"] = labels
             hestdata.convert(s, root, metadata={"patient": patient, "organ": "breast", "cohort": "her2st"})
 
     return built_once(tmp_path_factory, "her2st", build)

@@ -68,25 +68,21 @@ def test_bad_label_tables_fail_naming_the_file(tmp_path):
     assert out["label"].tolist()[0] == "tumour" and pd.isna(out["label"].tolist()[1])
 
 
-@pytest.fixture(scope="module")
-def labelled_root(tmp_path_factory):
-    """her2st C2 (through the CLI's --labels) and C3 (the Python route) with their expression-cluster labels."""
-    root = tmp_path_factory.mktemp("labels") / "root"
+def test_the_labels_flag_fails_in_one_line_before_any_work(tmp_path):
     counts, spots, image = her2st_inputs("C2")
-    lbl = shared("st_legacy", "her2st_annotated", "ST-cluster", "lbl")
+    bad = tmp_path / "labels.csv"
+    bad.write_text("foo,bar\n1,2\n")
     r = CliRunner().invoke(app, ["convert", "st", str(counts), "--spots", str(spots), "--image", str(image), "--out",
-                                 str(root), "--id", "her2st_C2", "--labels", str(lbl / "C2-cluster-annotation.tsv.gz"),
-                                 "--meta", "patient=C", "--meta", "cohort=her2st"])
-    assert r.exit_code == 0, r.output
-    counts, spots, image = her2st_inputs("C3")
-    s = hestdata.read_st(counts, spots=spots, image=image, sample_id="her2st_C3")
-    s.slide_inputs["labels"] = lbl / "C3-cluster-annotation.tsv.gz"
-    hestdata.convert(s, root, metadata={"patient": "C", "cohort": "her2st"}, progress=False)
-    return root
+                                 str(tmp_path / "root"), "--id", "c2", "--labels", str(bad)])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 1 and len(lines) == 1 and "labels.csv" in lines[0] and "no key" in lines[0], r.output
+    assert not (tmp_path / "root" / "samples").exists() or not list((tmp_path / "root" / "samples").iterdir())
 
 
-def test_cluster_labels_through_convert_and_the_loader(labelled_root):
-    root = labelled_root
+def test_cluster_labels_through_convert_and_the_loader(her2st_root):
+    """The session's her2st root is converted with the sections' cluster labels (tests/conftest.py)."""
+    shared("st_legacy", "her2st_annotated")
+    root = her2st_root
     meta = hestdata.read_metadata(root / "samples" / "her2st_C2.zarr")
     q = meta.qc.labels
     assert q is not None and q.key == "array" and q.n_spots_labelled == 185 and q.n_rows_unmatched == 0
@@ -108,7 +104,7 @@ def test_cluster_labels_through_convert_and_the_loader(labelled_root):
     assert hestdata.validate(root).ok
 
 
-def test_patch_classification_task_runs_from_labelled_samples(labelled_root, tmp_path):
+def test_patch_classification_task_runs_from_labelled_samples(her2st_root, tmp_path):
     """The task type on real H&E with labels joined at conversion: her2st C2 and C3 (patient C; expression-cluster
     ids are per patient, so the folds are by section here and the labels come from expression: a data-path check,
     not a pathology benchmark). Unlabelled spots are left out; rows carry pooled metrics with intervals."""
@@ -118,10 +114,11 @@ def test_patch_classification_task_runs_from_labelled_samples(labelled_root, tmp
 
     from hestdata.bench.runner import run_benchmark
 
+    shared("st_legacy", "her2st_annotated")
     root = tmp_path / "root"
-    shutil.copytree(labelled_root, root)
+    shutil.copytree(her2st_root, root, ignore=shutil.ignore_patterns("embeddings", "leaderboard*"))
     task = tmp_path / "clusters.yaml"
-    task.write_text("name: her2st_C_clusters\ntype: patch_classification\nsamples: \"cohort = 'her2st'\"\n"
+    task.write_text("name: her2st_C_clusters\ntype: patch_classification\nsamples: \"patient = 'C'\"\n"
                     "group_by: id\nlabel: label\npatch: 224px_0.5um\noptions: {shots: [1, 4], shot_seeds: 2, n_boot: 100}\n")
     rows = run_benchmark(root, "color-stats", task, cache_dir=tmp_path / "c")
     m = {r["metric"]: r for r in rows}
