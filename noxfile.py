@@ -19,11 +19,10 @@ def tests(session: nox.Session) -> None:
                 "5-7 minutes of downloads on a fresh machine, seconds when the environment exists")
     session.install("-e", ".[test]")
     # two processes per machine: many tests wait on subprocesses, servers and Dask clusters; one line per finished
-    # test (with the run's percentage) so progress shows under load, and the 15 slowest at the end. Files run in
-    # collection order (tests/conftest.py puts the longest first), not xdist's largest-file-first, which left the
-    # two longest tests to the end of the run
-    session.run("pytest", "-v", "-ra", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder", "--durations=15",
-                *session.posargs)
+    # test (with the run's percentage) so progress shows under load, and the 15 slowest at the end. xdist's own
+    # file order (most tests first) is kept: running the longest files first was measured slower (the test
+    # processes grow, and every later DataLoader worker fork costs what they have grown to; RESULTS.md)
+    session.run("pytest", "-v", "-ra", "-n", "2", "--dist", "loadfile", "--durations=15", *session.posargs)
 
 
 @nox.session

@@ -76,7 +76,9 @@ class CountingS3:
     def __enter__(self) -> CountingS3:
         import logging
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the traffic is counted here, not logged
+        wz = logging.getLogger("werkzeug")
+        self._log_level = wz.level
+        wz.setLevel(logging.ERROR)  # the traffic is counted here, not logged (the level is restored on exit)
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
@@ -93,7 +95,10 @@ class CountingS3:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import logging
+
         self._server.shutdown()
+        logging.getLogger("werkzeug").setLevel(self._log_level)  # a request log in the same process (the tests')
 
     def bucket(self, name: str) -> None:
         import boto3

@@ -198,15 +198,3 @@ def dask_scheduler() -> Iterator[str]:
                          scheduler_port=0) as cluster:
         yield cluster.scheduler_address
 
-
-# The files whose tests take longest (measured with --durations on 2 idle cores, 2026-12-06), run first: with two
-# xdist workers taking whole files in collection order, a long file started last leaves the other core idle at the
-# end of the run. Order only; every test still runs.
-HEAVY_FIRST = ("test_docs_figures.py", "test_readme.py", "test_gigapixel.py", "test_benchmarks_run.py",
-               "test_root_scale.py", "test_wsi.py", "test_integrity.py", "test_cli.py", "test_pretrain.py",
-               "test_register.py", "test_error_contract.py")
-
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda it: rank.get(it.path.name, len(rank)))  # stable: the order within a file is kept

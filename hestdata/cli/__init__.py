@@ -511,7 +511,8 @@ def bench_list() -> None:
     typer.echo("tasks:")
     for name in sorted(builtin_tasks()):
         t = load_task(name)
-        typer.echo(f"  {name:<20} {t.type:<15} samples: {t.samples}; folds by {t.group_by}")
+        how = (f"splits by {t.group_by}: {t.splits}" if t.type == "pretrain" else f"folds by {t.group_by}")
+        typer.echo(f"  {name:<20} {t.type:<15} samples: {t.samples}; {how}")
 
 
 @bench_app.command("leaderboard")
