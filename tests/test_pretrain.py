@@ -309,6 +309,9 @@ def test_slide_alignment_recovers_a_planted_profile_link():
     ctl = slide_pretrain_protocol(bags, profiles[rng.permutation(len(slides))], slides, groups, genes,
                                   aggregator="mean", **kw).metrics
     assert ctl["slide2profile_recall@1"] < 0.4 and ctl["profile2slide_recall@1"] < 0.4, ctl
+    tr = slide_pretrain_protocol(bags, profiles, slides, groups, genes, aggregator="transformer",
+                                 **{**kw, "epochs": 2, "n_folds": 2})  # the transformer tower runs (shapes, folds)
+    assert tr.metrics["n_slides"] == 30 and 0 <= tr.metrics["slide2profile_recall@1"] <= 1
 
 
 def test_frozen_backbone_stays_and_finetuned_backbone_moves(roots, tmp_path):

@@ -5,8 +5,9 @@ slide ↔ profile retrieval and alteration prediction over patient folds.
 Per fold (whole patients held out, :func:`~hestdata.bench.tasks.slide_level.group_folds`):
 
 1. the profile genes: the ``n_genes`` most variable across the **training** slides' CP10k-log1p profiles;
-2. a slide tower (``aggregator``: ``mean`` of the patch features, or ``abmil`` — gated attention pooling, Ilse et
-   al. 2018 — then a linear projection) and a profile tower (a gene encoder of
+2. a slide tower (``aggregator``: ``mean`` of the patch features, ``abmil`` — gated attention pooling, Ilse et
+   al. 2018 — then a linear projection, or ``transformer``: the two-block class-token transformer of
+   :mod:`~hestdata.bench.tasks.slide_mil`, without positional encoding, its head as the projection) and a profile tower (a gene encoder of
    :mod:`hestdata.bench.gene_encoders` on the panel, CP10k-log1p, then a projection) trained with the symmetric
    InfoNCE loss (learnable temperature from 0.07) on batches of training slides;
 3. the held-out slides embedded by both towers: recall@1/5/10 slide → profile and profile → slide among the
@@ -27,7 +28,7 @@ import numpy as np
 from hestdata.bench.metrics import recall_at_k
 
 KS = (1, 5, 10)
-AGGREGATORS = ("mean", "abmil")
+AGGREGATORS = ("mean", "abmil", "transformer")
 
 
 @dataclass
@@ -40,6 +41,19 @@ class SlidePretrainResult:
 def _slide_tower(d: int, dim: int, aggregator: str, hidden: int = 128) -> Any:
     import torch
     import torch.nn as nn
+
+    if aggregator == "transformer":  # slide_mil's transformer (class token, 2 blocks), its head as the projection
+        from hestdata.bench.tasks.slide_mil import _transformer_mil
+
+        class TransformerTower(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.mil = _transformer_mil(d, dim, hidden)
+
+            def forward(self, bag: Any) -> Any:
+                return self.mil(bag)[0]
+
+        return TransformerTower()
 
     class Tower(nn.Module):
         def __init__(self) -> None:
