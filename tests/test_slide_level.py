@@ -171,6 +171,16 @@ def test_her2st_slide_tasks_run_from_the_store(her2st_root, tmp_path):
     assert rows[0]["task_type"] == "slide_pretrain" and m["n_slides"] == 3
     # folds by patient: B (B4 alone: chance 1) and C (C2, C3: chance 1/2), pooled by slides: (1 + 2 x 0.5) / 3
     assert m["chance_recall@1"] == pytest.approx(2 / 3) and 0 <= m["slide2profile_recall@1"] <= 1
+    import yaml
+
+    from hestdata.bench.runner import builtin_tasks
+
+    doc = yaml.safe_load(builtin_tasks()["her2st_slide_pretrain"].read_text())
+    doc["name"], doc["options"] = "grid_bags", {**doc["options"], "grid": "64px_4um", "epochs": 5}  # TITAN-style cells
+    task = tmp_path / "grid.yaml"
+    task.write_text(yaml.safe_dump(doc))
+    rows = hestdata.run_benchmark(her2st_root, "color-stats", task, cache_dir=tmp_path / "c")
+    assert {r["metric"]: r["mean"] for r in rows}["n_slides"] == 3
 
 
 def test_feature_grid_positions_map_back_to_micrometres_exactly(her2st_root, tmp_path):

@@ -164,7 +164,8 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
         from hestdata.bench.slide_runner import run_slide_task
 
         with progress.bar(f"{t.name}: {enc.name} folds"):
-            results = run_slide_task(t, r, ids, embs, groups_of)
+            results = run_slide_task(t, r, ids, embs, groups_of, enc,
+                                     cache_dir or (r.path / "embeddings" if r.is_local else None))
     else:
         groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
         batch = np.concatenate([[s] * len(embs[s]) for s in ids])

@@ -12,8 +12,8 @@ from hestdata.errors import InputError
 SLIDE_TASKS = ("slide_expression", "slide_retrieval", "slide_pretrain")
 
 
-def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], groups_of: dict[str, str]
-                   ) -> dict[str, Any]:
+def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], groups_of: dict[str, str],
+                   encoder: Any = None, cache_dir: Any = None) -> dict[str, Any]:
     """metric -> [("pooled", value)] (out-of-fold predictions pooled over all slides), plus per-gene values."""
     from hestdata.bench.tasks.slide_level import slide_expression_protocol, slide_retrieval_protocol
 
@@ -26,7 +26,7 @@ def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], 
     profiles, genes = aligned_profiles(r, ids)
     groups = np.array([groups_of[s] for s in ids])
     if t.type == "slide_pretrain":
-        return _slide_pretrain(t, r, ids, embs, profiles, genes, groups)
+        return _slide_pretrain(t, r, ids, embs, profiles, genes, groups, encoder, cache_dir)
     proto = slide_expression_protocol if t.type == "slide_expression" else slide_retrieval_protocol
     from hestdata.bench.genes import gene_option
 
@@ -38,12 +38,25 @@ def run_slide_task(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], 
 
 
 def _slide_pretrain(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray], profiles: np.ndarray,
-                    genes: list[str], groups: np.ndarray) -> dict[str, Any]:
+                    genes: list[str], groups: np.ndarray, encoder: Any, cache_dir: Any) -> dict[str, Any]:
     """Threads-style alignment of each slide's patch embeddings with its profile; ``options.alteration`` names a
-    column of the slides' ``tables/slide_alterations`` to predict from the aligned embedding."""
+    column of the slides' ``tables/slide_alterations`` to predict from the aligned embedding; ``options.grid``
+    (e.g. ``512px_0.5um``) takes the bags from a feature grid's tissue cells (TITAN-style) instead of the patch
+    array (local roots)."""
     from hestdata.bench.tasks.slide_pretrain import slide_pretrain_protocol
 
     opts = dict(t.options)
+    grid = opts.pop("grid", None)
+    if grid is not None:
+        from hestdata.bench.grid import embed_grid
+
+        if encoder is None or not r.is_local:
+            raise InputError(None, f"task {t.name}: feature-grid bags need an image encoder and a local root")
+        grids = embed_grid(r.path, encoder, ids, grid=str(grid), cache_dir=cache_dir)
+        embs = {s: g.features[g.mask] for s, g in grids.items()}
+        empty = [s for s, b in embs.items() if len(b) == 0]
+        if empty:
+            raise InputError(None, f"task {t.name}: no tissue cell in the {grid} grid of {empty}")
     column = opts.pop("alteration", None)
     labels = None
     if column is not None:
