@@ -68,7 +68,7 @@ def test_bad_label_tables_fail_naming_the_file(tmp_path):
     assert out["label"].tolist()[0] == "tumour" and pd.isna(out["label"].tolist()[1])
 
 
-def test_the_labels_flag_fails_in_one_line_before_any_work(tmp_path):
+def test_the_labels_flag_fails_in_one_line_before_any_work_and_reports_the_join(tmp_path):
     counts, spots, image = her2st_inputs("C2")
     bad = tmp_path / "labels.csv"
     bad.write_text("foo,bar\n1,2\n")
@@ -76,6 +76,15 @@ def test_the_labels_flag_fails_in_one_line_before_any_work(tmp_path):
                                  str(tmp_path / "root"), "--id", "c2", "--labels", str(bad)])
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert r.exit_code == 1 and len(lines) == 1 and "labels.csv" in lines[0] and "no key" in lines[0], r.output
+    good = tmp_path / "good.csv"  # keyed by the spots' ids; what the join did is printed with the summary
+    ids = pd.read_csv(counts, sep="\t", usecols=[0], index_col=0).index
+    good.write_text("barcode,region\n" + "".join(f"{b},{'tumour' if i % 2 else 'Undetermined'}\n"
+                                                 for i, b in enumerate(ids[:10])) + "nosuchspot,stroma\n")
+    r = CliRunner().invoke(app, ["convert", "st", str(counts), "--spots", str(spots), "--image", str(image), "--out",
+                                 str(tmp_path / "ok"), "--id", "c2", "--labels", str(good), "--no-patches"])
+    assert r.exit_code == 0, r.output
+    assert "labels (good.csv, by barcode): 10 spots labelled, 5 masked, 1 rows matched no spot" in r.output
+    assert "label_region: tumour 5" in r.output
     assert not (tmp_path / "root" / "samples").exists() or not list((tmp_path / "root" / "samples").iterdir())
 
 

@@ -73,6 +73,13 @@ def _print_summary(path: Path) -> None:
         if variant == "slide":
             typer.echo(f"  {name}: {q.n_patches} tiles ({q.n_skipped_low_tissue} low tissue, "
                        f"{q.n_skipped_background} background skipped)")
+    if m.qc.labels is not None:
+        q = m.qc.labels
+        counts = "; ".join(f"{col}: " + ", ".join(f"{k} {v}" for k, v in vals.items())
+                           for col, vals in q.columns.items())
+        typer.echo(f"  labels ({q.file}, by {q.key}): {q.n_spots_labelled} spots labelled, {q.n_masked} masked, "
+                   f"{q.n_rows_unmatched} rows matched no spot, {q.n_rows_without_position} without a position; "
+                   f"{counts}")
     for w in m.qc.warnings:
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
 
