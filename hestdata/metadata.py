@@ -116,7 +116,7 @@ class ImageSpotAgreement(_Model):
 
 
 class LabelQC(_Model):
-    """What joining a per-spot label table counted (``convert … --labels``; hestdata.curation.labels)."""
+    """What joining a per-spot (or per-cell) label table counted (``convert … --labels``; hestdata.curation.labels)."""
 
     file: str = Field(description="the label table's file name")
     key: Literal["barcode", "array"] = Field(description="joined by spot id or by array coordinates")
@@ -142,7 +142,7 @@ class QC(_Model):
     tables: dict[str, int] = Field(default_factory=dict, description="further tables (e.g. pseudo-spots) and rows")
     n_transcripts: int | None = Field(default=None, ge=0)
     image_spot_agreement: ImageSpotAgreement | None = None
-    labels: LabelQC | None = Field(default=None, description="per-spot labels joined at conversion")
+    labels: LabelQC | None = Field(default=None, description="per-spot or per-cell labels joined at conversion")
     warnings: list[str] = Field(default_factory=list)
 
 

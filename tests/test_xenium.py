@@ -133,11 +133,19 @@ def test_registered_he_gives_cell_and_pseudospot_pairs(tmp_path):
     he.save(he_path)
     root = tmp_path / "root"
     affine = ",".join(f"{v:.10f}" for v in a[:2].ravel())
+    labels = tmp_path / "cell_labels.csv"  # per-cell labels keyed by cell id: the dotted cells and the others
+    labels.write_text("cell_id,label\n" + "".join(f"{c},{'dotted' if i < 10 else 'plain'}\n"
+                                                  for i, c in enumerate(xs0.cells.obs_names)))
     r = CliRunner().invoke(app, ["convert", "xenium", str(d), "--out", str(root), "--id", "xr",
                                  "--pixel-size-um", str(PS), "--image-origin-um", "1000,1000",
-                                 "--he-image", str(he_path), "--he-affine-um", affine, "--patch", "64px_0.5um"])
+                                 "--he-image", str(he_path), "--he-affine-um", affine, "--patch", "64px_0.5um",
+                                 "--labels", str(labels)])
     assert r.exit_code == 0, r.output
     path = root / "samples" / "xr.zarr"
+    cell_ds = hestdata.PatchDataset(root, patch="cells-64px_0.5um", decode="cpu", labels="label")
+    assert cell_ds.classes == ["dotted", "plain"] and hestdata.read_metadata(path).qc.labels.n_spots_labelled == 526
+    got = {cell_ds[i]["obs_id"]: int(cell_ds[i]["label"]) for i in range(len(cell_ds))}
+    assert all(v == (0 if k in set(xs0.cells.obs_names[:10]) else 1) for k, v in got.items())
     meta = hestdata.read_metadata(path)
     assert set(meta.qc.patches) == {"cells-64px_0.5um", "pseudospots_55um-64px_0.5um"}
     assert meta.qc.patches["cells-64px_0.5um"].n_patches == 526

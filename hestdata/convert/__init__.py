@@ -64,11 +64,11 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
 
         raise InputError(sample.slide_inputs["cells"], f"a cells segmentation is for samples with an H&E and no cells "
                                                        f"of their own; this is a {variant} sample")
-    if variant != "spots" and sample.slide_inputs.get("labels") is not None:
+    if variant not in ("spots", "cells") and sample.slide_inputs.get("labels") is not None:
         from hestdata.errors import InputError
 
-        raise InputError(sample.slide_inputs["labels"], f"per-spot labels are joined to spot samples; this is a "
-                                                        f"{variant} sample (cell labels are not supported yet)")
+        raise InputError(sample.slide_inputs["labels"], f"labels are joined to the spots or cells of a sample; a "
+                                                        f"{variant} sample has neither")
     model = VARIANT_OPTIONS[variant]
     if isinstance(options, Options):  # a source's options: take the conversion part (the reader used the rest)
         raw = {k: getattr(options, k) for k in model.model_fields if hasattr(options, k)}

@@ -160,6 +160,13 @@ def convert_cells(req: stages.Request, xs: CellSample, o: CellOptions, publish_r
     ps = stages.resolve_pixel_size(req)
     check_extent(xs, ps.value)
     table, gqc, species = cell_table(req, xs)
+    label_qc = None
+    if xs.slide_inputs.get("labels") is not None:  # per-cell labels keyed by cell id (hestdata.curation.labels)
+        from hestdata.curation.labels import attach_labels
+        from hestdata.metadata import LabelQC
+
+        table.obs, got = attach_labels(table.obs, xs.slide_inputs["labels"])
+        label_qc = LabelQC(**got)
     ps_tables = pseudospot_tables(xs, table.var, o)
     prof, prof_info = profile_table(req, xs, table, species, o.pseudobulk)
     alt, alterations = alterations_table(xs)
@@ -180,7 +187,7 @@ def convert_cells(req: stages.Request, xs: CellSample, o: CellOptions, publish_r
             w.write_table(tab, region=name, name=f"{L.TABLE}_{name}")  # spatialdata names are unique across types
         qc = QC(n_obs=int(table.n_obs), n_obs_in_tissue=int(table.n_obs), n_genes=int(table.n_vars),
                 counts_integer=True, genes=gqc, tables={n: int(tb.n_obs) for n, tb, _ in ps_tables}, patches=pqc,
-                n_transcripts=int(len(xs.transcripts)), warnings=req.warnings)
+                n_transcripts=int(len(xs.transcripts)), labels=label_qc, warnings=req.warnings)
         panel = xs.experiment.get("panel_name") or req.fields.pop("panel", None)
         meta = stages.sample_metadata(req, species=species, pixel_size_um=ps, image=image_info, qc=qc, panel=panel,
                                       slide_profile=prof_info, alterations=alterations)

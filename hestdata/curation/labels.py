@@ -1,7 +1,7 @@
-"""Region labels on spots: a per-spot label table joined to a sample's spots at conversion.
+"""Region labels on spots (and cells): a per-spot label table joined to a sample's spots at conversion.
 
-The table (CSV/TSV, optionally gzipped) is keyed either by **barcode** (a column whose values are the spots'
-ids, or the first column) or by **array coordinates** (``array_row`` / ``array_col``, or legacy ST's ``x`` / ``y``
+The table (CSV/TSV, optionally gzipped) is keyed either by **barcode** (a column whose values are the spots' or
+cells' ids, or the first column) or, for spots, by **array coordinates** (``array_row`` / ``array_col``, or legacy ST's ``x`` / ``y``
 rounded to the nearest integer: the her2st pathologist files give the spot file's ``new_x`` / ``new_y``). Every
 other column named ``label…``, or holding text, is a label column; it becomes the obs column
 ``label_<name>`` of ``tables/expression`` (``label`` itself stays ``label``), a categorical with missing
@@ -66,6 +66,8 @@ def _keys(df: Any, obs: Any, p: Path) -> tuple[str, list[Any], list[str], np.nda
         if vals.isin(ids).mean() >= 0.5:
             return "barcode", list(vals), [c], obs.index.astype(str).to_numpy()
     cols = {c.lower(): c for c in df.columns}
+    if not {"array_row", "array_col"} <= set(obs.columns):  # cells: ids only
+        raise InputError(p, f"no column holds the cells' ids (e.g. {sorted(ids)[:2]})", "key cell labels by cell id")
     spot_keys = np.array([f"{r}x{c}" for r, c in zip(obs["array_row"], obs["array_col"], strict=True)])
     if "array_row" in cols and "array_col" in cols:
         r, c = cols["array_row"], cols["array_col"]

@@ -101,8 +101,8 @@ SLIDE_INPUTS = {"profile": "slide-level molecular profile (CSV/TSV: gene, value;
                 "alterations": "slide-level alterations (CSV/TSV: a header and one row, e.g. MSI status)",
                 "cells": "cell/nucleus segmentation for cell crops (GeoJSON in full-resolution px, or CSV/TSV with "
                          "x_um, y_um or x_px, y_px)",
-                "labels": "per-spot labels (CSV/TSV keyed by barcode or array coordinates; spot samples): label "
-                          "columns join the table's obs, 'undetermined' stored as missing"}
+                "labels": "per-spot or per-cell labels (CSV/TSV keyed by spot/cell id, or spots' array "
+                          "coordinates): label columns join the table's obs, 'undetermined' stored as missing"}
 
 
 def register_source(source: Source) -> Source:
