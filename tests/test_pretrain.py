@@ -399,3 +399,24 @@ def test_scgpt_checkpoint_folder_loads_by_key_name_and_nicheformer_fits_on_train
     nf.fit(train)
     want = np.log1p(train * 1e4 / train.sum(1, keepdims=True)).mean(0)  # its default normalisation: CP10k log1p
     assert np.allclose(nf.module.gene_mean.numpy(), want, atol=1e-5)
+
+
+def test_leaderboard_takes_rows_of_both_kinds(tmp_path):
+    """A pretraining run's rows (with both encoders' fingerprints) append to a leaderboard that frozen-encoder runs
+    wrote, and the other way round; the page renders both tasks."""
+    import polars as pl
+
+    from hestdata.bench.leaderboard import append_rows, read, render_markdown
+
+    base = {"task": "t1", "task_type": "expression", "encoder": "e", "fingerprint": "f" * 64, "metric": "pearson_mean",
+            "folds": ["A"], "fold_values": [0.1], "mean": 0.1, "std": 0.0, "n_items": 3, "samples": ["s"],
+            "config_hash": "c", "versions": "{\"hestdata\": \"x\"}", "date": "2026-12-06", "data_version": "d",
+            "ci_low": float("nan"), "ci_high": float("nan")}
+    append_rows(tmp_path, [base])
+    append_rows(tmp_path, [{**base, "task": "t2", "task_type": "pretrain", "metric": "img2gene_recall@5",
+                            "image_fingerprint": "i", "gene_fingerprint": "g", "pretrain_config_hash": "p"}])
+    append_rows(tmp_path, [base])
+    df = pl.read_parquet(tmp_path / "leaderboard.parquet")
+    assert df.height == 3 and df["gene_fingerprint"].to_list() == [None, "g", None]
+    md = render_markdown(read(tmp_path))
+    assert "### t1" in md and "### t2" in md

@@ -97,7 +97,8 @@ def append_rows(root: Path, rows: list[dict[str, Any]]) -> Path:
     path = root / LEADERBOARD
     with root_lock(root, L.LOCK):
         new = pl.DataFrame(rows)
-        df = pl.concat([pl.read_parquet(path), new], how="vertical_relaxed") if path.exists() else new
+        # diagonal: rows of another kind (a pretraining run's extra fingerprints) add columns, null elsewhere
+        df = pl.concat([pl.read_parquet(path), new], how="diagonal_relaxed") if path.exists() else new
         buf = io.BytesIO()
         df.write_parquet(buf)
         atomic_write_bytes(path, buf.getvalue())
