@@ -146,6 +146,23 @@ def test_registered_he_gives_cell_and_pseudospot_pairs(tmp_path):
     assert cell_ds.classes == ["dotted", "plain"] and hestdata.read_metadata(path).qc.labels.n_spots_labelled == 526
     got = {cell_ds[i]["obs_id"]: int(cell_ds[i]["label"]) for i in range(len(cell_ds))}
     assert all(v == (0 if k in set(xs0.cells.obs_names[:10]) else 1) for k, v in got.items())
+    # cell classification over two "patients" (the same run converted twice): the dotted cells are found
+    r = CliRunner().invoke(app, ["convert", "xenium", str(d), "--out", str(root), "--id", "xr2",
+                                 "--pixel-size-um", str(PS), "--image-origin-um", "1000,1000", "--meta", "patient=P2",
+                                 "--he-image", str(he_path), "--he-affine-um", affine, "--patch", "64px_0.5um",
+                                 "--labels", str(labels)])
+    assert r.exit_code == 0, r.output
+    task = tmp_path / "cells.yaml"
+    task.write_text("name: dotted_cells\ntype: cell_classification\nsamples: \"technology = 'xenium'\"\n"
+                    "group_by: id\nlabel: label\npatch: cells-64px_0.5um\noptions: {shots: [4], shot_seeds: 2, "
+                    "n_boot: 50}\n")
+    rows = {x["metric"]: x for x in hestdata.run_benchmark(root, "color-stats", task, cache_dir=tmp_path / "c")}
+    assert rows["linear_balanced_accuracy"]["folds"] == ["xr", "xr2"] and rows["linear_macro_auroc_pooled"]["mean"] > 0.9
+    task.write_text(task.read_text().replace("patch: cells-64px_0.5um", "patch: 64px_0.5um"))
+    from hestdata.errors import InputError
+
+    with pytest.raises(InputError, match="cells-<geometry>"):
+        hestdata.run_benchmark(root, "color-stats", task)
     meta = hestdata.read_metadata(path)
     assert set(meta.qc.patches) == {"cells-64px_0.5um", "pseudospots_55um-64px_0.5um"}
     assert meta.qc.patches["cells-64px_0.5um"].n_patches == 526

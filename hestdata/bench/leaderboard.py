@@ -18,7 +18,7 @@ PRIMARY = {"expression": "pearson_mean", "retrieval": "img2expr_recall@5", "batc
            "classification": "linear_balanced_accuracy", "slide_mil": "abmil_auroc",
            "slide_expression": "pearson_mean", "slide_retrieval": "slide2profile_recall@1",
            "pretrain": "img2gene_recall@5", "slide_pretrain": "slide2profile_recall@1",
-           "patch_classification": "linear_balanced_accuracy"}
+           "patch_classification": "linear_balanced_accuracy", "cell_classification": "linear_balanced_accuracy"}
 
 
 def primary_metric(task_type: str, metrics: list[str]) -> str:

@@ -29,8 +29,9 @@ from hestdata.units import DEFAULT_PATCH
 
 require_ml()
 
-TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "patch_classification", "slide_mil",
-              "pretrain", *SLIDE_TASKS)
+TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "patch_classification",
+              "cell_classification", "slide_mil", "pretrain", *SLIDE_TASKS)
+LABEL_TASKS = ("classification", "patch_classification", "cell_classification")
 
 
 @dataclass
@@ -76,8 +77,11 @@ def load_task(spec: str | Path) -> Task:
         raise InputError(path, "a pretrain task needs 'splits' with a 'test' list of groups (and optionally 'val')")
     if doc.get("splits") is not None and doc["type"] != "pretrain":
         raise InputError(path, f"'splits' is for pretrain tasks; a {doc['type']} task makes its own folds by group_by")
-    if doc["type"] in ("classification", "patch_classification") and not doc.get("label"):
+    if doc["type"] in LABEL_TASKS and not doc.get("label"):
         raise InputError(path, f"a {doc['type']} task needs 'label' (an obs column, e.g. from convert --labels)")
+    if doc["type"] == "cell_classification" and not str(doc.get("patch", "")).startswith("cells-"):
+        raise InputError(path, "a cell_classification task classifies cell crops: its patch is a cells-<geometry> "
+                               f"array (e.g. cells-64px_0.5um), not {doc.get('patch')!r}")
     if doc["type"] == "slide_mil":
         if not doc.get("labels") or not doc.get("label"):
             raise InputError(path, "a slide_mil task needs 'labels' (a table) and 'label' (its label column)")
@@ -111,11 +115,20 @@ def read_labels(t: Task) -> dict[str, tuple[str, Any]]:
             for s, pt, lab in zip(df[t.slide_column], df[t.patient_column], labels, strict=True)}
 
 
-def _table(r: Any, sid: str, columns: list[str]) -> tuple[Any, list[str], Any]:
-    """(X, var names, obs columns) of a sample's expression table."""
+def _table(r: Any, sid: str, columns: list[str], patch: str | None = None) -> tuple[Any, list[str], Any]:
+    """(X, var names, obs columns) of the table a sample's patch array points into (``tables/expression`` unless
+    the array says otherwise: cell crops cut from an H&E point into ``tables/segmented_cells``)."""
     from anndata.io import read_elem
 
-    g = r.sample(sid).table(L.TABLE)
+    name = L.TABLE
+    if patch is not None:
+        from hestdata.loader.samples import table_of
+
+        ref = table_of(r.sample(sid), patch)
+        if not ref:
+            raise InputError(None, f"sample {sid}: the patches of {patch} belong to no table (slide tiles)")
+        name = ref[len("tables/"):]
+    g = r.sample(sid).table(name)
     X = read_elem(g["X"])
     var = read_elem(g["var"])
     obs = read_elem(g["obs"])[columns] if columns else None
@@ -170,7 +183,7 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
         groups = np.concatenate([[groups_of[s]] * len(embs[s]) for s in ids])
         batch = np.concatenate([[s] * len(embs[s]) for s in ids])
         counts, genes, labels, libs = None, None, None, None
-        if t.type in ("expression", "retrieval") or (t.label and t.type in ("classification", "patch_classification")):
+        if t.type in ("expression", "retrieval") or (t.label and t.type in LABEL_TASKS):
             counts, genes, labels, libs = _task_targets(t, r, ids)
         with progress.bar(f"{t.name}: {enc.name} folds"):
             results = _run(t, emb, counts, genes, groups, batch, labels, libs)
@@ -219,7 +232,7 @@ def _library_sizes(t: Task, r: Any, ids: list[str]) -> dict[str, np.ndarray]:
 
     out = {}
     for s in ids:
-        X, _, _ = _table(r, s, [])
+        X, _, _ = _table(r, s, [], t.patch)
         rows = _patch_rows(r, s, t.patch)
         Xs = (X if sp.issparse(X) else sp.csr_matrix(X)).tocsr()
         out[s] = np.log1p(np.asarray(Xs[rows].sum(axis=1), dtype=np.float64)).reshape(-1, 1).astype(np.float32)
@@ -253,7 +266,7 @@ def _task_targets(t: Task, r: Any, ids: list[str]) -> tuple[Any, list[str], np.n
     uses)."""
     import scipy.sparse as sp
 
-    tables = {s: _table(r, s, [t.label] if t.label else []) for s in ids}
+    tables = {s: _table(r, s, [t.label] if t.label else [], t.patch) for s in ids}
     shared = set(tables[ids[0]][1]).intersection(*(tables[s][1] for s in ids[1:]))
     common = [g for g in tables[ids[0]][1] if g in shared]  # linear in the number of genes
     blocks, labs, libs = [], [], []
@@ -439,7 +452,7 @@ def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, 
 
         m = batch_effect(emb, batch, labels, **o)
         return {k: [("all", v)] for k, v in m.items()}
-    if t.type == "patch_classification":
+    if t.type in ("patch_classification", "cell_classification"):  # the same probes; cells: a cells-* array
         return _patch_classification(emb, labels, groups, o)
     from hestdata.bench.tasks.probes import classification
 
