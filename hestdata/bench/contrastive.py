@@ -61,8 +61,12 @@ class TwoTower(nn.Module):
         with torch.no_grad():
             return self.image.forward(x).float()
 
+    def project_images(self, features: Any) -> Any:
+        """Unit vectors in the shared space from the image encoder's output."""
+        return F.normalize(self.image_proj(features.float()), dim=1)
+
     def embed_images(self, images: Any) -> Any:
-        return F.normalize(self.image_proj(self.image_features(images)), dim=1)
+        return self.project_images(self.image_features(images))
 
     def embed_genes(self, counts: Any) -> Any:
         return F.normalize(self.gene_proj(self.gene(counts).float()), dim=1)

@@ -36,6 +36,14 @@ def recall_at_k(similarity: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dic
     correct = np.diag(s)[:, None]
     higher = (s > correct).sum(axis=1)
     tied = (s == correct).sum(axis=1) - 1  # other candidates with the match's score
+    return recall_from_counts(higher, tied, n, ks)
+
+
+def recall_from_counts(higher: np.ndarray, tied: np.ndarray, n: int, ks: tuple[int, ...] = (1, 5, 10)
+                       ) -> dict[str, float]:
+    """Recall@k and median rank (keys ``recall@k``, ``median_rank``) from each query's count of candidates scoring
+    strictly above its match (``higher``) and equal to it (``tied``, the match excluded), among ``n`` candidates:
+    the expectation over random tie-breaking of :func:`recall_at_k`, for callers that count in blocks."""
     out = {f"recall@{k}": float(np.clip((min(k, n) - higher) / (tied + 1), 0.0, 1.0).mean()) for k in ks}
     out["median_rank"] = float(np.median(higher + (tied + 2) / 2))
     return out

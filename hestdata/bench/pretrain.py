@@ -80,14 +80,6 @@ def _ids_expr(ids: list[str]) -> Any:
     return pl.col("id").is_in(ids)
 
 
-def _var(r: Any, sid: str) -> Any:
-    from anndata.io import read_elem
-
-    from hestdata.store import layout as L
-
-    return read_elem(r.sample(sid).table(L.TABLE)["var"])
-
-
 def choose_panel(r: Any, t: Any, cfg: PretrainConfig, splits: dict[str, list[str]]) -> tuple[list[str], list[str],
                                                                                               np.ndarray]:
     """(panel genes, their Ensembl ids, raw training counts over the panel): the genes every selected sample has,
@@ -98,8 +90,7 @@ def choose_panel(r: Any, t: Any, cfg: PretrainConfig, splits: dict[str, list[str
     from hestdata.bench.tasks.expression import targets
 
     all_ids = [s for k in ("train", "val", "test") for s in splits[k]]
-    vars_ = {s: _var(r, s) for s in all_ids}
-    shared = set(vars_[all_ids[0]].index.astype(str)).intersection(*(set(v.index.astype(str)) for v in vars_.values()))
+    shared = set.intersection(*(set(map(str, r.sample(s).table_names()[0])) for s in all_ids))  # var index only
     counts, names, _, _ = _task_targets(t, r, splits["train"])
     keep = [i for i, g in enumerate(names) if g in shared]
     names = [names[i] for i in keep]
@@ -115,7 +106,9 @@ def choose_panel(r: Any, t: Any, cfg: PretrainConfig, splits: dict[str, list[str
         k = min(cfg.n_genes, len(names))
         chosen = choose_genes(cfg.genes, k, targets(c, "log1p"), c, slides[rows], names)
     panel = [names[i] for i in chosen]
-    v0 = vars_[splits["train"][0]]
+    from anndata.io import read_elem
+
+    v0 = read_elem(r.sample(splits["train"][0]).table()["var"])  # its Ensembl ids, for vocabularies that use them
     col = "gene_ids" if "gene_ids" in v0.columns else "gene_id" if "gene_id" in v0.columns else None
     ens = [str(v0.loc[g, col]) if col else "" for g in panel]
     return panel, ens, c[:, chosen].astype(np.float32)
@@ -245,16 +238,15 @@ def embed_split(model: Any, r: Any, t: Any, ids: list[str], panel: list[str], cf
                        distributed=False)
     ac, _ = _autocast(cfg, device)
     out: dict[str, list[Any]] = {"z_img": [], "z_gene": [], "features": [], "counts": [], "sample": []}
-    sample_ids = [s.sample_id for s in ld.dataset.samples]
     model.eval()
     with torch.inference_mode(), ac():
         for batch in ld:
             feats = model.image_features(batch["image"].to(device))
             out["features"].append(feats.float().cpu().numpy())
-            out["z_img"].append(torch.nn.functional.normalize(model.image_proj(feats.float()), dim=1).float().cpu().numpy())
+            out["z_img"].append(model.project_images(feats).float().cpu().numpy())
             out["z_gene"].append(model.embed_genes(batch["expression"].to(device)).float().cpu().numpy())
             out["counts"].append(batch["expression"].numpy())
-            out["sample"].append(np.asarray([sample_ids[ld.dataset.locate(int(i))[0]] for i in batch["index"]]))
+            out["sample"].append(np.asarray(batch["sample_id"]))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -20,19 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from hestdata.bench.metrics import recall_at_k
+from hestdata.bench.metrics import recall_at_k, recall_from_counts
 
 KS = (1, 5, 10)
 BLOCK_ROWS = 1024
 
 
 def _recall(higher: np.ndarray, tied: np.ndarray, n: int, ks: tuple[int, ...], prefix: str) -> dict[str, float]:
-    """recall@k and median rank from each query's count of candidates scoring above / equal to its match (the
-    expectation over random tie-breaking, as :func:`~hestdata.bench.metrics.recall_at_k`)."""
-    out = {f"{prefix}recall@{k}": float(np.clip((np.minimum(k, n) - higher) / (tied + 1), 0.0, 1.0).mean())
-           for k in ks}
-    out[f"{prefix}median_rank"] = float(np.median(higher + (tied + 2) / 2))
-    return out
+    return {f"{prefix}{k}": v for k, v in recall_from_counts(higher, tied, n, ks).items()}
 
 
 def _direction(q: np.ndarray, c: np.ndarray, slides: np.ndarray | None) -> dict[str, np.ndarray]:

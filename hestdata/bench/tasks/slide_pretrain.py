@@ -115,13 +115,11 @@ def _probe(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, classes: list[s
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from hestdata.bench.tasks.patch_classification import _proba
+
     clf = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000,
                                                              random_state=seed))
-    p = clf.fit(x_tr, y_tr).predict_proba(x_te)
-    out = np.zeros((len(x_te), len(classes)))
-    for j, c in enumerate(clf.classes_):
-        out[:, classes.index(str(c))] = p[:, j]
-    return out
+    return _proba(clf.fit(x_tr, y_tr), x_te, classes)
 
 
 def slide_pretrain_protocol(bags: dict[str, np.ndarray], profiles: np.ndarray, slides: list[str], groups: Any,
