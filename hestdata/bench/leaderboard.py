@@ -63,6 +63,16 @@ def make_rows(task: Any, encoder: Any, results: dict[str, list[tuple[str, float]
     return rows
 
 
+def pooled_results(metrics: dict[str, float], *, suffix: str = "", fold: str = "pooled") -> dict[str, Any]:
+    """A protocol's single-valued metrics as run results (``{name + suffix: [(fold, value)]}``), with each
+    ``<name>_ci_low`` / ``<name>_ci_high`` pair moved into ``"_ci"`` (the interval of ``name + suffix``)."""
+    out: dict[str, Any] = {f"{k}{suffix}": [(fold, v)] for k, v in metrics.items()
+                           if not k.endswith(("_ci_low", "_ci_high"))}
+    out["_ci"] = {f"{k}{suffix}": (metrics[f"{k}_ci_low"], metrics[f"{k}_ci_high"]) for k in metrics
+                  if f"{k}_ci_low" in metrics and f"{k}_ci_high" in metrics}
+    return out
+
+
 GENE_LEADERBOARD = "leaderboard_genes.parquet"
 
 

@@ -532,7 +532,7 @@ def pretrain(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str
 
 def _write_outputs(res: PretrainResult, model: Any, t: Any, r: Any, test: dict[str, np.ndarray], leaderboard: bool,
                    figures: bool, echo: Callable[[str], None] | None) -> None:
-    from hestdata.bench.leaderboard import append_rows, make_rows
+    from hestdata.bench.leaderboard import append_rows, make_rows, pooled_results
     from hestdata.bench.runner import Task, data_version
     from hestdata.store.atomic import atomic_write_bytes
 
@@ -552,17 +552,15 @@ def _write_outputs(res: PretrainResult, model: Any, t: Any, r: Any, test: dict[s
                 echo(f"  figure: {p}")
     if leaderboard:
         enc = PairEncoder(model, res.config)
-        allm = {**res.metrics, **res.downstream}
-        keys = {k: v for k, v in allm.items()
-                if not k.startswith(("chance", "n_")) and "median_rank" not in k and not k.endswith(("_ci_low", "_ci_high"))}
-        results = {k: [("test", v)] for k, v in keys.items()}
+        results = pooled_results({k: v for k, v in {**res.metrics, **res.downstream}.items()
+                                  if not k.startswith(("chance", "n_")) and "median_rank" not in k}, fold="test")
+        intervals = results.pop("_ci")
         task = Task(**{**t.__dict__, "options": {**t.options, **res.config.model_dump()}})
         ids = sorted(s for v in res.splits.values() for s in v)
         rows = make_rows(task, enc, results, n_items=int(res.metrics["n_test"]), samples=ids,
                          data_version=data_version(r.catalog, ids))
         for row in rows:
-            row["ci_low"] = float(allm.get(f"{row['metric']}_ci_low", float("nan")))
-            row["ci_high"] = float(allm.get(f"{row['metric']}_ci_high", float("nan")))
+            row["ci_low"], row["ci_high"] = map(float, intervals.get(row["metric"], (float("nan"), float("nan"))))
             row["image_fingerprint"], row["gene_fingerprint"] = enc.image_fingerprint, enc.gene_fingerprint
             row["pretrain_config_hash"] = res.config.hash
         append_rows(r.path, rows)

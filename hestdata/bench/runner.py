@@ -471,14 +471,8 @@ def _patch_classification(emb: np.ndarray, labels: Any, groups: np.ndarray, o: d
     if "shots" in o:
         o = {**o, "shots": tuple(int(v) for v in o["shots"])}
     res = patch_classification_protocol(emb, labels, groups, **o)
+    from hestdata.bench.leaderboard import pooled_results
+
     keys = [k for k in res.folds[0] if k not in ("test_group", "n_test", "C")]
     out: dict[str, Any] = {k: [(f["test_group"], f.get(k, float("nan"))) for f in res.folds] for k in keys}
-    ci = {}
-    for k, v in res.pooled.items():
-        if k.endswith(("_ci_low", "_ci_high")):
-            continue
-        out[f"{k}_pooled"] = [("pooled", v)]
-        if f"{k}_ci_low" in res.pooled:
-            ci[f"{k}_pooled"] = (res.pooled[f"{k}_ci_low"], res.pooled[f"{k}_ci_high"])
-    out["_ci"] = ci
-    return out
+    return {**out, **pooled_results(res.pooled, suffix="_pooled")}

@@ -64,9 +64,6 @@ def _slide_pretrain(t: Any, r: Any, ids: list[str], embs: dict[str, np.ndarray],
         if all(v is None for v in labels.values()):
             raise InputError(None, f"task {t.name}: no selected slide has the alteration {column!r} "
                                    "(tables/slide_alterations; convert with --alterations)")
-    res = slide_pretrain_protocol(embs, profiles, ids, groups, genes, labels=labels, **opts)
-    out: dict[str, Any] = {k: [("pooled", v)] for k, v in res.metrics.items() if not k.endswith(("_ci_low", "_ci_high"))}
-    out["_ci"] = {f"alteration_{n}_auroc": (res.metrics[f"alteration_{n}_auroc_ci_low"],
-                                            res.metrics[f"alteration_{n}_auroc_ci_high"])
-                  for n in ("aligned", "frozen") if f"alteration_{n}_auroc_ci_low" in res.metrics}
-    return out
+    from hestdata.bench.leaderboard import pooled_results
+
+    return pooled_results(slide_pretrain_protocol(embs, profiles, ids, groups, genes, labels=labels, **opts).metrics)

@@ -66,6 +66,7 @@ def _pairs(ds: Any, locs: list[tuple[int, int]], keep: np.ndarray) -> dict[str, 
     expr = np.zeros((len(keep), g), dtype=np.float32)
     mask = np.zeros((len(keep), g), dtype=bool)
     coords = np.zeros((len(keep), 2), dtype=np.float32)
+    lab = np.full(len(keep), -1, dtype=np.int64) if ds.label_column is not None else None
     by_sample: dict[int, list[int]] = {}
     for j, k in enumerate(keep):
         by_sample.setdefault(locs[k][0], []).append(j)
@@ -76,15 +77,12 @@ def _pairs(ds: Any, locs: list[tuple[int, int]], keep: np.ndarray) -> dict[str, 
         if s.check_unchanged():  # overwritten while reading: the rows again, from the version the patches came from
             e, m = s.targets.rows(s.obs_index[pidx], ds.targets)
         expr[js], mask[js], coords[js] = e, m, s.centers_um[pidx]
+        if lab is not None and s.label_codes is not None:
+            lab[js] = s.label_codes[s.obs_index[pidx]]
     sample_ids = [ds.samples[locs[k][0]].sample_id for k in keep]
     obs_ids = [str(ds.samples[locs[k][0]].obs_names[ds.samples[locs[k][0]].obs_index[locs[k][1]]]) for k in keep]
     out = {"expression": expr, "mask": mask, "sample_id": sample_ids, "obs_id": obs_ids, "coords_um": coords}
-    if getattr(ds, "label_column", None) is not None:
-        lab = np.full(len(keep), -1, dtype=np.int64)
-        for s_no, js in by_sample.items():
-            s = ds.samples[s_no]
-            if s.label_codes is not None:
-                lab[js] = s.label_codes[s.obs_index[np.array([locs[keep[j]][1] for j in js], dtype=np.int64)]]
+    if lab is not None:
         out["label"] = lab
     return out
 

@@ -49,25 +49,30 @@ def _proba(model: Any, x: np.ndarray, classes: list[str]) -> np.ndarray:
     return out
 
 
-def _linear(a: np.ndarray, y: np.ndarray, g: np.ndarray, c_grid: tuple[float, ...], seed: int) -> Any:
-    from sklearn.linear_model import LogisticRegression
+def _validation_split(a: np.ndarray, y: np.ndarray, g: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) rows: a quarter of the patients held out, or of the rows (stratified) with one patient;
+    every row both ways when a class has a single row."""
     from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
+
+    if len(np.unique(g)) > 1:
+        return next(GroupShuffleSplit(1, test_size=0.25, random_state=seed).split(a, y, g))
+    if np.min(np.unique(y, return_counts=True)[1]) >= 2:
+        return next(StratifiedShuffleSplit(1, test_size=0.25, random_state=seed).split(a, y))
+    return np.arange(len(y)), np.arange(len(y))
+
+
+def _linear(a: np.ndarray, y: np.ndarray, g: np.ndarray, c_grid: tuple[float, ...], seed: int) -> Any:
+    """The balanced logistic regression, its C chosen on a validation split (1.0 where none can be chosen)."""
+    from sklearn.linear_model import LogisticRegression
 
     def fit(c: float, idx: np.ndarray) -> Any:
         return LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(a[idx], y[idx])
 
+    best = 1.0
     if len(c_grid) > 1 and len(np.unique(y)) > 1:
-        if len(np.unique(g)) > 1:
-            fit_i, val_i = next(GroupShuffleSplit(1, test_size=0.25, random_state=seed).split(a, y, g))
-        else:
-            fit_i, val_i = next(StratifiedShuffleSplit(1, test_size=0.25, random_state=seed).split(a, y)) \
-                if np.min(np.unique(y, return_counts=True)[1]) >= 2 else (np.arange(len(y)), np.arange(len(y)))
+        fit_i, val_i = _validation_split(a, y, g, seed)
         if len(np.unique(y[fit_i])) > 1:
             best = max(c_grid, key=lambda c: balanced_accuracy(y[val_i], fit(c, fit_i).predict(a[val_i])))
-        else:
-            best = 1.0
-    else:
-        best = 1.0
     return fit(best, np.arange(len(y))), best
 
 
