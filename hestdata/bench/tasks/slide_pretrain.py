@@ -143,8 +143,6 @@ def slide_pretrain_protocol(bags: dict[str, np.ndarray], profiles: np.ndarray, s
     cfg = {"dim": dim, "aggregator": aggregator, "temperature": temperature, "epochs": epochs, "lr": lr,
            "batch_size": batch_size, "seed": seed}
     tb = [torch.as_tensor(np.asarray(bags[s], np.float32)) for s in slides]
-    mu = np.concatenate([b.numpy() for b in tb]).mean(0)
-    sd = np.concatenate([b.numpy() for b in tb]).std(0) + 1e-6
     res = SlidePretrainResult()
     z_a, z_f = np.zeros((len(slides), dim)), np.stack([b.numpy().mean(0) for b in tb])
     acc: dict[str, list[tuple[float, int]]] = {}
@@ -158,7 +156,9 @@ def slide_pretrain_protocol(bags: dict[str, np.ndarray], profiles: np.ndarray, s
         gene = load_gene_encoder(gene_encoder, panel, normalize="cp10k_log1p", seed=seed + f) \
             if gene_encoder in ("mlp", "pca") else load_gene_encoder(gene_encoder, panel, normalize="cp10k_log1p")
         gene.fit(raw[tr][:, cols])
-        std = [(b - torch.as_tensor(mu)) / torch.as_tensor(sd) for b in tb]  # features standardised once
+        fit = torch.cat([tb[i] for i in tr])  # features standardised with the training slides' patches only
+        mu, sd = fit.mean(0), fit.std(0, unbiased=False) + 1e-6
+        std = [(b - mu) / sd for b in tb]
         prof = torch.as_tensor(raw[:, cols], dtype=torch.float32)
         tower, gproj, gene = _train_fold([std[i] for i in tr], prof[tr], {**cfg, "seed": seed + f}, gene)
         with torch.no_grad():
