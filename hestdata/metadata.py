@@ -14,13 +14,18 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hestdata.ids import SAMPLE_ID_PATTERN, STORE_FORMAT_VERSION, check_sample_id  # noqa: F401  (re-exported)
+from hestdata.ids import (  # noqa: F401  (re-exported)
+    SAMPLE_FORMAT_VERSION,
+    SAMPLE_ID_PATTERN,
+    STORE_FORMAT_VERSION,
+    check_sample_id,
+)
 
 # built-in: visium, visium_hd, st, xenium, multiplex, imc, wsi; sources registered by other packages add theirs
 Technology = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
-Variant = Literal["spots", "cells", "channels", "slide"]
+Variant = Literal["spots", "cells", "channels", "slide", "images"]
 Species = Literal["Homo sapiens", "Mus musculus", "other", "unknown"]
 Preservation = Literal["FFPE", "fresh frozen", "unknown"]
 ImageKind = Literal["fullres", "hires", "lowres"]
@@ -84,7 +89,9 @@ class PatchQC(_Model):
     n_partial_outside_image: int = Field(ge=0, description="kept, zero-filled outside the image")
     n_skipped_background: int = Field(default=0, ge=0, description="tiles rejected as background or blur")
     min_tissue_fraction: float = Field(ge=0, le=1)
-    source_pixel_size_um: float = Field(gt=0, description="µm/px of the pyramid level patches were cut from")
+    source_pixel_size_um: float | None = Field(
+        gt=0, description="µm/px of the pyramid level patches were cut from (None: an image collection whose pixel "
+                          "size is unknown, format 3)")
     jpeg_quality: int = Field(ge=1, le=100)
 
 
@@ -128,6 +135,24 @@ class LabelQC(_Model):
     columns: dict[str, dict[str, int]] = Field(description="obs column -> label -> spots")
 
 
+class CollectionQC(_Model):
+    """What reading an image collection counted (variant ``images``, store format 3; hestdata.sources.collection)."""
+
+    kind: Literal["tiles", "cells"] = Field(description="tiles: one item per image; cells: one item per box")
+    n_images: int = Field(ge=0, description="source image files the sample's items come from")
+    n_items: int = Field(ge=0, description="rows of tables/items (one patch each per array)")
+    n_boxes_degenerate: int = Field(default=0, ge=0, description="zero-area boxes skipped")
+    n_boxes_filtered: int = Field(default=0, ge=0, description="boxes of classes left out on request")
+    n_images_without_boxes: int = Field(default=0, ge=0, description="images whose boxes were all left out or "
+                                                                     "that had none (no item)")
+    n_items_partial: int = Field(default=0, ge=0, description="items whose crop reaches past the image (zero-filled)")
+    box_context: float | None = Field(default=None, ge=0, description="crop side = box side x (1 + context)")
+    jpeg_kept: dict[str, int] = Field(default_factory=dict,
+                                      description="patch array -> items stored as the source file's own JPEG bytes")
+    labels: dict[str, dict[str, int]] = Field(default_factory=dict, description="obs column -> value -> items")
+    n_unlabelled: dict[str, int] = Field(default_factory=dict, description="obs column -> items without a value")
+
+
 class QC(_Model):
     """Quality-control counts and warnings recorded at conversion."""
 
@@ -143,6 +168,7 @@ class QC(_Model):
     n_transcripts: int | None = Field(default=None, ge=0)
     image_spot_agreement: ImageSpotAgreement | None = None
     labels: LabelQC | None = Field(default=None, description="per-spot or per-cell labels joined at conversion")
+    collection: CollectionQC | None = Field(default=None, description="an image collection's counts (format 3)")
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -181,7 +207,9 @@ class SampleMetadata(_Model):
     provenance: str | None = Field(default=None, description="free text: where the inputs came from")
     spot_diameter_um: float | None = Field(default=None, gt=0)
     inter_spot_distance_um: float | None = Field(default=None, gt=0)
-    pixel_size_um: PixelSize
+    pixel_size_um: PixelSize | None = Field(description="None only in an image collection (variant images, format "
+                                                     "3) whose pixel size is unknown: recorded as unknown, never "
+                                                     "guessed")
     image: ImageInfo | None = None
     qc: QC
     markers: list[MarkerInfo] = Field(default_factory=list, description="multiplex channels (images/if)")
@@ -194,6 +222,16 @@ class SampleMetadata(_Model):
     input_sha256: str | None = Field(default=None, description="hash of the inputs and options (registration)")
     hestdata_version: str
     created_at: str = Field(description="ISO-8601 UTC time of conversion")
+
+    @model_validator(mode="after")
+    def _collection_format(self) -> SampleMetadata:
+        """An unknown pixel size and the ``images`` variant exist from store format 3, and only together with it."""
+        if self.variant == "images" and self.format_version < 3:
+            raise ValueError(f"an image collection (variant images) is store format 3, not {self.format_version}")
+        if self.pixel_size_um is None and self.variant != "images":
+            raise ValueError(f"pixel_size_um: only an image collection may leave it unknown, not a {self.variant} "
+                             "sample")
+        return self
 
 
 def _version_tuple(v: object) -> tuple[int, ...]:
@@ -222,9 +260,9 @@ def parse_metadata(raw: Any, where: str) -> SampleMetadata:
     install = f"pip install -U 'hestdata>={writer}'" if newer_writer else "upgrade hestdata"
     if not isinstance(fv, int) or isinstance(fv, bool) or fv < 1:
         raise SchemaError(where, [f"format_version: {fv!r} is not a store format version"])
-    if fv > STORE_FORMAT_VERSION:
+    if fv > SAMPLE_FORMAT_VERSION:
         raise HestdataError(f"{where}: written in store format {fv} by hestdata {writer or '?'}; this hestdata "
-                            f"{__version__} reads formats up to {STORE_FORMAT_VERSION} ({install})")
+                            f"{__version__} reads formats up to {SAMPLE_FORMAT_VERSION} ({install})")
     try:
         return SampleMetadata.model_validate(raw)
     except ValidationError as exc:
@@ -263,13 +301,17 @@ def schema_violations(meta: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft202012Validator(sample_schema())
     out = []
     for err in sorted(validator.iter_errors(meta), key=lambda e: list(map(str, e.absolute_path))):
-        where = "/".join(str(p) for p in err.absolute_path) or "<root>"
-        out.append(f"{where}: {err.message}")
+        # a nullable field (``X | None``) fails as "not valid under any of the given schemas": say what is wrong
+        # with the value instead (the errors of the branch that is not ``null``)
+        inner = [e for e in err.context or [] if not (e.validator == "type" and e.validator_value == "null")]
+        for e in inner if err.validator == "anyOf" and inner else [err]:
+            where = "/".join(str(p) for p in e.absolute_path) or "<root>"
+            out.append(f"{where}: {e.message}")
     return out
 
 
 if __name__ == "__main__":  # regenerate the shipped schema
     path = resources.files("hestdata").joinpath("schemas/sample.schema.json")
     with resources.as_file(path) as p:
-        p.write_text(json.dumps(generated_schema(), indent=2) + "\n")
+        p.write_text(json.dumps(generated_schema(), indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {p}")

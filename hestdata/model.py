@@ -82,7 +82,7 @@ class SlideReader(Protocol):
     def read_region(self, level: int, x0: int, y0: int, w: int, h: int) -> np.ndarray: ...
 
 
-Variant = Literal["spots", "cells", "channels", "slide"]
+Variant = Literal["spots", "cells", "channels", "slide", "images"]
 
 
 @dataclass(kw_only=True)
@@ -94,7 +94,9 @@ class Sample:
     - :class:`SpotSample` — a spot/bin table with an H&E (Visium, Visium HD, legacy ST, AnnData, HEST-1k);
     - :class:`CellSample` — a cell table with transcripts and boundaries (Xenium), optionally a registered H&E;
     - :class:`ChannelSample` — a multiplex image with canonical markers (IF, IMC, QPTIFF);
-    - :class:`SlideSample` — an image-only whole slide.
+    - :class:`SlideSample` — an image-only whole slide;
+    - :class:`ImageSetSample` — an image collection: labelled tiles or single-cell images, or cells boxed on
+      fields of view (store format 3).
     """
 
     variant: ClassVar[Variant]
@@ -174,3 +176,21 @@ class SlideSample(Sample):
     variant: ClassVar[Variant] = "slide"
     slide: SlideReader
     magnification: str | None = None
+
+
+@dataclass(kw_only=True)
+class ImageSetSample(Sample):
+    """A group of an image collection (one patient, one slide, one field of view or the whole collection).
+
+    ``items``: a DataFrame, one row per stored item, indexed by a unique item id, with ``file`` (absolute path of
+    the source image), ``image_width_px``/``image_height_px``, for ``kind="cells"`` the box ``x0_px``, ``y0_px``,
+    ``x1_px``, ``y1_px`` in the image's continuous pixel frame (pixel ``i`` covers ``[i, i + 1)``), and any label
+    or descriptive columns. ``folder`` is what ``file`` is stored relative to. ``pixel_size.user`` holds a declared
+    pixel size; none declared means unknown (recorded as such)."""
+
+    variant: ClassVar[Variant] = "images"
+    items: Any  # pandas.DataFrame
+    kind: Literal["tiles", "cells"]
+    folder: Path
+    label_columns: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # CollectionQC counters the reader made

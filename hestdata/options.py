@@ -111,8 +111,34 @@ class SlideOptions(Options):
                                                                       "segmentation input (default 64px_0.5um)")
 
 
+class ImageSetOptions(Options):
+    """Image collections (store format 3): each item fitted to ``<px>px`` (pixel size unknown) or cut at
+    ``<px>px_<um>um`` around its centre (a declared pixel size)."""
+
+    patches: list[str] = Field(default_factory=lambda: ["224px"],
+                               description="geometries: 224px (the item resized to fit) or 224px_0.5um (needs a "
+                                           "declared pixel size)")
+    box_context: float = Field(default=0.25, ge=0, le=10, description="cells: crop side = box side x (1 + this)")
+    keep_jpeg: bool = Field(default=True, description="store a source JPEG's own bytes when it already has the "
+                                                      "patch geometry (no re-encoding)")
+    jpeg_quality: int = JpegQuality
+
+    @field_validator("patches")
+    @classmethod
+    def _geometries(cls, v: list[str]) -> list[str]:
+        from hestdata.units import parse_geometry
+
+        names = [parse_geometry(g).name for g in v]
+        if not names:
+            raise ValueError("an image collection stores its items as patches: give at least one geometry")
+        if len(set(names)) != len(names):
+            raise ValueError("the same patch geometry was requested twice")
+        return names
+
+
 VARIANT_OPTIONS: dict[str, type[Options]] = {"spots": SpotOptions, "cells": CellOptions,
-                                              "channels": ChannelOptions, "slide": SlideOptions}
+                                              "channels": ChannelOptions, "slide": SlideOptions,
+                                              "images": ImageSetOptions}
 
 
 def parse_options(model: type[Options], raw: dict[str, Any] | Options | None, *, where: str | None,

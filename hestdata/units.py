@@ -70,13 +70,53 @@ DEFAULT_PATCH = PatchGeometry(224, 0.5)
 DEFAULT_SLIDE_TILE = PatchGeometry(224, 256 / 224)
 """STAMP's tile (224 px over 256 µm, ~1.14 µm/px): the default for whole slides."""
 _EXACT = {DEFAULT_SLIDE_TILE.name: DEFAULT_SLIDE_TILE}
-_ARRAY_RE = re.compile(r"^(?:(?P<prefix>[A-Za-z0-9_.]+)-)?(?P<geom>\d+px_\d+(?:\.\d+)?um)$")
+_ARRAY_RE = re.compile(r"^(?:(?P<prefix>[A-Za-z0-9_.]+)-)?(?P<geom>\d+px(?:_\d+(?:\.\d+)?um)?)$")
+_FIT_RE = re.compile(r"^(?P<px>\d+)px$")
 
 
-def patch_array_name(spec: str) -> tuple[str, PatchGeometry]:
-    """Validate a patch array name: a geometry (``224px_0.5um``), optionally prefixed by what the patches are
-    centred on (``cells-224px_0.5um``, ``pseudospots_55um-224px_0.5um``); returns (name, geometry)."""
+@dataclass(frozen=True)
+class FitGeometry:
+    """Store format 3: ``patch_size_px`` pixels over each item of an image collection — the whole tile, or a cell's
+    box with its context — resized to fit, at **no common pixel size** (the collection's pixel size is unknown, or
+    its items differ in scale). Named ``<px>px`` (``224px``); ``pixel_size_um`` is None, never guessed."""
+
+    patch_size_px: int
+    pixel_size_um: None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.patch_size_px}px"
+
+    @classmethod
+    def parse(cls, spec: str) -> FitGeometry:
+        m = _FIT_RE.match(spec.strip())
+        if not m:
+            raise ValueError(f"fit geometry {spec!r} is not of the form '<int>px', e.g. '224px'")
+        px = int(m["px"])
+        if px < 8 or px > 4096:
+            raise ValueError(f"patch geometry {spec!r} out of range (8..4096 px)")
+        return cls(px)
+
+
+def parse_geometry(spec: str | PatchGeometry | FitGeometry) -> PatchGeometry | FitGeometry:
+    """A patch geometry of either kind: ``224px_0.5um`` (a physical field of view) or ``224px`` (fit to each item of
+    an image collection, pixel size unknown)."""
+    if isinstance(spec, PatchGeometry | FitGeometry):
+        return spec
+    if _FIT_RE.match(spec.strip()):
+        return FitGeometry.parse(spec)
+    try:
+        return PatchGeometry.parse(spec)
+    except ValueError:
+        raise ValueError(f"patch geometry {spec!r} is not '<int>px_<float>um' (e.g. '224px_0.5um') or, for image "
+                         "collections, '<int>px' (e.g. '224px')") from None
+
+
+def patch_array_name(spec: str) -> tuple[str, PatchGeometry | FitGeometry]:
+    """Validate a patch array name: a geometry (``224px_0.5um``; ``224px`` in an image collection), optionally
+    prefixed by what the patches are centred on (``cells-224px_0.5um``, ``pseudospots_55um-224px_0.5um``,
+    ``cells-224px``); returns (name, geometry)."""
     m = _ARRAY_RE.match(spec.strip())
     if not m:
         raise ValueError(f"patch array {spec!r} is not '<geometry>' or '<prefix>-<geometry>', e.g. 'cells-224px_0.5um'")
-    return spec.strip(), PatchGeometry.parse(m["geom"])
+    return spec.strip(), parse_geometry(m["geom"])

@@ -17,6 +17,7 @@ import zarr
 from typer.testing import CliRunner
 
 import hestdata
+from hestdata.ids import SAMPLE_FORMAT_VERSION
 from hestdata.cli import app
 from hestdata.store import layout as L
 from hestdata.store import versions
@@ -127,7 +128,8 @@ def test_a_killed_upgrade_resumes(tmp_path, expected):
 
 
 @pytest.mark.parametrize("edit, match, kind", [
-    (lambda m: m.update(format_version=3, hestdata_version="9.1.0"), r"store format 3.*hestdata>=9\.1\.0", "newer"),
+    (lambda m: m.update(format_version=SAMPLE_FORMAT_VERSION + 1, hestdata_version="9.1.0"),
+     rf"store format {SAMPLE_FORMAT_VERSION + 1}.*hestdata>=9\.1\.0", "newer"),
     (lambda m: m.update(hestdata_version="9.1.0", new_field=1), r"new_field.*hestdata>=9\.1\.0", "newer"),
     (lambda m: m.update(new_field=1), r"new_field", "schema"),
 ])

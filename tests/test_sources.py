@@ -37,7 +37,7 @@ def test_list_sources_and_contracts():
     assert registering <= {m.rsplit(".", 1)[1] for m in registry._BUILTIN.values()}, registering
     for name in BUILTIN:
         src = get_source(name)
-        assert src.name == name and src.variant in ("spots", "cells", "channels", "slide")
+        assert src.name == name and src.variant in ("spots", "cells", "channels", "slide", "images")
         assert src.inputs and src.options.model_config.get("extra") == "forbid"
     assert get_source("visium-hd") is get_source("visium_hd")
     with pytest.raises(hestdata.InputError, match="unknown source 'visum'.*visium"):

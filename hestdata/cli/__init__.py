@@ -53,6 +53,21 @@ def _main(version: Annotated[bool | None, typer.Option("--version", callback=_ve
         os.environ[QUIET_ENV] = "1"
 
 
+def collection_line(m: Any) -> str:
+    """What an image collection sample holds, in a few words (items, images, labels, what was left out)."""
+    c = m.qc.collection
+    if c is None:
+        return f"{m.qc.n_obs} items"
+    left = [f"{v} {k.removeprefix('n_').replace('_', ' ')}" for k, v in
+            (("n_boxes_degenerate", c.n_boxes_degenerate), ("n_boxes_filtered", c.n_boxes_filtered),
+             ("n_images_without_boxes", c.n_images_without_boxes), ("n_items_partial", c.n_items_partial)) if v]
+    labels = "; ".join(f"{col}: {len(vals)} values" + (f", {c.n_unlabelled[col]} unlabelled"
+                                                        if c.n_unlabelled.get(col) else "")
+                       for col, vals in c.labels.items())
+    return (f"{c.n_items} {c.kind} from {c.n_images} image(s)" + (f"; {labels}" if labels else "")
+            + (f"; {', '.join(left)}" if left else ""))
+
+
 def _print_summary(path: Path) -> None:
     """One line per converted sample, then its warnings (a variant's own counts)."""
     from hestdata.store import layout as L
@@ -66,9 +81,11 @@ def _print_summary(path: Path) -> None:
                      f"pseudo-spots {m.qc.tables}",
             "channels": f"{len(m.markers)} markers: {', '.join(x.name for x in m.markers)}; "
                         f"dropped {m.dropped_channels or 'none'}",
-            "slide": f"{m.image.width_px}x{m.image.height_px} px" if m.image else "no image"}[variant]
-    typer.echo(f"wrote {path}  [{m.technology}, {what}, {m.pixel_size_um.value:.4f} µm/px "
-               f"({m.pixel_size_um.trusted}), patches {patches}]")
+            "slide": f"{m.image.width_px}x{m.image.height_px} px" if m.image else "no image",
+            "images": collection_line(m)}[variant]
+    ps = m.pixel_size_um
+    size = f"{ps.value:.4f} µm/px ({ps.trusted})" if ps is not None else "pixel size unknown"
+    typer.echo(f"wrote {path}  [{m.technology}, {what}, {size}, patches {patches}]")
     for name, q in m.qc.patches.items():
         if variant == "slide":
             typer.echo(f"  {name}: {q.n_patches} tiles ({q.n_skipped_low_tissue} low tissue, "

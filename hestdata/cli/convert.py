@@ -116,13 +116,20 @@ def run_convert(src: Source, values: dict[str, Any], echo: Any) -> list[Path]:
     if values.pop("no_patches", False):
         values["patches"] = []
     opts = src.parse_options({k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items() if v is not None})
-    ids = (sid or src.discover(src.check_inputs(inputs))) if src.discover else [sid]
-    paths = []
-    for i in ids:
-        sample = src.read(inputs, sample_id=i, options=opts)
-        path = convert(sample, out, overwrite=overwrite, metadata=fields, options=opts)
-        echo(path)
-        paths.append(path)
+    ids = (sid or src.sample_ids(inputs, opts)) if src.discover else [sid]
+    paths: list[Path] = []
+    many = len(ids) > 1  # publish once at the end (one catalog version, not one per sample), and what was written
+    try:                 # before a failure too
+        for i in ids:
+            sample = src.read(inputs, sample_id=i, options=opts)
+            path = convert(sample, out, overwrite=overwrite, metadata=fields, options=opts, publish_root=not many)
+            echo(path)
+            paths.append(path)
+    finally:
+        if many and paths:
+            from hestdata.store.publish import publish
+
+            publish(out, [p.name[: -len(".zarr")] for p in paths])
     return paths
 
 

@@ -35,6 +35,10 @@ def _converter(variant: str) -> Callable[..., Path]:
         from hestdata.convert.slide import convert_slide
 
         return convert_slide
+    if variant == "images":
+        from hestdata.convert.images import convert_images
+
+        return convert_images
     raise TypeError(f"no conversion for sample variant {variant!r}")
 
 
@@ -58,7 +62,14 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
 
     variant = getattr(sample, "variant", None)
     if not isinstance(sample, Sample) or variant not in VARIANT_OPTIONS:
-        raise TypeError(f"convert() takes a hestdata Sample (spots, cells, channels or slide), got {type(sample).__name__}")
+        raise TypeError(f"convert() takes a hestdata Sample (spots, cells, channels, slide or images), got "
+                        f"{type(sample).__name__}")
+    if variant == "images" and sample.slide_inputs:
+        from hestdata.errors import InputError
+
+        k, v = next(iter(sample.slide_inputs.items()))
+        raise InputError(v, f"--{k} is for spatial samples; an image collection takes its labels from class folders "
+                            "or its manifest")
     if variant in ("cells", "channels") and "cells" in sample.slide_inputs:
         from hestdata.errors import InputError
 

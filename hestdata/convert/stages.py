@@ -176,8 +176,9 @@ def sample_metadata(req: Request, **values: Any) -> SampleMetadata:
     s = req.sample
     fields = {**req.fields, **{k: v for k, v in values.items() if k in META_FIELDS and v is not None}}
     rest = {k: v for k, v in values.items() if k not in META_FIELDS}
+    fv = rest.pop("format_version", STORE_FORMAT_VERSION)  # an image collection is format 3 (hestdata.ids)
     return SampleMetadata(id=s.sample_id, technology=s.technology, variant=s.variant, hestdata_version=__version__,
-                          format_version=STORE_FORMAT_VERSION,
+                          format_version=fv,
                           created_at=now_iso(), input_sha256=req.input_sha256, **fields, **rest)
 
 

@@ -32,6 +32,7 @@ _BUILTIN: dict[str, str] = {
     "xenium": "hestdata.sources.xenium",
     "multiplex": "hestdata.sources.multiplex",
     "wsi": "hestdata.sources.wsi",
+    "images": "hestdata.sources.collection",
 }
 _REGISTRY: dict[str, Source] = {}
 _ENTRY_POINTS_LOADED = False
@@ -90,6 +91,18 @@ class Source:
         sample.slide_inputs.update(slide)
         sample.source_files.extend(slide.values())
         return sample
+
+    def sample_ids(self, inputs: Mapping[str, str | Path | None], options: Options | None = None) -> list[str]:
+        """The ids a multi-sample input holds (``discover``; a source whose grouping depends on its options, such
+        as ``images``, gets them too)."""
+        import inspect
+
+        if self.discover is None:
+            raise TypeError(f"source {self.name!r} reads one sample per input: give its id")
+        given = self.check_inputs(inputs)
+        if len(inspect.signature(self.discover).parameters) > 1:
+            return self.discover(given, self.parse_options(options))  # type: ignore[call-arg]
+        return self.discover(given)
 
     def conversion_options(self, options: Options) -> dict[str, Any]:
         """The options the conversion pipeline takes for this source's variant."""

@@ -58,6 +58,7 @@ def catalog_row(meta: Any, sha256: str, nbytes: int, n_files: int | None = None,
     """The catalog row of a sample from its metadata, its digest, size and file count, the consolidated metadata
     of its root ``zarr.json`` (patch shard sizes) and the digest of its gene list."""
     patches = meta.qc.patches
+    ps = meta.pixel_size_um  # None: an image collection of unknown pixel size
     names = sorted(patches)
     cons = consolidated or {}
     shards = [int(cons.get(f"{L.PATCH_GROUP}/{n}", {}).get("attributes", {}).get("shard_patches")
@@ -68,8 +69,8 @@ def catalog_row(meta: Any, sha256: str, nbytes: int, n_files: int | None = None,
         "id": meta.id, "cohort": meta.cohort, "patient": meta.patient, "technology": meta.technology,
         "species": meta.species, "organ": meta.organ, "disease_state": meta.disease_state,
         "oncotree_code": meta.oncotree_code, "panel": meta.panel, "preservation": meta.preservation,
-        "n_obs": meta.qc.n_obs, "n_genes": meta.qc.n_genes, "pixel_size_um": meta.pixel_size_um.value,
-        "pixel_size_flagged": meta.pixel_size_um.flagged, "patch_arrays": names,
+        "n_obs": meta.qc.n_obs, "n_genes": meta.qc.n_genes, "pixel_size_um": ps.value if ps else None,
+        "pixel_size_flagged": bool(ps and ps.flagged), "patch_arrays": names,
         "n_patches": sum(p.n_patches for p in patches.values()),
         "elements": [e for e in ELEMENTS if e not in meta.missing_elements], "bytes": nbytes, "sha256": sha256,
         "license": meta.license, "synthetic": meta.synthetic, "path": L.sample_relpath(meta.id),

@@ -45,6 +45,53 @@ def decode_jpeg(data: bytes | memoryview | np.ndarray, channels: int = 3) -> np.
                                   colorspace="GRAY" if channels == 1 else "RGB")
 
 
+_SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive", 0xC3: "lossless"}
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+
+
+def jpeg_frame(data: bytes) -> tuple[str, int, int, int, int] | None:
+    """(process, precision, height, width, components) from a JPEG's start-of-frame marker, or None when ``data`` is
+    not a JPEG or has none. ``process`` is baseline, extended, progressive, lossless or arithmetic."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _STANDALONE:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 10 > n:
+                return None
+            seg = data[i + 4:i + 10]
+            return (_SOF.get(marker, "arithmetic"), seg[0], int.from_bytes(seg[1:3], "big"),
+                    int.from_bytes(seg[3:5], "big"), seg[5])
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def jpeg_passthrough(data: bytes, patch_size_px: int) -> bool:
+    """Whether ``data`` can be stored in a patch array as it is: an 8-bit, 3-component baseline (or extended
+    Huffman) JPEG of ``patch_size_px`` squared pixels that libjpeg-turbo decodes whole — what both decoders of the
+    loader read (nvJPEG and libjpeg-turbo; progressive and arithmetic-coded files are re-encoded instead)."""
+    f = jpeg_frame(data)
+    if f is None or f[0] not in ("baseline", "extended") or f[1] != 8 or f[4] != 3 \
+            or (f[2], f[3]) != (patch_size_px, patch_size_px):
+        return False
+    try:
+        return decode_jpeg(data).shape == (patch_size_px, patch_size_px, 3)
+    except (ValueError, RuntimeError):
+        return False
+
+
 @dataclass(frozen=True)
 class JpegCodec(ArrayBytesCodec):
     """Array-to-bytes codec: each chunk is a single image encoded as JPEG."""

@@ -28,6 +28,7 @@ IMAGE_HE = "he"
 SHAPES_SPOTS = "spots"
 SHAPES_TISSUE = "tissue"
 TABLE = "expression"
+ITEMS_TABLE = "items"  # an image collection's items (format 3): one row per tile or cell crop, labels in obs
 PROFILE_TABLE = "slide_profile"  # one row per slide: a profile file, or the pseudo-bulk
 SLIDE_TABLES = "hestdata/tables"  # slide-level tables (annotating no element): where spatial queries ignore them
 PATCH_GROUP = "hestdata/patches"
@@ -53,8 +54,8 @@ IMAGE_CHUNK_PX = 512
 
 
 # the store layout of each sample variant: the table's region (shapes it annotates) and the main image
-VARIANT_REGION = {"spots": SHAPES_SPOTS, "cells": "cells", "channels": None, "slide": None}
-VARIANT_IMAGE = {"spots": IMAGE_HE, "cells": "if", "channels": "if", "slide": IMAGE_HE}
+VARIANT_REGION = {"spots": SHAPES_SPOTS, "cells": "cells", "channels": None, "slide": None, "images": None}
+VARIANT_IMAGE = {"spots": IMAGE_HE, "cells": "if", "channels": "if", "slide": IMAGE_HE, "images": IMAGE_HE}
 _LEGACY_VARIANT = {"xenium": "cells", "multiplex": "channels", "imc": "channels", "wsi": "slide"}
 
 

@@ -210,16 +210,22 @@ class PatchArrayWriter:
         self.encoded: list[bytes] = []
         self.written = self.filled = 0
 
-    def append(self, batch: np.ndarray) -> None:
+    def append(self, batch: np.ndarray | list[np.ndarray | bytes]) -> None:
+        """Append patches in order: (H, W, 3) uint8 arrays, JPEG-encoded here, or — an image collection's source
+        files that already have the geometry — JPEG bytes stored as they are (the caller checked they decode to
+        (H, W, 3) with a baseline decoder: :func:`hestdata.store.codecs.jpeg_passthrough`)."""
         from hestdata.store.codecs import encode_jpeg
 
         if self.filled + len(batch) > self.n_max:
             raise StoreError(f"{self.folder}: more than {self.n_max} patches")
-        if batch.shape[1:] != (self.p, self.p, 3) or batch.dtype != np.uint8:
-            raise StoreError(f"{self.folder}: patches of shape {batch.shape[1:]} {batch.dtype}, expected "
-                             f"({self.p}, {self.p}, 3) uint8")
+        for a in batch if isinstance(batch, list) else [batch[0]] if len(batch) else []:
+            if isinstance(a, bytes):
+                continue
+            if a.shape != (self.p, self.p, 3) or a.dtype != np.uint8:
+                raise StoreError(f"{self.folder}: patches of shape {a.shape} {a.dtype}, expected "
+                                 f"({self.p}, {self.p}, 3) uint8")
         q, sub = self.codec.quality, self.codec.subsampling
-        self.encoded.extend(self.pool.map(lambda a: encode_jpeg(a, q, sub), batch))
+        self.encoded.extend(self.pool.map(lambda a: a if isinstance(a, bytes) else encode_jpeg(a, q, sub), batch))
         self.filled += len(batch)
         while len(self.encoded) >= self.shard:
             self._flush(self.shard)
@@ -364,8 +370,9 @@ class SampleWriter:
             "spatialdata_attrs": {"instance_key": instance_key, "feature_key": feature_key, "version": "0.2"},
         })
 
-    def write_table(self, adata: anndata.AnnData, region: str = L.SHAPES_SPOTS, name: str = L.TABLE) -> None:
-        """Write the expression AnnData annotating ``shapes/<region>`` (``ngff:regions_table``)."""
+    def write_table(self, adata: anndata.AnnData, region: str | None = L.SHAPES_SPOTS, name: str = L.TABLE) -> None:
+        """Write the expression AnnData annotating ``shapes/<region>`` (``ngff:regions_table``); ``region=None``:
+        a table annotating no element (an image collection's items), as spatialdata writes one."""
         import warnings
 
         import pandas as pd
@@ -377,17 +384,18 @@ class SampleWriter:
         if {"x_um", "y_um"} <= set(adata.obs.columns):
             adata.obsm["spatial"] = adata.obs[["x_um", "y_um"]].to_numpy(np.float64)
         adata.var = adata.var.rename(columns=L.SCANPY_VAR_NAMES)
-        adata.obs[L.REGION_KEY] = pd.Categorical([region] * adata.n_obs)
-        adata.obs[L.INSTANCE_KEY] = adata.obs_names.astype(str)
-        adata.uns["spatialdata_attrs"] = {"region": region, "region_key": L.REGION_KEY, "instance_key": L.INSTANCE_KEY}
+        keys: dict[str, Any] = {"region": None, "region_key": None, "instance_key": None}
+        if region is not None:
+            adata.obs[L.REGION_KEY] = pd.Categorical([region] * adata.n_obs)
+            adata.obs[L.INSTANCE_KEY] = adata.obs_names.astype(str)
+            keys = {"region": region, "region_key": L.REGION_KEY, "instance_key": L.INSTANCE_KEY}
+            adata.uns["spatialdata_attrs"] = keys
         tables = self.group.require_group("tables")
         with warnings.catch_warnings():  # zarr's notice about future default sharding; not actionable here
             warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
             write_elem(tables, name, adata)
-        tables[name].attrs.update({
-            "spatialdata-encoding-type": "ngff:regions_table", "region": region, "region_key": L.REGION_KEY,
-            "instance_key": L.INSTANCE_KEY, "version": L.TABLE_VERSION,
-        })
+        tables[name].attrs.update({"spatialdata-encoding-type": "ngff:regions_table", **keys,
+                                   "version": L.TABLE_VERSION})
 
     def write_plain_table(self, adata: anndata.AnnData, name: str) -> None:
         """Write a table that annotates no spatial element (slide-level profile, alterations) as

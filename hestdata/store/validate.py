@@ -198,7 +198,7 @@ def _doubts(path: Path, meta: Any, warn: list[str]) -> None:
             warn.append(f"{path.name}: patch array {name} holds no patches "
                         f"({pqc.n_skipped_off_image} off the image, {pqc.n_skipped_low_tissue} low tissue)")
     ps = meta.pixel_size_um
-    if ps.flagged:
+    if ps is not None and ps.flagged:
         warn.append(f"{path.name}: pixel size flagged: {ps.trusted} {ps.value:.4g} µm/px, embedded {ps.embedded}, "
                     f"estimated {ps.estimated} ({ps.disagreement_pct} % apart)"
                     + (f"; likely {ps.unit_confusion}" if ps.unit_confusion else ""))
