@@ -17,8 +17,8 @@ import zarr
 from typer.testing import CliRunner
 
 import hestdata
-from hestdata.ids import SAMPLE_FORMAT_VERSION
 from hestdata.cli import app
+from hestdata.ids import SAMPLE_FORMAT_VERSION
 from hestdata.store import layout as L
 from hestdata.store import versions
 from hestdata.store.root import Root, StoredSample

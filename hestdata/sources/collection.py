@@ -442,7 +442,6 @@ def _read(inputs: dict[str, Path], sample_id: str, o: ImageSetSourceOptions) -> 
     for col in ("patient",):
         if col in items.columns and items[col].nunique(dropna=True) == 1 and items[col].notna().all():
             descriptive[col] = str(items[col].iloc[0])
-    files = [Path(f) for f in dict.fromkeys(items["file"])]
     return ImageSetSample(sample_id=sample_id, technology="images", pixel_size=PixelSizeEvidence(user=declared),
                           source_files=[inputs["images"], *(p for k in ("manifest", "boxes")
                                                            if (p := inputs.get(k)) is not None)],
