@@ -91,7 +91,7 @@ def choose_panel(r: Any, t: Any, cfg: PretrainConfig, splits: dict[str, list[str
 
     all_ids = [s for k in ("train", "val", "test") for s in splits[k]]
     shared = set.intersection(*(set(map(str, r.sample(s).table_names()[0])) for s in all_ids))  # var index only
-    counts, names, _, _ = _task_targets(t, r, splits["train"])
+    counts, names, _, _, _ = _task_targets(t, r, splits["train"])
     keep = [i for i, g in enumerate(names) if g in shared]
     names = [names[i] for i in keep]
     slides = np.concatenate([[s] * n for s, n in zip(splits["train"], _patch_counts(r, t, splits["train"]),

@@ -32,6 +32,7 @@ require_ml()
 TASK_TYPES = ("expression", "retrieval", "batch_effect", "classification", "patch_classification",
               "cell_classification", "slide_mil", "pretrain", *SLIDE_TASKS)
 LABEL_TASKS = ("classification", "patch_classification", "cell_classification")
+OBS_GROUP = "obs:"  # group_by obs:<column>: folds by an item-level column (an image collection's path, a slide)
 
 
 @dataclass
@@ -129,10 +130,18 @@ def _table(r: Any, sid: str, columns: list[str], patch: str | None = None) -> tu
             raise InputError(None, f"sample {sid}: the patches of {patch} belong to no table (slide tiles)")
         name = ref[len("tables/"):]
     g = r.sample(sid).table(name)
-    X = read_elem(g["X"])
     var = read_elem(g["var"])
-    obs = read_elem(g["obs"])[columns] if columns else None
-    return X, [str(v) for v in var.index], obs
+    obs = read_elem(g["obs"])
+    if "X" in g:
+        X = read_elem(g["X"])
+    else:  # a table of items or cells without variables (anndata writes no X)
+        import scipy.sparse as sp
+
+        X = sp.csr_matrix((len(obs), len(var)))
+    missing = [c for c in columns if c not in obs.columns]
+    if missing:
+        raise InputError(None, f"sample {sid}: tables/{name} has no column(s) {missing} (it has {list(obs.columns)})")
+    return X, [str(v) for v in var.index], obs[columns] if columns else None
 
 
 def _patch_rows(r: Any, sid: str, patch: str) -> np.ndarray:
@@ -184,7 +193,9 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
         batch = np.concatenate([[s] * len(embs[s]) for s in ids])
         counts, genes, labels, libs = None, None, None, None
         if t.type in ("expression", "retrieval") or (t.label and t.type in LABEL_TASKS):
-            counts, genes, labels, libs = _task_targets(t, r, ids)
+            counts, genes, labels, libs, item_groups = _task_targets(t, r, ids)
+            if item_groups is not None:
+                groups = item_groups
         with progress.bar(f"{t.name}: {enc.name} folds"):
             results = _run(t, emb, counts, genes, groups, batch, labels, libs)
     per_gene = results.pop("_per_gene", None)
@@ -252,24 +263,33 @@ def _task_samples(t: Task, r: Any) -> tuple[list[str], dict[str, str]]:
     cat = cat.filter(pl.col("patch_arrays").list.contains(t.patch)).sort("id")
     if cat.height == 0:
         raise InputError(None, f"task {t.name}: no sample in {r.url} matches {t.samples!r} with patches {t.patch}")
+    ids = cat["id"].to_list()
+    if t.group_by.startswith(OBS_GROUP):  # an item-level group (an obs column): read with the labels
+        if t.type not in ("patch_classification", "cell_classification"):
+            raise InputError(None, f"task {t.name}: group_by {t.group_by!r} (an obs column) is for patch and cell "
+                                   f"classification; a {t.type} task folds by a catalog column")
+        return ids, dict.fromkeys(ids, "")
     if t.group_by not in cat.columns:
-        raise InputError(None, f"task {t.name}: group_by {t.group_by!r} is not a catalog column")
+        raise InputError(None, f"task {t.name}: group_by {t.group_by!r} is not a catalog column (or obs:<column> "
+                               "for an obs column of the items)")
     if cat[t.group_by].null_count():
         raise InputError(None, f"task {t.name}: some samples have no {t.group_by}")
-    ids = cat["id"].to_list()
     return ids, dict(zip(ids, cat[t.group_by].cast(pl.String).to_list(), strict=True))
 
 
-def _task_targets(t: Task, r: Any, ids: list[str]) -> tuple[Any, list[str], np.ndarray | None, np.ndarray]:
+def _task_targets(t: Task, r: Any, ids: list[str]
+                  ) -> tuple[Any, list[str], np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Counts of the genes every sample has (rows in patch order), the labels if the task has any, and each
     row's library size over its sample's **whole** table (what CP10k divides by, and the library-size baseline
     uses)."""
     import scipy.sparse as sp
 
-    tables = {s: _table(r, s, [t.label] if t.label else [], t.patch) for s in ids}
+    obs_group = t.group_by[len(OBS_GROUP):] if t.group_by.startswith(OBS_GROUP) else None
+    cols = list(dict.fromkeys(([t.label] if t.label else []) + ([obs_group] if obs_group else [])))
+    tables = {s: _table(r, s, cols, t.patch) for s in ids}
     shared = set(tables[ids[0]][1]).intersection(*(tables[s][1] for s in ids[1:]))
     common = [g for g in tables[ids[0]][1] if g in shared]  # linear in the number of genes
-    blocks, labs, libs = [], [], []
+    blocks, labs, libs, grp = [], [], [], []
     for s in ids:
         X, var, obs = tables[s]
         rows = _patch_rows(r, s, t.patch)
@@ -279,7 +299,14 @@ def _task_targets(t: Task, r: Any, ids: list[str]) -> tuple[Any, list[str], np.n
         libs.append(np.asarray(Xs.sum(axis=1), dtype=np.float64).ravel())
         if t.label:
             labs.append(np.asarray(obs[t.label])[rows])
-    return sp.vstack(blocks).tocsr(), common, np.concatenate(labs) if labs else None, np.concatenate(libs)
+        if obs_group:
+            col = obs[obs_group]
+            if col.isna().any():
+                raise InputError(None, f"task {t.name}: sample {s}: {int(col.isna().sum())} item(s) have no "
+                                       f"{obs_group} (group_by {t.group_by})")
+            grp.append(np.array([f"{s}/{v}" for v in col.astype(str)], dtype=object)[rows])
+    return (sp.vstack(blocks).tocsr(), common, np.concatenate(labs) if labs else None, np.concatenate(libs),
+            np.concatenate(grp) if grp else None)
 
 
 def _run_slide_mil(t: Task, r: Any, enc: Any, ids: list[str], embs: dict[str, np.ndarray],

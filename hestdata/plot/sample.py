@@ -168,6 +168,12 @@ def plot_sample(root: str | os.PathLike[str], sample_id: str, out: str | os.Path
     if not r.is_local:
         raise InputError(str(root), "plot draws local roots; download the sample first")
     s = r.sample(sample_id)
+    if s.variant == "images":  # no image frame: the items by class
+        from hestdata.plot.collection import plot_collection
+
+        if gene:
+            raise InputError(s.path, "an image collection has no genes to colour; --label picks the rows")
+        return plot_collection(s, out, label=label, patches=patches)
     meta = s.metadata
     image_name = L.VARIANT_IMAGE[s.variant] if not s.has("images", L.IMAGE_HE) else L.IMAGE_HE
     arrays = s.patch_arrays()
