@@ -430,13 +430,33 @@ def _patch_centres(r: Any, sample_id: str, patch: str) -> np.ndarray:
     return np.asarray(r.sample(sample_id).patch_group(patch)[L.PATCH_CENTERS][:], dtype=np.float64)
 
 
+def _item_attention(r: Any, patch: str, bags: list[tuple[str, np.ndarray]], path: Path) -> None:
+    """Each item's held-out attention (sample, item id, the item's labels, weight), written atomically."""
+    import pandas as pd
+
+    from hestdata.store.atomic import atomic_write_bytes
+
+    frames = []
+    for s, w in bags:
+        smp = r.sample(s)
+        obs = smp.read_table(L.ITEMS_TABLE).obs
+        rows = _patch_rows(r, s, patch)
+        f = obs.iloc[rows].drop(columns=[c for c in ("path", "image_width_px", "image_height_px") if c in obs])
+        frames.append(f.assign(sample=s, attention=np.asarray(w, dtype=float)).reset_index())
+    df = pd.concat(frames, ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, df[["sample", *[c for c in df.columns if c != "sample"]]].to_csv(index=False).encode())
+
+
 def _attention_maps(r: Any, t: Task, enc: Any, ids: list[str], lab: dict[str, tuple[str, Any]],
                     embs: dict[str, np.ndarray], attention: dict[str, np.ndarray], echo: Any) -> None:
-    """Held-out attention of each slide as a heatmap: ROOT/heatmaps/<task>/<encoder>-<fp8>/<slide>.png."""
+    """Held-out attention of each slide as a heatmap: ROOT/heatmaps/<task>/<encoder>-<fp8>/<slide>.png (an image
+    collection's bags, which have no spatial frame: ``attention.csv`` there, one row per item)."""
     from hestdata.bench.heatmap import render_heatmap
 
     out = r.path / "heatmaps" / t.name / f"{enc.name}-{enc.fingerprint[:8]}"
     offsets: dict[str, int] = {}
+    items: list[tuple[str, np.ndarray]] = []
     for s in ids:  # bags were concatenated in this order per patient
         if s not in lab:
             continue
@@ -446,9 +466,13 @@ def _attention_maps(r: Any, t: Task, enc: Any, ids: list[str], lab: dict[str, tu
         a = offsets.get(patient, 0)
         w = attention[patient][a:a + len(embs[s])]
         offsets[patient] = a + len(embs[s])
-        if len(w):
+        if len(w) and r.sample(s).variant == "images":  # no spatial frame: each item's weight in a table
+            items.append((s, w))
+        elif len(w):
             render_heatmap(r.sample(s), t.patch, w, out / f"{s}.png", what="attention (held out)",
                            title=f"{s}: {t.name}, {enc.name} attention over {len(w)} patches")
+    if items:
+        _item_attention(r, t.patch, items, out / "attention.csv")
     if echo:
         echo(f"  attention heatmaps: {out}")
 

@@ -14,13 +14,14 @@ Inputs (``hestdata convert images IMAGES …``):
 Items are grouped into samples by ``group_by``: ``patient``, ``slide``, ``image`` (one sample per source image: a
 field of view) or ``none`` (one sample); ``auto`` takes the first of patient and slide that the manifest has, else
 one sample. Pixel coordinates are continuous (pixel ``i`` covers ``[i, i + 1)``); VOC's one-based inclusive
-``xmin..xmax`` becomes ``[xmin - 1, xmax)``, COCO's ``[x, y, w, h]`` is taken as it is. EXIF orientation is not
+``xmin..xmax`` becomes ``[xmin - 1, xmax)`` (a box with ``xmax == xmin`` is a click, skipped and counted), COCO's ``[x, y, w, h]`` is taken as it is. EXIF orientation is not
 applied (as torchvision's ``ImageFolder`` does not): boxes refer to the stored pixel order. Nothing is guessed: a
 pixel size is recorded only when declared, and every skipped box or image is counted.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -146,7 +147,7 @@ def read_manifest(path: Path, folder: Path, known: dict[str, Path]) -> Any:
         p = known.get(rel) or (folder / rel)
         if not p.is_file():
             missing.append(rel)
-        files.append(p.resolve())
+        files.append(Path(os.path.abspath(p)))  # symlinks kept: the item's path is its place in the collection
     if missing:
         raise InputError(path, f"{len(missing)} path(s) name no file under {folder}: {', '.join(missing[:5])}"
                                f"{' …' if len(missing) > 5 else ''}")
@@ -197,7 +198,9 @@ def _voc(folder: Path, by_name: dict[str, Path], by_stem: dict[str, Path]) -> li
             except ValueError:
                 raise InputError(xf, f"object {o.findtext('name')!r}: a non-numeric box") from None
             rows.append({"file": img, "declared": declared, "x0": x0 - 1, "y0": y0 - 1, "x1": x1, "y1": y1,
-                         "box_class": (o.findtext("name") or "").strip() or None, "where": xf})
+                         "box_class": (o.findtext("name") or "").strip() or None, "where": xf,
+                         # xmin == xmax: a click, not a box (BCCD has two): zero extent as the annotator wrote it
+                         "degenerate": not (x1 > x0 and y1 > y0)})
     return rows
 
 
@@ -294,6 +297,7 @@ def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, gr
     """Read the folder, the manifest and the boxes into items, and group them into samples (module docstring)."""
     import pandas as pd
 
+    folder = Path(os.path.abspath(folder))  # not resolved: a symlinked image keeps its place in the collection
     files, classes = scan_folder(folder)
     known = {p.relative_to(folder).as_posix(): p for p in files}
     file_counts: dict[str, dict[str, int]] = {}
@@ -301,13 +305,13 @@ def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, gr
     def count(f: str, what: str) -> None:
         c = file_counts.setdefault(f, {})
         c[what] = c.get(what, 0) + 1
-    folder_label = {str(p.resolve()): c for p, c in zip(files, classes, strict=True)} if classes else {}
+    folder_label = {str(p): c for p, c in zip(files, classes, strict=True)} if classes else {}
     man = read_manifest(manifest, folder, known) if manifest is not None else None
     if man is not None:
         base = man
     else:
         base = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in files],
-                             "file": [str(p.resolve()) for p in files]})
+                             "file": [str(p) for p in files]})
     if folder_label and "label" not in base.columns:
         base["label"] = [folder_label.get(f) for f in base["file"]]
     has_box_cols = all(c in base.columns for c in BOX)
@@ -324,7 +328,7 @@ def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, gr
         out = []
         declared_size = {}
         for r in rows:
-            f = str(Path(r["file"]).resolve())
+            f = str(r["file"])
             if f not in per_image.index:
                 continue  # an image the manifest leaves out
             if r["declared"]:
@@ -334,7 +338,7 @@ def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, gr
             if box_classes and r.get("box_class") not in box_classes:
                 count(f, "n_boxes_filtered")
                 continue
-            if not (r["x1"] > r["x0"] and r["y1"] > r["y0"]):
+            if r.get("degenerate") or not (r["x1"] > r["x0"] and r["y1"] > r["y0"]):
                 count(f, "n_boxes_degenerate")
                 continue
             out.append({"file": f, **{k: r[k] for k in BOX}, "box_class": r.get("box_class")})
@@ -372,9 +376,10 @@ def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, gr
                                     f"{sizes[f][0]}x{sizes[f][1]} px (boxes would not fall where they were drawn)")
     items["image_width_px"] = [sizes[f][0] for f in items["file"]]
     items["image_height_px"] = [sizes[f][1] for f in items["file"]]
-    items["path"] = [Path(f).relative_to(folder.resolve()).as_posix() if Path(f).is_relative_to(folder.resolve())
+    items["path"] = [Path(f).relative_to(folder).as_posix() if Path(f).is_relative_to(folder)
                      else f for f in items["file"]]
-    items = items.reset_index(drop=True)
+    # items in path order (an image's boxes in the order its file gives them): the same store whatever the format
+    items = items.sort_values("path", kind="stable").reset_index(drop=True)
     if "x0" in items.columns:  # several boxes per image: the image's path and the box's number
         k = items.groupby("path").cumcount()
         items.index = pd.Index([f"{p}#{i}" for p, i in zip(items["path"], k, strict=True)], name="item_id")
@@ -410,7 +415,7 @@ def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, gr
     gcol = None if column is None else "path" if column == "path" else column
     empty_images = {f: (None if gcol is None or per_image is None or gcol not in per_image.columns
                         else per_image.loc[f, gcol] if gcol != "path" else None) for f in empty}
-    return Collection(folder.resolve(), items, kind, labels, groups, values, column, file_counts, empty_images)
+    return Collection(folder, items, kind, labels, groups, values, column, file_counts, empty_images)
 
 
 def _discover(inputs: dict[str, Path], options: Any = None) -> list[str]:
