@@ -272,6 +272,20 @@ def test_cell_classification_folds_by_item_column_and_mil_over_fields_of_view(cr
     assert by["chance_balanced_accuracy_pooled"]["mean"] == pytest.approx(0.2)
     lin = by["linear_balanced_accuracy_pooled"]
     assert 0 <= lin["ci_low"] <= lin["mean"] <= lin["ci_high"] <= 1 and len(by["linear_balanced_accuracy"]["folds"]) == 3
+    run_benchmark(root, "color-stats", t)
+    (folder,) = (root / "figures" / "wbc").iterdir()
+    pred = pd.read_csv(folder / "predictions.csv")
+    assert len(pred) == sum(len(list(c.iterdir())) for c in crops.iterdir()) and (folder / "confusion.png").stat().st_size
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+
+    from hestdata.plot.confusion import confusion_counts
+
+    classes = sorted(pred["label"].unique())
+    assert (confusion_counts(pred["label"].to_numpy(), pred["predicted"].to_numpy(), classes)
+            == confusion_matrix(pred["label"], pred["predicted"], labels=classes)).all()
+    lin = {r["metric"]: r for r in run_benchmark(root, "color-stats", t, leaderboard=False)}
+    assert balanced_accuracy_score(pred["label"], pred["predicted"]) == pytest.approx(
+        lin["linear_balanced_accuracy_pooled"]["mean"])
     with pytest.raises(InputError, match="obs column.*patch and cell classification"):
         run_benchmark(root, "color-stats", Task(**{**t.__dict__, "type": "expression"}), leaderboard=False)
     # fields of view as bags of every boxed cell (RBC, WBC, platelets), the image's WBC type as the bag's label

@@ -196,8 +196,12 @@ def run_benchmark(root: str | os.PathLike[str], encoder: Any, task: str | Path |
             counts, genes, labels, libs, item_groups = _task_targets(t, r, ids)
             if item_groups is not None:
                 groups = item_groups
+        figures = (r.path / "figures" / t.name / f"{enc.name}-{enc.fingerprint[:8]}"
+                   if r.is_local and t.type in ("patch_classification", "cell_classification") else None)
         with progress.bar(f"{t.name}: {enc.name} folds"):
-            results = _run(t, emb, counts, genes, groups, batch, labels, libs)
+            results = _run(t, emb, counts, genes, groups, batch, labels, libs, figures)
+        if figures is not None and echo:
+            echo(f"  confusion matrix: {figures / 'confusion.png'}; predictions: {figures / 'predictions.csv'}")
     per_gene = results.pop("_per_gene", None)
     intervals = results.pop("_ci", {})
     rows = make_rows(t, enc, results, n_items=len(emb), samples=ids, data_version=data_version(r.catalog, ids))
@@ -478,9 +482,11 @@ def _attention_maps(r: Any, t: Task, enc: Any, ids: list[str], lab: dict[str, tu
 
 
 def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, batch: np.ndarray,
-         labels: Any, libs: np.ndarray | None = None) -> dict[str, list[tuple[str, float]]]:
+         labels: Any, libs: np.ndarray | None = None, figures: Path | None = None
+         ) -> dict[str, list[tuple[str, float]]]:
     """metric -> [(fold label, value)] for the task (``batch``: the sample of each row; ``libs``: each row's
-    library size over its whole table)."""
+    library size over its whole table; ``figures``: where patch and cell classification write their confusion
+    matrix and out-of-fold predictions)."""
     o = gene_option(t.options)
     if t.type == "expression":
         from hestdata.bench.tasks.expression import expression_protocol
@@ -504,7 +510,7 @@ def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, 
         m = batch_effect(emb, batch, labels, **o)
         return {k: [("all", v)] for k, v in m.items()}
     if t.type in ("patch_classification", "cell_classification"):  # the same probes; cells: a cells-* array
-        return _patch_classification(emb, labels, groups, o)
+        return _patch_classification(emb, labels, groups, o, figures, f"{t.name}: {t.label}")
     from hestdata.bench.tasks.probes import classification
 
     out: dict[str, list[tuple[str, float]]] = {}
@@ -514,14 +520,33 @@ def _run(t: Task, emb: np.ndarray, counts: Any, genes: Any, groups: np.ndarray, 
     return out
 
 
-def _patch_classification(emb: np.ndarray, labels: Any, groups: np.ndarray, o: dict[str, Any]) -> dict[str, Any]:
+def _classification_outputs(res: Any, folder: Path, title: str) -> None:
+    """The linear probe's pooled out-of-fold confusion matrix and a table of every labelled item's prediction."""
+    import pandas as pd
+
+    from hestdata.plot.confusion import confusion_figure
+    from hestdata.store.atomic import atomic_write_bytes
+
+    proba = res.oof_proba["linear"]
+    pred = np.asarray(res.classes, dtype=object)[proba.argmax(axis=1)]
+    confusion_figure(res.y, pred, res.classes, f"{title} — linear probe, out of fold", folder / "confusion.png")
+    df = pd.DataFrame({"group": res.groups, "label": res.y, "predicted": pred,
+                       **{f"p_{c}": proba[:, j] for j, c in enumerate(res.classes)}})
+    atomic_write_bytes(folder / "predictions.csv", df.to_csv(index=False).encode())
+
+
+def _patch_classification(emb: np.ndarray, labels: Any, groups: np.ndarray, o: dict[str, Any],
+                          figures: Path | None = None, title: str = "") -> dict[str, Any]:
     """Per-fold metrics of every probe (``<probe>_<metric>``, few-shot ``fewshot<n>_…``) and the pooled out-of-fold
-    ones (``<probe>_<metric>_pooled``) with their 95 % bootstrap intervals."""
+    ones (``<probe>_<metric>_pooled``) with their 95 % bootstrap intervals; with ``figures``, the linear probe's
+    confusion matrix (``confusion.png``) and every item's out-of-fold prediction (``predictions.csv``)."""
     from hestdata.bench.tasks.patch_classification import patch_classification_protocol
 
     if "shots" in o:
         o = {**o, "shots": tuple(int(v) for v in o["shots"])}
     res = patch_classification_protocol(emb, labels, groups, **o)
+    if figures is not None:
+        _classification_outputs(res, figures, title)
     from hestdata.bench.leaderboard import pooled_results
 
     keys = [k for k in res.folds[0] if k not in ("test_group", "n_test", "C")]
