@@ -21,7 +21,8 @@ Each classification is run for the weight-free encoders beside three baselines m
 (each held-out item predicted as its training folds' most frequent class, scored with the task's metrics),
 ``constant`` (every item the same embedding: the balanced probe's scores are uniform, so it sits at chance) and
 ``mean-rgb`` (the three channel means: colour only). Classes with fewer items than folds (the 2–3 basophils) are
-kept in the data; they count in balanced accuracy, which is why it sits below weighted F1. The pixel size is
+left out of scoring (``min_class_items: 5``, counted): a class absent from a training fold gets no score there,
+and pooled out-of-fold scores then put even the constant encoder below chance. The pixel size is
 unknown everywhere, recorded as such; patches are the item fitted to 224 px.
 """
 
@@ -82,6 +83,10 @@ def convert_all(work: Path, mil: bool) -> dict[str, Path]:
     from hestdata.store.publish import publish
 
     def run(images: Path, root: Path, **kw: object) -> list[str]:
+        if (root / "hestdata.json").is_file():  # a --work folder of an earlier run: its roots are reused
+            from hestdata.store.root import Root
+
+            return Root.open(root).ids
         src = hestdata.get_source("images")
         inputs = {"images": images, "manifest": kw.pop("manifest", None), "boxes": kw.pop("boxes", None)}
         opts = src.parse_options(kw)
@@ -133,6 +138,7 @@ def majority_baseline(root: Path, label: str, n_folds: int = 5) -> dict[str, flo
 
     obs = pd.concat(frames)
     obs = obs[obs[label].notna()]
+    obs = obs[obs[label].map(obs[label].value_counts()) >= 5]  # as the task's min_class_items
     y = obs[label].astype(str).to_numpy()
     groups = np.array([f"{s}/{p}" for s, p in zip(obs["_s"], obs["path"], strict=True)])
     pred = np.empty(len(y), dtype=object)
@@ -147,7 +153,8 @@ def classify(root: Path, label: str, encoders: dict[str, object], work: Path, na
     from hestdata.bench.runner import Task, run_benchmark
 
     t = Task(name=name, type="cell_classification", samples="technology == 'images'", group_by="obs:path",
-             patch="cells-224px", label=label, options={"n_folds": 5, "shots": [1, 4, 16], "shot_seeds": 5})
+             patch="cells-224px", label=label, options={"n_folds": 5, "shots": [1, 4, 16], "shot_seeds": 5,
+                                                        "min_class_items": 5})
     out = {"majority": majority_baseline(root, label)}
     print(f"{name} majority class: " + ", ".join(f"{k} {v:.3f}" for k, v in out["majority"].items()))
     for enc_name, enc in encoders.items():

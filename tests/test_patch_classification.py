@@ -64,3 +64,19 @@ def test_unlabelled_items_are_left_out_and_counted():
     assert res.n_unlabelled == 10 and len(res.y) == len(y) - 10 and set(res.classes) == set(y)
     with pytest.raises(ValueError, match="two classes"):
         patch_classification_protocol(x, np.full(len(y), "a"), g, n_boot=0)
+
+
+def test_a_class_rarer_than_the_folds_and_min_class_items():
+    """Two items of a fourth class over five folds: it is missing from some training folds, which give it no score,
+    and the pooled scores of a constant encoder fall below chance. Leaving such classes out (counted) restores it."""
+    x, y, g = _planted(n_patients=10, per=30)
+    y = y.astype(object)
+    y[[5, 6]] = "rare"  # one patient: its fold trains without the class
+    const = np.ones_like(x)
+    bad = patch_classification_protocol(const, y, g, n_boot=0, shots=(2,), shot_seeds=1, n_folds=5).pooled
+    assert bad["linear_macro_auroc"] < 0.5  # the artefact this option exists for
+    res = patch_classification_protocol(const, y, g, n_boot=0, shots=(2,), shot_seeds=1, n_folds=5,
+                                        min_class_items=5)
+    assert res.n_rare == 2 and res.rare_classes == ["rare"] and res.n_unlabelled == 0 and "rare" not in res.classes
+    assert res.pooled["linear_macro_auroc"] == pytest.approx(0.5) and res.pooled["linear_balanced_accuracy"] == \
+        pytest.approx(1 / 3)

@@ -38,6 +38,8 @@ class ClassificationResult:
     y: np.ndarray | None = None
     groups: np.ndarray | None = None
     n_unlabelled: int = 0
+    n_rare: int = 0  # items of classes left out by min_class_items
+    rare_classes: list[str] = field(default_factory=list)
 
 
 def _proba(model: Any, x: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -138,9 +140,12 @@ def _bootstrap(y: np.ndarray, proba: np.ndarray, classes: list[str], groups: np.
 def patch_classification_protocol(embeddings: np.ndarray, labels: Any, groups: Any, *, knn_k: int = 20,
                                   shots: tuple[int, ...] = SHOTS, shot_seeds: int = 5, seed: int = 1,
                                   n_boot: int = 1000, n_folds: int | None = None,
-                                  c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)) -> ClassificationResult:
+                                  c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+                                  min_class_items: int = 0) -> ClassificationResult:
     """Linear, kNN and few-shot probes over patient folds (module docstring); ``labels`` may hold missing values
-    (None, NaN, empty), which are left out and counted."""
+    (None, NaN, empty), which are left out and counted. ``min_class_items``: classes with fewer labelled items are
+    left out too (counted in ``n_rare``) — a class rarer than the folds is absent from some training folds, whose
+    probes then give it no score, and pooling those folds' scores puts even a constant encoder below chance."""
     from sklearn.preprocessing import StandardScaler
 
     from hestdata.bench.tasks.expression import _folds
@@ -148,13 +153,18 @@ def patch_classification_protocol(embeddings: np.ndarray, labels: Any, groups: A
     lab = np.asarray(labels, dtype=object)
     have = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) not in ("", "nan")
                      for v in lab])
+    vals, counts = np.unique(lab[have].astype(str), return_counts=True)
+    rare = set(vals[counts < min_class_items].tolist())
+    n_rare = int(sum(str(v) in rare for v in lab[have]))
+    have &= np.array([str(v) not in rare for v in lab])
     x = np.asarray(embeddings, dtype=np.float64)[have]
     y = lab[have].astype(str)
     g = np.asarray(groups).astype(str)[have]
     classes = sorted(set(y.tolist()))
     if len(classes) < 2:
         raise ValueError(f"classification needs at least two classes among the labelled items; got {classes}")
-    res = ClassificationResult(classes, y=y, groups=g, n_unlabelled=int((~have).sum()))
+    res = ClassificationResult(classes, y=y, groups=g, n_unlabelled=int((~have).sum()) - n_rare, n_rare=n_rare,
+                               rare_classes=sorted(rare))
     oof = {p: np.zeros((len(y), len(classes))) for p in PROBES}
     for tr, te, name in _folds(g, n_folds):
         sc = StandardScaler().fit(x[tr])
