@@ -255,7 +255,14 @@ def _val_score(m: dict[str, float]) -> float:
 
 
 class _Trainer:
-    """One training run's state: model, optimiser, schedule, loader, step, history; saved and restored whole."""
+    """One training run's state: model, optimiser, schedule, loader, step, history; saved and restored whole.
+
+    The hooks (``_build_loader``, ``_param_groups``, ``_loss``, ``_validate``, ``_identity``) are image–gene
+    pretraining's; fine-tuning (:mod:`hestdata.bench.finetune`) overrides them and keeps the rest: resumption at
+    any step, atomic checkpoints, DDP, mixed precision, the schedule."""
+
+    label = "pretraining"
+    val_name = "val R@5"
 
     def __init__(self, model: Any, r: Any, t: Any, cfg: PretrainConfig, panel: list[str],
                  splits: dict[str, list[str]], out: Path, device: Any) -> None:
@@ -265,25 +272,40 @@ class _Trainer:
         self.device, self.ck = device, out / CHECKPOINT
         self.out = out
         self.rank, self.world = _dist()
-        self.loader = _make_loaders(r, t, splits["train"], panel, cfg, shuffle=True, batch_size=cfg.batch_size,
-                                    drop_last=True, distributed=self.world > 1)
+        self.loader = self._build_loader()
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise InputError(None, f"the training split has fewer pairs ({len(self.loader.dataset)}) than one batch "
                                    f"({cfg.batch_size} per rank)", "lower batch_size or add training samples")
         self.total = self.steps_per_epoch * cfg.epochs
-        self.opt = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(self._param_groups(), weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_schedule(self.total, cfg.warmup_frac))
         self.autocast, use_scaler = _autocast(cfg, device)
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.net = DDP(model) if self.world > 1 else model
-        self.ident = _identity(cfg, panel, model, splits)
+        self.ident = self._identity()
         self.history: list[dict[str, Any]] = []
         self.step, self.start_epoch, self.consumed, self.resumed = 0, 0, 0, None
         self.rng: Any = None
         self.losses: list[float] = []
         self.best: tuple[float, int | None] = (-1.0, None)
         self.pairs, self.seconds, self.finished = 0, 0.0, False
+
+    def _build_loader(self) -> Any:
+        return _make_loaders(self.r, self.t, self.splits["train"], self.panel, self.cfg, shuffle=True,
+                             batch_size=self.cfg.batch_size, drop_last=True, distributed=self.world > 1)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        return _param_groups(self.model, self.cfg)
+
+    def _identity(self) -> dict[str, Any]:
+        return _identity(self.cfg, self.panel, self.model, self.splits)
+
+    def _loss(self, batch: dict[str, Any]) -> Any:
+        za, zb = self.net(batch["image"].to(self.device, non_blocking=True), batch["expression"].to(self.device))
+        if self.world > 1 and self.cfg.gather:
+            za, zb = _gather(za), _gather(zb)
+        return self.model.loss(za.float(), zb.float())
 
     def resume(self, echo: Callable[[str], None] | None) -> None:
         """Take up ``OUT/checkpoint.pt`` where it stopped; a checkpoint of another run is an error."""
@@ -329,10 +351,7 @@ class _Trainer:
 
     def _update(self, batch: dict[str, Any]) -> float:
         with self.autocast():
-            za, zb = self.net(batch["image"].to(self.device, non_blocking=True), batch["expression"].to(self.device))
-            if self.world > 1 and self.cfg.gather:
-                za, zb = _gather(za), _gather(zb)
-            loss = self.model.loss(za.float(), zb.float())
+            loss = self._loss(batch)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -362,7 +381,7 @@ class _Trainer:
 
     def run(self, max_steps: int | None, echo: Callable[[str], None] | None) -> bool:
         """Train to the last epoch, or stop after ``max_steps`` with a checkpoint; whether training finished."""
-        with progress.bar("pretraining", total=self.total) as bar:
+        with progress.bar(self.label, total=self.total) as bar:
             bar(self.step)
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 if epoch != self.start_epoch or self.consumed == 0:
@@ -391,11 +410,19 @@ class _Trainer:
                 self.history.append(row)
                 if echo and self.rank == 0:
                     echo(f"  epoch {epoch}: loss {row['train_loss']:.4f}"
-                         + (f", val R@5 {row['val_score']:.3f}" if "val_score" in row else ""))
+                         + (f", {self.val_name} {row['val_score']:.3f}" if "val_score" in row else ""))
                 self.save(epoch + 1, 0)
+                if self._stop(epoch):
+                    if echo and self.rank == 0:
+                        echo(f"  stopped early: no better {self.val_name} since epoch {self.best[1]}")
+                    break
                 if max_steps is not None and self.step >= max_steps and epoch + 1 < self.cfg.epochs:
                     return False
         return True
+
+    def _stop(self, epoch: int) -> bool:
+        """Early stopping after ``epoch`` (pretraining runs every epoch and keeps the best)."""
+        return False
 
 
 def train(model: Any, r: Any, t: Any, cfg: PretrainConfig, panel: list[str], splits: dict[str, list[str]], out: Path,
@@ -410,8 +437,11 @@ def train(model: Any, r: Any, t: Any, cfg: PretrainConfig, panel: list[str], spl
 
 
 def _epoch_row(epoch: int, step: int, losses: list[float], model: Any, sched: Any) -> dict[str, Any]:
-    return {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "temperature": float(1.0 / model.logit_scale.detach().exp().clamp(max=100.0)), "lr": float(sched.get_last_lr()[0])}
+    row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+           "lr": float(sched.get_last_lr()[0])}
+    if hasattr(model, "logit_scale"):  # a contrastive model's learnt temperature
+        row["temperature"] = float(1.0 / model.logit_scale.detach().exp().clamp(max=100.0))
+    return row
 
 
 def downstream_expression(train: dict[str, np.ndarray], test: dict[str, np.ndarray], panel_k: int = 50,
