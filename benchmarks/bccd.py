@@ -2,6 +2,7 @@
 fields of view as bags of cells.
 
     python benchmarks/bccd.py [--encoders color-stats random-vit-s16] [--work DIR] [--skip-mil] [--figures DIR]
+                              [--finetune lora:8 --finetune-epochs 4 --finetune-folds 3]
 
 ``--figures docs/figures`` also writes the figures of docs/collections.md (the crops by class, the confusion matrix
 of color-stats on the crops, the MIL ROC/PR curves) as JPEGs there.
@@ -16,6 +17,9 @@ of color-stats on the crops, the MIL ROC/PR curves) as JPEGs there.
    image's WBC type; ABMIL and mean pooling, stratified folds. **There are no patient ids: a field of view stands
    in for a patient**, so this measures whether attention finds the one informative cell in a bag of ~15, not
    patient-level prediction.
+4. **Fine-tuning** (``--finetune MODE``): the WBC crops converted one sample per image (``--group-by image``), the
+   random-init ViT-S/16 fine-tuned (e.g. ``lora:8``) with early stopping on a validation split, beside its frozen
+   linear probe on the same folds (by image).
 
 Each classification is run for the weight-free encoders beside three baselines made here: the **majority class**
 (each held-out item predicted as its training folds' most frequent class, scored with the task's metrics),
@@ -200,21 +204,58 @@ def mil(root: Path, encoders: dict[str, object], work: Path) -> dict:
     return out
 
 
+def finetune_run(work: Path, mode: str, epochs: int, n_folds: int) -> dict:
+    """The WBC crops one sample per image; random-init ViT-S/16 fine-tuned in ``mode`` beside its frozen probe."""
+    import hestdata
+    from hestdata.bench.finetune import finetune
+    from hestdata.bench.runner import Task
+    from hestdata.store.publish import publish
+
+    root = work / "fov_wbc_by_image"
+    if not (root / "hestdata.json").is_file():
+        src = hestdata.get_source("images")
+        inputs = {"images": HEMA / "bccd" / "BCCD" / "JPEGImages", "boxes": HEMA / "bccd" / "BCCD" / "Annotations",
+                  "manifest": work / "fov_manifest.csv"}
+        opts = src.parse_options({"box_classes": ["WBC"], "group_by": "image", "sample_prefix": "wbc-"})
+        ids = src.sample_ids(inputs, opts)
+        for i in ids:
+            hestdata.convert(src.read(inputs, sample_id=i, options=opts), root, options=opts, publish_root=False,
+                             progress=False)
+        publish(root, ids)
+    t = Task(name="bccd_wbc_finetune", type="cell_classification", samples="technology == 'images'", group_by="id",
+             patch="cells-224px", label="wbc_type", options={"min_class_items": 5})
+    t0 = time.perf_counter()
+    res = finetune(root, t, work / f"finetune-{mode.replace(':', '')}", config={
+        "encoder": "random-vit-s16", "mode": mode, "epochs": epochs, "n_folds": n_folds, "batch_size": 32,
+        "lr": 1e-3, "patience": 2}, echo=print)
+    print(f"fine-tuning {mode} ({time.perf_counter() - t0:.0f} s): pooled {res.pooled}; gain {res.gain}")
+    return {"pooled": res.pooled, "gain": res.gain, "folds": [{k: f[k] for k in ("finetuned", "frozen", "best_epoch")}
+                                                             for f in res.folds]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoders", nargs="+", default=["color-stats", "random-vit-s16"])
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--skip-mil", action="store_true")
     ap.add_argument("--figures", type=Path, default=None, help="write the docs figures (JPEG) into this folder")
+    ap.add_argument("--finetune", default=None, help="also fine-tune random-vit-s16 in this mode (e.g. lora:8)")
+    ap.add_argument("--finetune-epochs", type=int, default=4)
+    ap.add_argument("--finetune-folds", type=int, default=3)
+    ap.add_argument("--only-finetune", action="store_true", help="skip the frozen classifications and MIL")
     a = ap.parse_args(argv)
     work = a.work or Path(tempfile.mkdtemp())
     work.mkdir(parents=True, exist_ok=True)
-    roots = convert_all(work, not a.skip_mil)
+    roots = convert_all(work, not a.skip_mil and not a.only_finetune)
     encoders = {**baseline_encoders(), **{e: e for e in a.encoders}}
-    out = {"crops": classify(roots["crops"], "label", encoders, work, "bccd_crops_wbc_type"),
-           "fov_wbc": classify(roots["fov_wbc"], "wbc_type", encoders, work, "bccd_fov_wbc_type")}
-    if not a.skip_mil:
+    out: dict = {}
+    if not a.only_finetune:
+        out["crops"] = classify(roots["crops"], "label", encoders, work, "bccd_crops_wbc_type")
+        out["fov_wbc"] = classify(roots["fov_wbc"], "wbc_type", encoders, work, "bccd_fov_wbc_type")
+    if not a.skip_mil and not a.only_finetune:
         out["mil"] = mil(roots["fov_bags"], encoders, work)
+    if a.finetune:
+        out["finetune"] = finetune_run(work, a.finetune, a.finetune_epochs, a.finetune_folds)
     if a.figures is not None:
         docs_figures(roots, work, a.figures, not a.skip_mil)
     print(json.dumps(out, default=float)[:4000])

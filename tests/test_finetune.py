@@ -127,3 +127,20 @@ def test_a_killed_run_resumes_to_the_same_weights(root, tmp_path):
     with pytest.raises(hestdata.InputError, match="another run"):
         _run(root, tmp_path / "part", cfg={"mode": "lora:4", "folds": [0], "epochs": 4}, leaderboard=False,
              max_steps=1)
+
+
+def test_cli_stops_with_a_checkpoint_and_names_bad_modes(root, tmp_path):
+    from typer.testing import CliRunner
+
+    from hestdata.cli import app
+
+    yaml = tmp_path / "task.yaml"
+    yaml.write_text("name: tint\ntype: patch_classification\nsamples: \"technology == 'images'\"\ngroup_by: patient\n"
+                    "patch: 32px\nlabel: label\noptions: {n_folds: 2}\n")
+    args = ["bench", "finetune", "--root", str(root), "--task", str(yaml), "--out", str(tmp_path / "o"),
+            "--encoder", "random-vit-s16", "--device", "cpu", "--batch-size", "4", "--fold", "0"]
+    out = CliRunner().invoke(app, [*args, "--mode", "lora", "--max-steps", "1"])
+    assert out.exit_code == 1 and out.output.startswith("error:") and "lora:R" in out.output, out.output
+    out = CliRunner().invoke(app, [*args, "--mode", "head", "--max-steps", "1"])
+    assert out.exit_code == 0 and "stopped after 1 steps" in out.output, out.output
+    assert (tmp_path / "o" / "fold0" / "checkpoint.pt").is_file()

@@ -436,8 +436,10 @@ def finetune(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str
         raise InputError(None, f"task {t.name}: fine-tuning splits samples by a catalog column, not {t.group_by}",
                          "convert the collection with --group-by image (one sample per field of view) or patient, "
                          "and fold by id or patient")
-    base = config if isinstance(config, FinetuneConfig) else FinetuneConfig.model_validate(dict(config or {}))
-    cfg = FinetuneConfig.model_validate({**base.model_dump(), **overrides})
+    from hestdata.bench.pretrain_config import validated
+
+    base = config.model_dump() if isinstance(config, FinetuneConfig) else dict(config or {})
+    cfg = validated(FinetuneConfig, {**base, **overrides}, "bad fine-tuning options")
     spec = encoder if encoder is not None else cfg.encoder
     if encoder is not None:
         cfg = FinetuneConfig.model_validate({**cfg.model_dump(), "encoder": _fresh_encoder(encoder).name})

@@ -519,13 +519,9 @@ def pretrain(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str
     t = task if isinstance(task, Task) else load_task(task)
     if t.type != "pretrain":
         raise InputError(None, f"task {t.name} is a {t.type} task, not pretrain")
-    from pydantic import ValidationError
+    from hestdata.bench.pretrain_config import validated
 
-    try:
-        cfg = PretrainConfig(**{**t.options, **overrides})
-    except ValidationError as exc:  # one line naming each bad field
-        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InputError(None, f"task {t.name}: bad pretraining options: {why}") from None
+    cfg = validated(PretrainConfig, {**t.options, **overrides}, f"task {t.name}: bad pretraining options")
     out = Path(out)
     if not resume and (out / CHECKPOINT).exists():
         (out / CHECKPOINT).unlink()

@@ -89,3 +89,18 @@ def split_groups(groups_of: dict[str, str], splits: dict[str, Any] | None, where
     if not out["train"]:
         raise InputError(where, "no group is left to train on: 'val' and 'test' take every group")
     return out
+
+
+def validated(model: type[BaseModel], values: dict[str, Any], what: str) -> Any:
+    """``model`` built from ``values``, or an :class:`~hestdata.errors.InputError` in one line naming each bad
+    field (``what`` says whose options they are)."""
+    from pydantic import ValidationError
+
+    from hestdata.errors import InputError
+
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                        for e in exc.errors())
+        raise InputError(None, f"{what}: {why}") from None

@@ -436,6 +436,54 @@ def bench_pretrain(root: Annotated[str, typer.Option(help="Root (path or URL).")
     typer.echo(f"results: {out / 'result.json'}" + (f"; figures: {out / 'figures'}" if figures else ""))
 
 
+@bench_app.command("finetune")
+@handle_errors
+def bench_finetune(root: Annotated[str, typer.Option(help="Root (path or URL).")],
+                   task: Annotated[str, typer.Option(help="A classification or expression task (built-in or YAML).")],
+                   out: Annotated[Path, typer.Option(help="Run folder: fold<k>/checkpoint.pt, result.json, "
+                                                          "predictions.csv.")],
+                   encoder: Annotated[str | None, typer.Option(help="Image encoder with a torch module.")] = None,
+                   mode: Annotated[str | None, typer.Option(
+                       help="full, last:N (last N blocks), lora:R (adapters of rank R) or head.")] = None,
+                   epochs: Annotated[int | None, typer.Option(help="Most epochs per fold.")] = None,
+                   batch_size: Annotated[int | None, typer.Option(help="Patches per batch (per process).")] = None,
+                   lr: Annotated[float | None, typer.Option(help="Rate of the head and adapters.")] = None,
+                   patience: Annotated[int | None, typer.Option(help="Epochs without improvement before stopping.")] = None,
+                   n_folds: Annotated[int | None, typer.Option(help="Folds over the task's groups.")] = None,
+                   fold: Annotated[list[int] | None, typer.Option(help="Run only this fold (repeatable).")] = None,
+                   workers: Annotated[int | None, typer.Option(help="Loader worker processes.")] = None,
+                   device: Annotated[str | None, typer.Option(help="cpu, cuda … (default: cuda if available).")] = None,
+                   max_steps: Annotated[int | None, typer.Option(
+                       help="Stop after this many steps of a fold with a checkpoint (rerun to resume).")] = None,
+                   fresh: Annotated[bool, typer.Option("--fresh/--resume",
+                                                       help="Start over instead of resuming OUT.")] = False,
+                   ) -> None:
+    """Fine-tune an image encoder on a task's folds and score it beside its frozen linear probe; `ml` extra.
+    Under `torchrun --nproc-per-node N -m hestdata.cli bench finetune …` each process trains on its share."""
+    import os
+    import shutil
+
+    from hestdata.bench.finetune import finetune
+
+    over = {k: v for k, v in {"encoder": encoder, "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                              "patience": patience, "n_folds": n_folds, "folds": fold or None,
+                              "num_workers": workers}.items() if v is not None}
+    if fresh and out.exists() and int(os.environ.get("RANK", "0")) == 0:
+        shutil.rmtree(out)
+    res = _with_distributed(lambda: finetune(root, task, out, device=device, max_steps=max_steps, echo=typer.echo,
+                                             **over))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if not res.finished:
+        typer.echo(f"stopped after {max_steps} steps with a checkpoint in {out}; run again to resume")
+        return
+    for which in ("finetuned", "frozen"):
+        p = res.pooled.get(which, {})
+        typer.echo(f"{which:>9}: " + ", ".join(f"{k} {v:.4f}" for k, v in p.items()))
+    typer.echo("gain (fine-tuned - frozen): " + ", ".join(f"{k} {v:+.4f}" for k, v in res.gain.items()))
+    typer.echo(f"wrote {out / 'result.json'} and {out / 'predictions.csv'}")
+
+
 def _with_distributed(fn: Any) -> Any:
     """Run ``fn`` inside a torch.distributed process group when started by torchrun (gloo on CPU, nccl on CUDA)."""
     import os
