@@ -142,7 +142,8 @@ def majority_baseline(root: Path, label: str, n_folds: int = 5) -> dict[str, flo
 
     obs = pd.concat(frames)
     obs = obs[obs[label].notna()]
-    obs = obs[obs[label].map(obs[label].value_counts()) >= 5]  # as the task's min_class_items
+    lab = obs[label].astype(str)
+    obs = obs[(lab.map(lab.value_counts()) >= 5).to_numpy()]  # as the task's min_class_items
     y = obs[label].astype(str).to_numpy()
     groups = np.array([f"{s}/{p}" for s, p in zip(obs["_s"], obs["path"], strict=True)])
     pred = np.empty(len(y), dtype=object)
