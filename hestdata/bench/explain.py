@@ -184,6 +184,8 @@ def explain_sample(root: str | Path, encoder: Any, sample_id: str, patch: str, o
     written = [patch_figure(im, m, folder / f"patch{int(i):05d}.png", f"{sample_id} patch {int(i)}: {what} = "
                             f"{score[i]:.3g}", method)
                for i, im, m in zip(pick, imgs, maps, strict=True)]
+    if g.attrs.get("pixel_size_um") is None:  # an image collection: no slide to place the patches on
+        return written
     centres = g[L.PATCH_CENTERS][:][pick]
     written.append(mosaic_figure(imgs, maps, centres, float(g.attrs["pixel_size_um"]), folder / "mosaic.png",
                                  f"{sample_id}: {method} of {what} ({len(pick)} patches of {patch})", method))

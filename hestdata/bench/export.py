@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hestdata.errors import InputError
 from hestdata.store import layout as L
 
 STAMP_VERSION = "2.0.0"
@@ -64,6 +65,9 @@ def export_features(root: str | Path, encoder: Any, dest: str | Path, *, layout:
         g = sample.patch_group(patch)
         centers = g[L.PATCH_CENTERS][:]
         p = int(g.attrs["patch_size_px"])
+        if g.attrs.get("pixel_size_um") is None:  # an image collection fitted to <px>px: no µm coordinates
+            raise InputError(sample.path, f"patch array {patch} has no pixel size (an image collection); STAMP and "
+                                          "TRIDENT features carry µm or level-0 pixel coordinates")
         mpp = float(g.attrs["pixel_size_um"])
         fov = p * mpp
         top_left = centers - fov / 2

@@ -25,6 +25,9 @@ def render_heatmap(sample: Any, patch: str, scores: np.ndarray, png: str | Path,
     sample = StoredSample.of(sample)
     g = sample.patch_group(patch)
     centres = g[L.PATCH_CENTERS][:]
+    if g.attrs.get("pixel_size_um") is None:
+        raise ValueError(f"{sample.path}: patch array {patch} has no pixel size (an image collection): nothing to "
+                         "place on an image")
     side = int(g.attrs["patch_size_px"]) * float(g.attrs["pixel_size_um"])
     s = np.asarray(scores, dtype=np.float64)
     if len(s) != len(centres):
