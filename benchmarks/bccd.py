@@ -44,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 HEMA = Path(os.environ.get("HESTDATA_SHARED_DATA", REPO.parent / "shared" / "data")) / "hematology"
 TYPES = ("NEUTROPHIL", "EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "BASOPHIL")
+# the docs figures this script makes (docs/collections.md); docs/tutorials/make_figures.py makes the others
+FIGURES = ("collection_crops.jpg", "collection_confusion.jpg", "collection_mil_roc.jpg")
 
 
 def baseline_encoders() -> dict[str, object]:
@@ -278,7 +280,9 @@ def docs_figures(roots: dict[str, Path], work: Path, out: Path, with_mil: bool) 
             "color-stats-*/roc_pr.png"))
     for name, png in pngs.items():
         with Image.open(png) as im:
-            im.convert("RGB").save(out / f"{name}.jpg", quality=85, optimize=True)
+            im = im.convert("RGB")
+            im.thumbnail((1200, 1200), Image.Resampling.LANCZOS)  # the docs' figure size, as make_figures.py
+            im.save(out / f"{name}.jpg", quality=85, optimize=True)
         print(f"figure: {out / f'{name}.jpg'}")
 
 

@@ -45,7 +45,7 @@ def gene_report(root: Path) -> list[str]:
     t = load_task("her2st_expression")
     cat = r.select(t.samples).catalog.sort("id")
     ids = cat["id"].to_list()
-    counts, genes, _, libs = _task_targets(t, r, ids)
+    counts, genes, _, libs, _ = _task_targets(t, r, ids)
     c = counts.toarray()
     n_rows = [len(_patch_rows(r, s, t.patch)) for s in ids]
     slides = np.repeat(ids, n_rows)

@@ -106,7 +106,7 @@ def test_task_targets_library_size_is_the_baselines_and_patient_labels_must_agre
     r = Root.open(her2st_root)
     t = load_task("her2st_expression")
     ids = ["her2st_B4", "her2st_C2", "her2st_C3"]
-    counts, genes, _, libs = _task_targets(t, r, ids)
+    counts, genes, _, libs, _ = _task_targets(t, r, ids)
     base = _library_sizes(t, r, ids)
     np.testing.assert_allclose(np.log1p(libs), np.concatenate([base[s][:, 0] for s in ids]), rtol=1e-6)
     assert (libs >= np.asarray(counts.sum(axis=1)).ravel()).all() and (libs > np.asarray(counts.sum(axis=1)).ravel()).any()

@@ -405,27 +405,32 @@ def _fresh_encoder(spec: Any) -> Any:
     raise InputError(None, f"cannot fine-tune {type(spec).__name__}: give an encoder name, an Encoder or a torch module")
 
 
-def finetune(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str], *,
-             config: FinetuneConfig | dict[str, Any] | None = None, device: Any = None,
-             max_steps: int | None = None, leaderboard: bool = True, echo: Any = None, encoder: Any = None,
-             **overrides: Any) -> FinetuneResult:
-    """Fine-tune ``config.encoder`` (or ``encoder``: an Encoder or a torch module, copied afresh for every fold) on
-    ``task``'s folds and score it against its frozen linear probe (module docstring); resumes ``OUT`` where a
-    killed run stopped."""
-    from types import SimpleNamespace
+@dataclass
+class _Run:
+    """A run's fixed inputs: the task, its samples, rows, labels or counts, folds, and where things go."""
 
-    from hestdata.bench.contrastive import image_dim
-    from hestdata.bench.leaderboard import append_rows, make_rows
-    from hestdata.bench.runner import (
-        OBS_GROUP,
-        Task,
-        _patch_rows,
-        _task_samples,
-        _task_targets,
-        data_version,
-        load_task,
-    )
-    from hestdata.bench.tasks.expression import _folds
+    t: Any
+    r: Any
+    cfg: FinetuneConfig
+    spec: Any  # the encoder: a name, an Encoder or a torch module
+    ids: list[str]
+    groups: np.ndarray
+    first: np.ndarray  # row offset of each sample (and the total)
+    labels: np.ndarray | None
+    counts: Any
+    genes: list[str]
+    classes: list[str]
+    patch_px: int
+    out: Path
+    device: Any
+
+    def rows(self, ids: list[str]) -> np.ndarray:
+        pos = {s: i for i, s in enumerate(self.ids)}
+        return np.concatenate([np.arange(self.first[pos[s]], self.first[pos[s] + 1]) for s in ids])
+
+
+def _prepare(root: Any, task: Any, out: Path, cfg: FinetuneConfig, spec: Any, device: Any) -> _Run:
+    from hestdata.bench.runner import OBS_GROUP, Task, _patch_rows, _task_samples, _task_targets, load_task
     from hestdata.store.root import Root
     from hestdata.units import patch_array_name
 
@@ -436,108 +441,136 @@ def finetune(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str
         raise InputError(None, f"task {t.name}: fine-tuning splits samples by a catalog column, not {t.group_by}",
                          "convert the collection with --group-by image (one sample per field of view) or patient, "
                          "and fold by id or patient")
-    from hestdata.bench.pretrain_config import validated
-
-    base = config.model_dump() if isinstance(config, FinetuneConfig) else dict(config or {})
-    cfg = validated(FinetuneConfig, {**base, **overrides}, "bad fine-tuning options")
-    spec = encoder if encoder is not None else cfg.encoder
-    if encoder is not None:
-        cfg = FinetuneConfig.model_validate({**cfg.model_dump(), "encoder": _fresh_encoder(encoder).name})
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(out)
     r = Root.open(root)
     ids, groups_of = _task_samples(t, r)
     counts, genes, labels, _, _ = _task_targets(t, r, ids)
-    n_rows = [len(_patch_rows(r, s, t.patch)) for s in ids]
-    first = np.concatenate([[0], np.cumsum(n_rows)])
+    first = np.concatenate([[0], np.cumsum([len(_patch_rows(r, s, t.patch)) for s in ids])])
     classes: list[str] = []
-    if t.type != "expression":
+    if t.type != "expression":  # classes rarer than min_class_items are left out, as the frozen protocol does
         lab = np.asarray(labels, dtype=object)
         have = np.array([v is not None and v == v and str(v) not in ("", "nan") for v in lab])
         vals, cnt = np.unique(lab[have].astype(str), return_counts=True)
         classes = [str(v) for v, c in zip(vals, cnt, strict=True) if c >= int(t.options.get("min_class_items", 0))]
         labels = np.array([str(v) if ok and str(v) in classes else None for v, ok in zip(lab, have, strict=True)],
                           dtype=object)
-    groups = np.array([groups_of[s] for s in ids])
-    n_folds = cfg.n_folds or t.options.get("n_folds")
-    folds = _folds(groups, int(n_folds) if n_folds else None)
-    patch_px = patch_array_name(t.patch)[1].patch_size_px
-    rank, _ = _dist()
-    res = FinetuneResult(out=out)
+    return _Run(t, r, cfg, spec, ids, np.array([groups_of[s] for s in ids]), first, labels, counts, genes, classes,
+                patch_array_name(t.patch)[1].patch_size_px, out, device)
+
+
+def _finished_fold(run: _Run, k: int, name: str) -> dict[str, Any] | None:
+    done = run.out / f"fold{k}" / "result.json"
+    if not done.is_file():
+        return None
+    fold = json.loads(done.read_text())
+    if fold.get("config_hash") != run.cfg.hash or fold.get("test_groups") != name:
+        raise InputError(done, "a finished fold of another run (configuration or folds differ)",
+                         "pass another --out, or --fresh to start over")
+    return fold
+
+
+def _train_fold(run: _Run, k: int, name: str, tr: np.ndarray, te: np.ndarray, max_steps: int | None,
+                echo: Any) -> dict[str, Any] | bool:
+    """Train, then score one fold (both models); False when ``max_steps`` stopped it, True on a rank other than 0
+    (rank 0 scores)."""
+    from hestdata.bench.contrastive import image_dim
+    from hestdata.store.atomic import atomic_write_bytes
+
+    cfg, dev, groups = run.cfg, run.device, run.groups
+    train_g, val_g = _split_val([groups[i] for i in tr], cfg.val_fraction, cfg.seed + k)
+    splits = {"train": [s for s, g in zip(run.ids, groups, strict=True) if g in set(train_g)],
+              "val": [s for s, g in zip(run.ids, groups, strict=True) if g in set(val_g)],
+              "test": [run.ids[i] for i in te]}
+    fd = _fold_data(run.t, cfg, run.labels, run.counts, run.genes, run.rows(splits["train"]), run.classes)
+    torch.manual_seed(cfg.seed)
+    enc = _fresh_encoder(run.spec).to(dev)
+    n_out = len(run.classes) if fd.kind == "classification" else len(fd.genes)
+    model = FinetuneModel(enc, cfg.mode, n_out, image_dim(enc, run.patch_px, dev), cfg.lora_alpha).to(dev)
+    folder = run.out / f"fold{k}"
+    trainer = _FinetuneTrainer(model, run.r, run.t, cfg, fd, splits, folder, dev)
+    if trainer.ck.is_file():
+        trainer.resume(echo)
+    if echo:
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        echo(f"fold {k} ({name}): train {len(splits['train'])} samples, validate {len(splits['val'])}, test "
+             f"{len(splits['test'])}; trainable {n_train:,} of {sum(p.numel() for p in model.parameters()):,} "
+             f"parameters ({cfg.mode})")
+    if not trainer.run(max_steps, echo):
+        return False
+    if _dist()[0] != 0:
+        return True
+    if (folder / BEST).is_file():
+        model.load_state_dict(torch.load(folder / BEST, map_location="cpu", weights_only=False)["model"])
+    ft = predict(model, run.r, run.t, splits["test"], fd, cfg, dev)
+    frozen = _fresh_encoder(run.spec).to(dev)
+    fz = FinetuneModel(frozen, "head", n_out, image_dim(frozen, run.patch_px, dev))
+    feats = {s: predict(fz, run.r, run.t, splits[s], fd, cfg, dev, features=True) for s in ("train", "val", "test")}
+    fr = {"out": frozen_linear(feats["train"], feats["val"], feats["test"], fd), "y": ft["y"], "item": ft["item"]}
+    s_ft, s_fr = score(ft, fd), score(fr, fd)
+    fold = {"fold": k, "config_hash": cfg.hash, "test_groups": name, "n_train": len(splits["train"]),
+            "n_val": len(splits["val"]), "n_test_items": int(len(ft["y"])), "best_epoch": trainer.best[1],
+            "history": trainer.history, "finetuned": s_ft, "frozen": s_fr, "gain": s_ft["primary"] - s_fr["primary"],
+            "_predictions": _prediction_rows(k, ft, fr, fd)}
+    atomic_write_bytes(folder / "result.json", json.dumps(fold, default=float).encode())
+    if echo:
+        echo(f"  fold {k}: fine-tuned {s_ft['primary']:.3f}, frozen linear {s_fr['primary']:.3f} "
+             f"(gain {fold['gain']:+.3f}); best epoch {trainer.best[1]}")
+    return fold
+
+
+def _leaderboard(run: _Run, res: FinetuneResult) -> None:
+    """Rows for ``<encoder>+finetune[<mode>]`` and ``<encoder>+frozen-linear``, per fold."""
+    from types import SimpleNamespace
+
+    from hestdata.bench.leaderboard import append_rows, make_rows
+    from hestdata.bench.runner import data_version
+
+    fp = _fresh_encoder(run.spec).fingerprint
+    for which, label in (("finetuned", f"{run.cfg.encoder}+finetune[{run.cfg.mode}]"),
+                         ("frozen", f"{run.cfg.encoder}+frozen-linear")):
+        results = {m: [(str(f["test_groups"]), f[which][m]) for f in res.folds]
+                   for m in res.folds[0][which] if m != "primary"}
+        enc_like = SimpleNamespace(name=label, fingerprint=hashlib.sha256(f"{fp}{run.cfg.hash}{which}".encode())
+                                   .hexdigest())
+        append_rows(run.r.path, make_rows(run.t, enc_like, results, n_items=int(run.first[-1]), samples=run.ids,
+                                          data_version=data_version(run.r.catalog, run.ids)))
+
+
+def finetune(root: str | os.PathLike[str], task: Any, out: str | os.PathLike[str], *,
+             config: FinetuneConfig | dict[str, Any] | None = None, device: Any = None,
+             max_steps: int | None = None, leaderboard: bool = True, echo: Any = None, encoder: Any = None,
+             **overrides: Any) -> FinetuneResult:
+    """Fine-tune ``config.encoder`` (or ``encoder``: an Encoder or a torch module, copied afresh for every fold) on
+    ``task``'s folds and score it against its frozen linear probe (module docstring); resumes ``OUT`` where a
+    killed run stopped."""
+    from hestdata.bench.pretrain_config import validated
+    from hestdata.bench.tasks.expression import _folds
+
+    base = config.model_dump() if isinstance(config, FinetuneConfig) else dict(config or {})
+    cfg = validated(FinetuneConfig, {**base, **overrides}, "bad fine-tuning options")
+    if encoder is not None:
+        cfg = FinetuneConfig.model_validate({**cfg.model_dump(), "encoder": _fresh_encoder(encoder).name})
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run = _prepare(root, task, Path(out), cfg, encoder if encoder is not None else cfg.encoder, dev)
+    n_folds = cfg.n_folds or run.t.options.get("n_folds")
+    res = FinetuneResult(out=run.out)
     preds: list[dict[str, Any]] = []
-    for k, (tr, te, name) in enumerate(folds):
+    for k, (tr, te, name) in enumerate(_folds(run.groups, int(n_folds) if n_folds else None)):
         if cfg.folds is not None and k not in cfg.folds:
             continue
-        folder = out / f"fold{k}"
-        done = folder / "result.json"
-        if done.is_file():
-            fold = json.loads(done.read_text())
-            if fold.get("config_hash") != cfg.hash or fold.get("test_groups") != name:
-                raise InputError(done, "a finished fold of another run (configuration or folds differ)",
-                                 "pass another --out, or --fresh to start over")
-            res.folds.append(fold)
-            preds.extend(fold.pop("_predictions", []))
-            continue
-        train_g, val_g = _split_val([groups[i] for i in tr], cfg.val_fraction, cfg.seed + k)
-        splits = {"train": [s for s, g in zip(ids, groups, strict=True) if g in set(train_g)],
-                  "val": [s for s, g in zip(ids, groups, strict=True) if g in set(val_g)],
-                  "test": [ids[i] for i in te]}
-        rows = np.concatenate([np.arange(first[ids.index(s)], first[ids.index(s) + 1]) for s in splits["train"]])
-        fd = _fold_data(t, cfg, labels, counts, genes, rows, classes)
-        torch.manual_seed(cfg.seed)
-        enc = _fresh_encoder(spec).to(dev)
-        n_out = len(classes) if fd.kind == "classification" else len(fd.genes)
-        model = FinetuneModel(enc, cfg.mode, n_out, image_dim(enc, patch_px, dev), cfg.lora_alpha).to(dev)
-        tr_ = _FinetuneTrainer(model, r, t, cfg, fd, splits, folder, dev)
-        if tr_.ck.is_file():
-            tr_.resume(echo)
-        if echo:
-            echo(f"fold {k} ({name}): train {len(splits['train'])} samples, validate {len(splits['val'])}, "
-                 f"test {len(splits['test'])}; trainable {sum(p.numel() for p in model.parameters() if p.requires_grad):,}"
-                 f" of {sum(p.numel() for p in model.parameters()):,} parameters ({cfg.mode})")
-        if not tr_.run(max_steps, echo):
+        fold = _finished_fold(run, k, name) or _train_fold(run, k, name, tr, te, max_steps, echo)
+        if fold is False:  # max_steps: a checkpoint to resume from
             res.finished = False
             return res
-        if rank != 0:
+        if fold is True:  # trained on a rank other than 0
             continue
-        if (folder / BEST).is_file():
-            model.load_state_dict(torch.load(folder / BEST, map_location="cpu", weights_only=False)["model"])
-        ft = predict(model, r, t, splits["test"], fd, cfg, dev)
-        frozen_enc = _fresh_encoder(spec).to(dev)
-        fz = FinetuneModel(frozen_enc, "head", n_out, image_dim(frozen_enc, patch_px, dev))
-        feats = {s: predict(fz, r, t, splits[s], fd, cfg, dev, features=True) for s in ("train", "val", "test")}
-        fr = {"out": frozen_linear(feats["train"], feats["val"], feats["test"], fd), "y": ft["y"], "item": ft["item"]}
-        s_ft, s_fr = score(ft, fd), score(fr, fd)
-        fold = {"fold": k, "config_hash": cfg.hash, "test_groups": name, "n_train": len(splits["train"]), "n_val": len(splits["val"]),
-                "n_test_items": int(len(ft["y"])), "best_epoch": tr_.best[1], "history": tr_.history,
-                "finetuned": s_ft, "frozen": s_fr, "gain": s_ft["primary"] - s_fr["primary"]}
-        fold_preds = _prediction_rows(k, ft, fr, fd)
-        from hestdata.store.atomic import atomic_write_bytes
-
-        atomic_write_bytes(done, json.dumps({**fold, "_predictions": fold_preds}, default=float).encode())
+        preds.extend(fold.pop("_predictions", []))
         res.folds.append(fold)
-        preds.extend(fold_preds)
-        if echo:
-            echo(f"  fold {k}: fine-tuned {s_ft['primary']:.3f}, frozen linear {s_fr['primary']:.3f} "
-                 f"(gain {fold['gain']:+.3f}); best epoch {tr_.best[1]}")
-    if rank != 0 or not res.folds:
+    if _dist()[0] != 0 or not res.folds:
         return res
-    kind = "classification" if t.type != "expression" else "expression"
-    _pool(res, preds, kind, classes)
-    _write_run(res, preds, out, cfg)
-    if leaderboard and r.is_local:
-        results = {name: {} for name in ("finetuned", "frozen")}
-        for which in results:
-            for m in res.folds[0][which]:
-                if m != "primary":
-                    results[which][m] = [(str(f["test_groups"]), f[which][m]) for f in res.folds]
-        fp = _fresh_encoder(spec).fingerprint
-        for which, label in (("finetuned", f"{cfg.encoder}+finetune[{cfg.mode}]"),
-                             ("frozen", f"{cfg.encoder}+frozen-linear")):
-            enc_like = SimpleNamespace(name=label, fingerprint=hashlib.sha256(f"{fp}{cfg.hash}{which}".encode())
-                                       .hexdigest())
-            append_rows(r.path, make_rows(t, enc_like, results[which], n_items=int(first[-1]), samples=ids,
-                                          data_version=data_version(r.catalog, ids)))
+    _pool(res, preds, "classification" if run.t.type != "expression" else "expression", run.classes)
+    _write_run(res, preds, run.out, cfg)
+    if leaderboard and run.r.is_local:
+        _leaderboard(run, res)
     return res
 
 

@@ -292,88 +292,80 @@ def collection(inputs: dict[str, Path], o: ImageSetSourceOptions) -> Collection:
     return _collection_cached(_key(inputs, o))
 
 
-def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, group_by: str, prefix: str,
-                     box_classes: list[str], item_kind: str = "auto") -> Collection:
-    """Read the folder, the manifest and the boxes into items, and group them into samples (module docstring)."""
+class _Counts:
+    """What reading left out, per image file (boxes skipped), for each sample's QC."""
+
+    def __init__(self) -> None:
+        self.by_file: dict[str, dict[str, int]] = {}
+
+    def __call__(self, f: str, what: str) -> None:
+        c = self.by_file.setdefault(f, {})
+        c[what] = c.get(what, 0) + 1
+
+
+def _boxed_items(base: Any, boxes: Path, manifest: Path | None, files: list[Path], box_classes: list[str],
+                 count: _Counts) -> tuple[Any, dict[str, Any], list[str], Any]:
+    """One item per kept box, the manifest's row for its image joined; also the sizes the box files declare, the
+    images left without any box, and the manifest indexed by file."""
     import pandas as pd
 
-    folder = Path(os.path.abspath(folder))  # not resolved: a symlinked image keeps its place in the collection
-    files, classes = scan_folder(folder)
-    known = {p.relative_to(folder).as_posix(): p for p in files}
-    file_counts: dict[str, dict[str, int]] = {}
-
-    def count(f: str, what: str) -> None:
-        c = file_counts.setdefault(f, {})
-        c[what] = c.get(what, 0) + 1
-    folder_label = {str(p): c for p, c in zip(files, classes, strict=True)} if classes else {}
-    man = read_manifest(manifest, folder, known) if manifest is not None else None
-    if man is not None:
-        base = man
-    else:
-        base = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in files],
-                             "file": [str(p) for p in files]})
-    if folder_label and "label" not in base.columns:
-        base["label"] = [folder_label.get(f) for f in base["file"]]
-    has_box_cols = all(c in base.columns for c in BOX)
-    has_centre = "x" in base.columns
-    if boxes is not None:
-        if has_box_cols or has_centre:
-            raise InputError(manifest, "boxes are given twice: by --boxes and by the manifest's box columns")
-        if base["file"].duplicated().any():
-            dup = base.loc[base["file"].duplicated(), "path"].iloc[0]
-            raise InputError(manifest, f"with --boxes the manifest describes images, one row each; {dup!r} repeats")
-        rows = read_boxes(boxes, [Path(f) for f in base["file"]] if man is not None else files)
-        kind: Literal["tiles", "cells"] = "cells"
-        per_image = base.set_index("file")
-        out = []
-        declared_size = {}
-        for r in rows:
-            f = str(r["file"])
-            if f not in per_image.index:
-                continue  # an image the manifest leaves out
-            if r["declared"]:
-                declared_size.setdefault(f, (r["declared"], r["where"]))
-            if r.get("x0") is None:
-                continue
-            if box_classes and r.get("box_class") not in box_classes:
-                count(f, "n_boxes_filtered")
-                continue
-            if r.get("degenerate") or not (r["x1"] > r["x0"] and r["y1"] > r["y0"]):
-                count(f, "n_boxes_degenerate")
-                continue
+    if all(c in base.columns for c in BOX) or "x" in base.columns:
+        raise InputError(manifest, "boxes are given twice: by --boxes and by the manifest's box columns")
+    if base["file"].duplicated().any():
+        dup = base.loc[base["file"].duplicated(), "path"].iloc[0]
+        raise InputError(manifest, f"with --boxes the manifest describes images, one row each; {dup!r} repeats")
+    rows = read_boxes(boxes, [Path(f) for f in base["file"]] if manifest is not None else files)
+    per_image = base.set_index("file")
+    out, declared = [], {}
+    for r in rows:
+        f = str(r["file"])
+        if f not in per_image.index:
+            continue  # an image the manifest leaves out
+        if r["declared"]:
+            declared.setdefault(f, (r["declared"], r["where"]))
+        if r.get("x0") is None:
+            continue
+        if box_classes and r.get("box_class") not in box_classes:
+            count(f, "n_boxes_filtered")
+        elif r.get("degenerate") or not (r["x1"] > r["x0"] and r["y1"] > r["y0"]):
+            count(f, "n_boxes_degenerate")
+        else:
             out.append({"file": f, **{k: r[k] for k in BOX}, "box_class": r.get("box_class")})
-        items = pd.DataFrame(out, columns=["file", *BOX, "box_class"])
-        with_items = set(items["file"])
-        empty = [f for f in per_image.index if f not in with_items]
-        cols = [c for c in per_image.columns if c not in ("file",)]
-        items = items.join(per_image[cols], on="file")
-    else:
-        items = base.copy()
-        kind = "cells" if has_box_cols or has_centre else "tiles"
-        declared_size, empty, per_image = {}, [], None
-        if has_box_cols:
-            xy = _numbers(items, BOX, manifest or folder)
-            bad = ~((xy["x1"] > xy["x0"]) & (xy["y1"] > xy["y0"]))
-            for f in items.loc[bad.to_numpy(), "file"]:
-                count(f, "n_boxes_degenerate")
-            items = items.loc[~bad.to_numpy()].copy()
-            items[list(BOX)] = xy.loc[~bad.to_numpy()].to_numpy()
-        elif has_centre:
-            xy = _numbers(items, ("x", "y"), manifest or folder)
-            items["x0"] = items["x1"] = xy["x"].to_numpy()
-            items["y0"] = items["y1"] = xy["y"].to_numpy()
-            items = items.drop(columns=["x", "y"])
-    if items.empty:
-        raise InputError(boxes or manifest or folder, "no items: every box was left out or the inputs list none")
-    if item_kind == "tiles" and kind == "cells":
-        raise InputError(boxes or manifest, "boxes make cell items; item_kind tiles cannot hold them")
-    if item_kind == "cells":
-        kind = "cells"
+    items = pd.DataFrame(out, columns=["file", *BOX, "box_class"])
+    with_items = set(items["file"])
+    empty = [f for f in per_image.index if f not in with_items]
+    items = items.join(per_image[[c for c in per_image.columns if c != "file"]], on="file")
+    return items, declared, empty, per_image
+
+
+def _listed_items(base: Any, where: Path, count: _Counts) -> tuple[Any, Literal["tiles", "cells"]]:
+    """One item per manifest row (or image): a tile, or a cell where the row has a box or a centre."""
+    items = base.copy()
+    if all(c in items.columns for c in BOX):
+        xy = _numbers(items, BOX, where)
+        bad = ~((xy["x1"] > xy["x0"]) & (xy["y1"] > xy["y0"]))
+        for f in items.loc[bad.to_numpy(), "file"]:
+            count(f, "n_boxes_degenerate")
+        items = items.loc[~bad.to_numpy()].copy()
+        items[list(BOX)] = xy.loc[~bad.to_numpy()].to_numpy()
+        return items, "cells"
+    if "x" in items.columns:
+        xy = _numbers(items, ("x", "y"), where)
+        items["x0"] = items["x1"] = xy["x"].to_numpy()
+        items["y0"] = items["y1"] = xy["y"].to_numpy()
+        return items.drop(columns=["x", "y"]), "cells"
+    return items, "tiles"
+
+
+def _index_items(items: Any, folder: Path, where: Path | None, declared: dict[str, Any]) -> Any:
+    """Image sizes (checked against what box files declare), paths in the collection, path order, item ids."""
+    import pandas as pd
+
     sizes = {f: _image_size(Path(f)) for f in dict.fromkeys(items["file"])}
-    for f, (decl, where) in declared_size.items():
+    for f, (decl, src) in declared.items():
         if f in sizes and tuple(decl) != sizes[f]:
-            raise InputError(where, f"says {Path(f).name} is {decl[0]}x{decl[1]} px; the image is "
-                                    f"{sizes[f][0]}x{sizes[f][1]} px (boxes would not fall where they were drawn)")
+            raise InputError(src, f"says {Path(f).name} is {decl[0]}x{decl[1]} px; the image is "
+                                  f"{sizes[f][0]}x{sizes[f][1]} px (boxes would not fall where they were drawn)")
     items["image_width_px"] = [sizes[f][0] for f in items["file"]]
     items["image_height_px"] = [sizes[f][1] for f in items["file"]]
     items["path"] = [Path(f).relative_to(folder).as_posix() if Path(f).is_relative_to(folder)
@@ -385,37 +377,72 @@ def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, gr
         items.index = pd.Index([f"{p}#{i}" for p, i in zip(items["path"], k, strict=True)], name="item_id")
     else:
         if items["path"].duplicated().any():
-            raise InputError(manifest, f"path {items.loc[items['path'].duplicated(), 'path'].iloc[0]!r} is listed "
-                                       "twice (a tile is one row; give boxes for several items per image)")
+            raise InputError(where, f"path {items.loc[items['path'].duplicated(), 'path'].iloc[0]!r} is listed "
+                                    "twice (a tile is one row; give boxes for several items per image)")
         items.index = pd.Index(items["path"].tolist(), name="item_id")
     if "pixel_size_um" in items.columns:
-        items["pixel_size_um"] = _numbers(items, ["pixel_size_um"], manifest or folder)["pixel_size_um"]
-    labels = [c for c in items.columns if c not in RESERVED and c not in (
-        "file", "image_width_px", "image_height_px", "box_class", *BOX)]
-    labels = (["box_class"] if "box_class" in items.columns and items["box_class"].notna().any() else []) + labels
+        items["pixel_size_um"] = _numbers(items, ["pixel_size_um"], where or folder)["pixel_size_um"]
+    return items
+
+
+def _group_items(items: Any, group_by: str, prefix: str, folder: Path, where: Path
+                 ) -> tuple[str | None, dict[str, Any], dict[str, str | None]]:
+    """(the grouping column, sample id -> item rows, sample id -> the group's value)."""
     column = {"auto": "patient" if "patient" in items.columns else "slide" if "slide" in items.columns else None,
               "patient": "patient", "slide": "slide", "image": "path", "none": None}[group_by]
     if column is not None and column not in items.columns:
-        raise InputError(manifest or folder, f"group_by {group_by}: the manifest has no {column!r} column")
+        raise InputError(where, f"group_by {group_by}: the manifest has no {column!r} column")
     groups: dict[str, Any] = {}
     values: dict[str, str | None] = {}
     if column is None:
         sid = prefix + _sanitise(folder.name) if not prefix else prefix.rstrip("-_.") or "collection"
         groups[sid], values[sid] = list(range(len(items))), None
+        return column, groups, values
+    if items[column].isna().any():
+        raise InputError(where, f"{int(items[column].isna().sum())} item(s) have no {column}: give every row one, "
+                                "or group_by none")
+    for v, idx in items.groupby(column, sort=True).indices.items():
+        sid = prefix + _sanitise(Path(str(v)).stem if column == "path" else str(v))
+        if sid in groups:
+            raise InputError(where, f"{column} values {values[sid]!r} and {v!r} give the same sample id {sid!r}")
+        groups[sid], values[sid] = sorted(idx.tolist()), str(v)
+    return column, groups, values
+
+
+def build_collection(folder: Path, manifest: Path | None, boxes: Path | None, group_by: str, prefix: str,
+                     box_classes: list[str], item_kind: str = "auto") -> Collection:
+    """Read the folder, the manifest and the boxes into items, and group them into samples (module docstring)."""
+    import pandas as pd
+
+    folder = Path(os.path.abspath(folder))  # not resolved: a symlinked image keeps its place in the collection
+    files, classes = scan_folder(folder)
+    count = _Counts()
+    if manifest is not None:
+        base = read_manifest(manifest, folder, {p.relative_to(folder).as_posix(): p for p in files})
     else:
-        if items[column].isna().any():
-            raise InputError(manifest or folder, f"{int(items[column].isna().sum())} item(s) have no {column}: give "
-                                                 f"every row one, or group_by none")
-        for v, idx in items.groupby(column, sort=True).indices.items():
-            sid = prefix + _sanitise(Path(str(v)).stem if column == "path" else str(v))
-            if sid in groups:
-                raise InputError(manifest or folder, f"{column} values {values[sid]!r} and {v!r} give the same sample "
-                                                     f"id {sid!r}")
-            groups[sid], values[sid] = sorted(idx.tolist()), str(v)
-    gcol = None if column is None else "path" if column == "path" else column
-    empty_images = {f: (None if gcol is None or per_image is None or gcol not in per_image.columns
-                        else per_image.loc[f, gcol] if gcol != "path" else None) for f in empty}
-    return Collection(folder, items, kind, labels, groups, values, column, file_counts, empty_images)
+        base = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in files],
+                             "file": [str(p) for p in files]})
+    if classes and "label" not in base.columns:
+        folder_label = {str(p): c for p, c in zip(files, classes, strict=True)}
+        base["label"] = [folder_label.get(f) for f in base["file"]]
+    if boxes is not None:
+        items, declared, empty, per_image = _boxed_items(base, boxes, manifest, files, box_classes, count)
+        kind: Literal["tiles", "cells"] = "cells"
+    else:
+        (items, kind), declared, empty, per_image = _listed_items(base, manifest or folder, count), {}, [], None
+    if items.empty:
+        raise InputError(boxes or manifest or folder, "no items: every box was left out or the inputs list none")
+    if item_kind == "tiles" and kind == "cells":
+        raise InputError(boxes or manifest, "boxes make cell items; item_kind tiles cannot hold them")
+    kind = "cells" if item_kind == "cells" else kind
+    items = _index_items(items, folder, manifest, declared)
+    labels = [c for c in items.columns if c not in RESERVED and c not in (
+        "file", "image_width_px", "image_height_px", "box_class", *BOX)]
+    labels = (["box_class"] if "box_class" in items.columns and items["box_class"].notna().any() else []) + labels
+    column, groups, values = _group_items(items, group_by, prefix, folder, manifest or folder)
+    empty_images = {f: (None if column in (None, "path") or per_image is None or column not in per_image.columns
+                        else per_image.loc[f, column]) for f in empty}
+    return Collection(folder, items, kind, labels, groups, values, column, count.by_file, empty_images)
 
 
 def _discover(inputs: dict[str, Path], options: Any = None) -> list[str]:
