@@ -86,22 +86,13 @@ def convert_all(work: Path, mil: bool) -> dict[str, Path]:
     import pandas as pd
 
     import hestdata
-    from hestdata.store.publish import publish
 
     def run(images: Path, root: Path, **kw: object) -> list[str]:
-        if (root / "hestdata.json").is_file():  # a --work folder of an earlier run: its roots are reused
-            from hestdata.store.root import Root
+        if not (root / "hestdata.json").is_file():  # a --work folder of an earlier run: its roots are reused
+            hestdata.convert_images(images, root, progress=False, **kw)
+        from hestdata.store.root import Root
 
-            return Root.open(root).ids
-        src = hestdata.get_source("images")
-        inputs = {"images": images, "manifest": kw.pop("manifest", None), "boxes": kw.pop("boxes", None)}
-        opts = src.parse_options(kw)
-        ids = src.sample_ids(inputs, opts)
-        for i in ids:
-            hestdata.convert(src.read(inputs, sample_id=i, options=opts), root, options=opts, publish_root=False,
-                             progress=False)
-        publish(root, ids)
-        return ids
+        return Root.open(root).ids
 
     labels, n_wbc = image_labels(), wbc_boxes()
     jpgs = sorted((HEMA / "bccd" / "BCCD" / "JPEGImages").glob("*.jpg"))
@@ -212,19 +203,12 @@ def finetune_run(work: Path, mode: str, epochs: int, n_folds: int) -> dict:
     import hestdata
     from hestdata.bench.finetune import finetune
     from hestdata.bench.runner import Task
-    from hestdata.store.publish import publish
 
     root = work / "fov_wbc_by_image"
     if not (root / "hestdata.json").is_file():
-        src = hestdata.get_source("images")
-        inputs = {"images": HEMA / "bccd" / "BCCD" / "JPEGImages", "boxes": HEMA / "bccd" / "BCCD" / "Annotations",
-                  "manifest": work / "fov_manifest.csv"}
-        opts = src.parse_options({"box_classes": ["WBC"], "group_by": "image", "sample_prefix": "wbc-"})
-        ids = src.sample_ids(inputs, opts)
-        for i in ids:
-            hestdata.convert(src.read(inputs, sample_id=i, options=opts), root, options=opts, publish_root=False,
-                             progress=False)
-        publish(root, ids)
+        hestdata.convert_images(HEMA / "bccd" / "BCCD" / "JPEGImages", root, boxes=HEMA / "bccd" / "BCCD" / "Annotations",
+                                manifest=work / "fov_manifest.csv", box_classes=["WBC"], group_by="image",
+                                sample_prefix="wbc-", progress=False)
     t = Task(name="bccd_wbc_finetune", type="cell_classification", samples="technology == 'images'", group_by="id",
              patch="cells-224px", label="wbc_type", options={"min_class_items": 5})
     t0 = time.perf_counter()

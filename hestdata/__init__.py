@@ -6,7 +6,8 @@ The public API is re-exported lazily so that ``import hestdata`` stays fast (no 
 - readers: :func:`read_visium`, :func:`read_visium_hd`, :func:`read_st`, :func:`read_anndata`
 - sources: :func:`list_sources`, :func:`get_source` (``get_source("visium").read(inputs, sample_id=…)``),
   :func:`register_source` for new technologies
-- conversion: :func:`convert` (any sample variant: curate + write atomically, update catalog and manifest)
+- conversion: :func:`convert` (any sample variant: curate + write atomically, update catalog and manifest),
+  :func:`convert_images` (a whole image collection: labelled tiles, single cells, boxed smears)
 - access: :class:`Root` / :func:`open_root` (a root, local or remote, pinned to a catalog version),
   :class:`StoredSample`, :func:`open_sample`, :func:`open_catalog`, :func:`validate`, :func:`upgrade`
 - loading: :class:`PatchDataset`, :func:`make_loader` (these import torch)
@@ -35,6 +36,7 @@ _EXPORTS = {
     "read_xenium": "hestdata.sources.xenium",
     "read_multiplex": "hestdata.sources.multiplex",
     "read_wsi": "hestdata.sources.wsi",
+    "convert_images": "hestdata.sources.collection",
     "open_sample": "hestdata.store.sample",
     "read_metadata": "hestdata.store.sample",
     "open_catalog": "hestdata.store.root",
@@ -48,6 +50,7 @@ _EXPORTS = {
     "run_benchmark": "hestdata.bench.runner",
     "load_encoder": "hestdata.bench.encoders",
     "pretrain": "hestdata.bench.pretrain",
+    "finetune": "hestdata.bench.finetune",
     "load_gene_encoder": "hestdata.bench.gene_encoders",
     "PatchDataset": "hestdata.loader.dataset",
     "make_loader": "hestdata.loader.loader",

@@ -26,15 +26,7 @@ FOVS = ["BloodImage_00000", "BloodImage_00001", "BloodImage_00338", "BloodImage_
 
 
 def _convert(images: Path, root: Path, **kw: object) -> list[Path]:
-    src = hestdata.get_source("images")
-    inputs = {"images": images, "manifest": kw.pop("manifest", None), "boxes": kw.pop("boxes", None)}
-    opts = src.parse_options(kw)
-    paths = [hestdata.convert(src.read(inputs, sample_id=i, options=opts), root, options=opts, publish_root=False)
-             for i in src.sample_ids(inputs, opts)]
-    from hestdata.store.publish import publish
-
-    publish(root, [p.name[:-5] for p in paths])
-    return paths
+    return hestdata.convert_images(images, root, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -43,13 +43,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(d / f)
             rows.append({"path": f, "label": label, "patient": f"P{p}"})
     pd.DataFrame(rows).to_csv(d / "manifest.csv", index=False)
-    src = hestdata.get_source("images")
-    inputs = {"images": d, "manifest": d / "manifest.csv"}
-    opts = src.parse_options({"patches": ["32px"]})
-    out = d / "root"
-    for sid in src.sample_ids(inputs, opts):
-        hestdata.convert(src.read(inputs, sample_id=sid, options=opts), out, options=opts)
-    return out
+    hestdata.convert_images(d, d / "root", manifest=d / "manifest.csv", patches=["32px"])
+    return d / "root"
 
 
 def _task() -> Task:
