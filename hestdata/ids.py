@@ -9,8 +9,8 @@ SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # no path separators:
 STORE_FORMAT_VERSION = 2  # the root layout this hestdata writes (docs/store.md); it reads 1 and 2
 # the newest *sample* format this hestdata reads and writes. A sample is written in the oldest format that holds it:
 # 2 for every spot, cell, channel and slide sample (an older hestdata still reads them), 3 for an image collection
-# (variant ``images``: a pixel size that may be unknown, ``<px>px`` fit geometries), which the root layout of
-# format 2 carries unchanged
+# (variant ``images``: a pixel size that may be unknown, ``<px>px`` fit geometries) and for a sample whose labels were
+# joined from polygons (``qc.labels.key: polygon``); the root layout of format 2 carries both unchanged
 SAMPLE_FORMAT_VERSION = 3
 COLLECTION_FORMAT_VERSION = 3
 

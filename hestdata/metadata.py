@@ -126,13 +126,16 @@ class LabelQC(_Model):
     """What joining a per-spot (or per-cell) label table counted (``convert … --labels``; hestdata.curation.labels)."""
 
     file: str = Field(description="the label table's file name")
-    key: Literal["barcode", "array"] = Field(description="joined by spot id or by array coordinates")
+    key: Literal["barcode", "array", "polygon"] = Field(
+        description="joined by spot id, by array coordinates, or by the polygons containing the centres (format 3)")
     n_rows: int = Field(ge=0)
     n_rows_without_position: int = Field(ge=0, description="rows with no coordinates (dropped)")
     n_rows_unmatched: int = Field(ge=0, description="rows whose key matches no spot (dropped)")
     n_masked: int = Field(ge=0, description="values stored as missing (e.g. undetermined)")
     n_spots_labelled: int = Field(ge=0)
     columns: dict[str, dict[str, int]] = Field(description="obs column -> label -> spots")
+    n_overlaps: int | None = Field(default=None, ge=0, description="polygons: centres inside polygons of different "
+                                                                   "labels (the smallest one's label kept)")
 
 
 class CollectionQC(_Model):

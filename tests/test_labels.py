@@ -137,3 +137,55 @@ def test_patch_classification_task_runs_from_labelled_samples(her2st_root, tmp_p
     assert "fewshot4_balanced_accuracy" in m and "knn_macro_auroc_pooled" in m
     lb = pl.read_parquet(root / "leaderboard.parquet")
     assert set(lb["task_type"]) == {"patch_classification"}
+
+
+def _features(*polys: tuple[str | None, list[tuple[float, float]]], **top: object) -> dict:
+    feats = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[*pts, pts[0]]]},
+              "properties": {"classification": {"name": lab, "color": [255, 0, 0]}} if lab else {}}
+             for lab, pts in polys]
+    feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 1]}, "properties": {}})
+    return {"type": "FeatureCollection", "features": feats, **top}
+
+
+def test_polygon_labels_by_centre_smallest_wins_counted_and_format_3(tmp_path):
+    """QuPath-style GeoJSON in full-resolution pixels: each spot takes the label of the polygon holding its centre
+    (checked against an independent point-in-rectangle test), a region inside another wins, and what does not fit
+    is counted; the sample is format 3 and its labels reach the loader."""
+    import json
+
+    from tests.synth import synthetic_sample
+
+    s = synthetic_sample("poly", n=16, pixel_size_um=0.5)  # spots at x = 400..1000 px, y = 400..1000 px
+    obs = s.expression.obs
+    x, y = obs["pxl_col_in_fullres"].to_numpy(), obs["pxl_row_in_fullres"].to_numpy()
+    left = [(0, 0), (700, 0), (700, 2000), (0, 2000)]
+    right = [(700, 0), (2000, 0), (2000, 2000), (700, 2000)]
+    nest = [(350, 350), (650, 350), (650, 450), (350, 450)]  # inside "left": the first row's left half
+    nowhere = [(3000, 3000), (3100, 3000), (3100, 3100)]
+    gj = tmp_path / "regions.geojson"
+    gj.write_text(json.dumps(_features(("stroma", left), ("tumour", right), ("immune", nest), ("undetermined", nowhere))))
+    s.slide_inputs["labels"] = gj
+    path = hestdata.convert(s, tmp_path / "root", patches=["64px_0.5um"])
+    meta = hestdata.read_metadata(path)
+    assert meta.format_version == 3 and meta.qc.labels.key == "polygon"
+    want = np.where(x < 700, "stroma", "tumour").astype(object)
+    want[(x > 350) & (x < 650) & (y > 350) & (y < 450)] = "immune"
+    table = hestdata.open_root(tmp_path / "root").sample("poly").read_table()
+    assert list(table.obs["label"].astype(str)) == list(want)
+    q = meta.qc.labels
+    assert q.n_overlaps == int((want == "immune").sum()) > 0 and q.n_rows == 5 and q.n_rows_without_position == 1
+    assert q.n_rows_unmatched == 1 and q.n_spots_labelled == len(obs) and q.columns["label"]["immune"] == 2
+    from hestdata.loader.dataset import PatchDataset
+
+    ds = PatchDataset(tmp_path / "root", patch="64px_0.5um", labels="label", decode="cpu")
+    assert ds.classes == ["immune", "stroma", "tumour"]
+    # the same regions in µm, declared so
+    um = tmp_path / "regions_um.geojson"
+    scale = [[(a * 0.5, b * 0.5) for a, b in p] for p in (left, right, nest)]
+    um.write_text(json.dumps(_features(("stroma", scale[0]), ("tumour", scale[1]), ("immune", scale[2]), unit="um")))
+    again, _ = attach_labels(table.obs, um)
+    assert list(again["label"].astype(str)) == list(want)
+    bad = tmp_path / "bad.geojson"
+    bad.write_text(json.dumps({"type": "FeatureCollection", "features": [], "unit": "inch"}))
+    with pytest.raises(InputError, match=r"bad\.geojson.*unit 'inch'"):
+        attach_labels(table.obs, bad, pixel_size_um=0.5)

@@ -165,7 +165,7 @@ def convert_cells(req: stages.Request, xs: CellSample, o: CellOptions, publish_r
         from hestdata.curation.labels import attach_labels
         from hestdata.metadata import LabelQC
 
-        table.obs, got = attach_labels(table.obs, xs.slide_inputs["labels"])
+        table.obs, got = attach_labels(table.obs, xs.slide_inputs["labels"], pixel_size_um=ps.value)
         label_qc = LabelQC(**got)
     ps_tables = pseudospot_tables(xs, table.var, o)
     prof, prof_info = profile_table(req, xs, table, species, o.pseudobulk)

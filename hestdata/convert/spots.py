@@ -217,7 +217,7 @@ def convert_spots(req: stages.Request, s: SpotSample, o: SpotOptions, publish_ro
         from hestdata.curation.labels import attach_labels
         from hestdata.metadata import LabelQC
 
-        st.table.obs, got = attach_labels(st.table.obs, s.slide_inputs["labels"])
+        st.table.obs, got = attach_labels(st.table.obs, s.slide_inputs["labels"], pixel_size_um=ps.value)
         label_qc = LabelQC(**got)
     prof, prof_info = profile_table(req, s, st.table, st.species, o.pseudobulk)
     alt, alterations = alterations_table(s)

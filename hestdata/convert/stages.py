@@ -176,7 +176,11 @@ def sample_metadata(req: Request, **values: Any) -> SampleMetadata:
     s = req.sample
     fields = {**req.fields, **{k: v for k, v in values.items() if k in META_FIELDS and v is not None}}
     rest = {k: v for k, v in values.items() if k not in META_FIELDS}
-    fv = rest.pop("format_version", STORE_FORMAT_VERSION)  # an image collection is format 3 (hestdata.ids)
+    # a sample is written in the oldest format that holds it (hestdata.ids): an image collection, or labels joined
+    # by polygons, need format 3
+    qc = rest.get("qc")
+    polygons = qc is not None and qc.labels is not None and qc.labels.key == "polygon"
+    fv = rest.pop("format_version", 3 if polygons else STORE_FORMAT_VERSION)
     return SampleMetadata(id=s.sample_id, technology=s.technology, variant=s.variant, hestdata_version=__version__,
                           format_version=fv,
                           created_at=now_iso(), input_sha256=req.input_sha256, **fields, **rest)

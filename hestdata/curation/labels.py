@@ -8,6 +8,15 @@ other column named ``label…``, or holding text, is a label column; it becomes 
 values for spots without a label. Values in ``mask`` (``undetermined`` by default, case-insensitive) are stored as
 missing and counted, never as a class. Rows without a position, rows that match no spot and duplicate keys are
 counted (duplicates with different labels are an error naming the file).
+
+**Polygons** (a GeoJSON file, ``.geojson`` or ``.json``: QuPath's annotation export, or any FeatureCollection of
+polygons) label every spot or cell whose centre lies inside one. A feature's label is its
+``properties.classification.name`` (QuPath), else ``label``, ``class`` or ``name``. Coordinates are the sample's
+full-resolution pixels (the H&E's, as QuPath writes them; a cell sample's morphology pixels), or µm when the
+collection says ``"unit": "um"`` at its top level. A centre inside polygons of different labels takes the
+smallest one's (a region drawn inside another is the more specific annotation), counted in ``n_overlaps``;
+features that are not polygons and polygons holding no centre are counted. Such a sample is written in store
+format 3 (its label QC has ``key: polygon``).
 """
 
 from __future__ import annotations
@@ -82,11 +91,103 @@ def _keys(df: Any, obs: Any, p: Path) -> tuple[str, list[Any], list[str], np.nda
     return "array", keys, [r, c], spot_keys
 
 
-def attach_labels(obs: Any, path: str | Path, mask: tuple[str, ...] = DEFAULT_MASK) -> tuple[Any, dict[str, Any]]:
-    """``obs`` with the label columns joined (module docstring) and what the join counted."""
+REGION_SUFFIXES = (".geojson", ".json")
+LABEL_PROPERTIES = ("label", "class", "name")
+
+
+def read_label_regions(path: Path) -> tuple[list[Any], list[str | None], str, int]:
+    """(polygons, their labels, the coordinate unit ``px`` or ``um``, features that are not polygons)."""
+    import json
+
+    import shapely
+    from shapely.geometry import shape
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable GeoJSON file ({exc})") from None
+    feats = doc.get("features") if isinstance(doc, dict) and doc.get("type") == "FeatureCollection" else \
+        doc if isinstance(doc, list) else [doc] if isinstance(doc, dict) and doc.get("type") == "Feature" else None
+    if feats is None:
+        raise InputError(path, "not a GeoJSON FeatureCollection (or a list of features)")
+    unit = str(doc.get("unit", "px")).lower() if isinstance(doc, dict) else "px"
+    if unit not in ("px", "um", "µm"):
+        raise InputError(path, f"unit {unit!r}: px (full-resolution pixels) or um")
+    polys, labels, skipped = [], [], 0
+    for f in feats:
+        try:
+            g = shape(f["geometry"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            skipped += 1
+            continue
+        if g.geom_type not in ("Polygon", "MultiPolygon") or g.is_empty:
+            skipped += 1
+            continue
+        props = f.get("properties") or {}
+        cls = props.get("classification")
+        value = cls.get("name") if isinstance(cls, dict) else cls
+        for k in LABEL_PROPERTIES:
+            value = value if value not in (None, "") else props.get(k)
+        polys.append(shapely.make_valid(g))
+        labels.append(None if value in (None, "") else str(value).strip())
+    if not polys:
+        raise InputError(path, f"no polygon among its {len(feats)} feature(s)")
+    return polys, labels, "um" if unit in ("um", "µm") else "px", skipped
+
+
+def attach_region_labels(obs: Any, path: Path, pixel_size_um: float | None,
+                         mask: tuple[str, ...] = DEFAULT_MASK) -> tuple[Any, dict[str, Any]]:
+    """``obs`` with ``label`` from the polygons containing each centre (module docstring) and the counts."""
+    import pandas as pd
+    import shapely
+
+    polys, labels, unit, skipped = read_label_regions(path)
+    xy = obs[["x_um", "y_um"]].to_numpy(np.float64)
+    if unit == "px":
+        if not pixel_size_um:
+            raise InputError(path, "polygons in pixels need the sample's pixel size", 'add "unit": "um" if they are in µm')
+        xy = xy / pixel_size_um
+    tree = shapely.STRtree(polys)
+    pts = shapely.points(xy[:, 0], xy[:, 1])
+    spot_i, poly_i = tree.query(pts, predicate="within")
+    area = np.array([g.area for g in polys])
+    best: dict[int, int] = {}
+    overlaps = set()
+    for i, j in zip(spot_i.tolist(), poly_i.tolist(), strict=True):
+        if i in best and labels[best[i]] != labels[j]:
+            overlaps.add(i)
+        if i not in best or area[j] < area[best[i]]:
+            best[i] = j
+    masked = {m.lower() for m in mask}
+    values = np.full(len(obs), None, dtype=object)
+    n_masked = 0
+    for i, j in best.items():
+        v = labels[j]
+        if v is None or v.lower() in masked:
+            n_masked += v is not None
+            continue
+        values[i] = v
+    out = obs.copy()
+    out["label"] = pd.Categorical(values)
+    used = set(poly_i.tolist())
+    return out, {"file": path.name, "key": "polygon", "n_rows": len(polys) + skipped,
+                 "n_rows_without_position": skipped, "n_rows_unmatched": int(sum(j not in used for j in range(len(polys)))),
+                 "n_masked": n_masked, "n_spots_labelled": int(sum(v is not None for v in values)),
+                 "n_overlaps": len(overlaps),
+                 "columns": {"label": {str(k): int(v) for k, v in pd.Series(values).value_counts().items()}}}
+
+
+def attach_labels(obs: Any, path: str | Path, mask: tuple[str, ...] = DEFAULT_MASK,
+                  pixel_size_um: float | None = None) -> tuple[Any, dict[str, Any]]:
+    """``obs`` with the label columns joined (module docstring) and what the join counted; a GeoJSON file labels
+    by polygons (``pixel_size_um`` converts the sample's µm centres to its full-resolution pixels)."""
     import pandas as pd
 
     p = Path(path)
+    if p.suffix.lower() in REGION_SUFFIXES:
+        if not p.is_file():
+            raise InputError(p, "labels file not found")
+        return attach_region_labels(obs, p, pixel_size_um, mask)
     df = read_label_table(p)
     kind, keys, key_cols, spot_keys = _keys(df, obs, p)
     columns = _label_columns(df, key_cols)

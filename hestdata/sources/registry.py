@@ -115,7 +115,8 @@ SLIDE_INPUTS = {"profile": "slide-level molecular profile (CSV/TSV: gene, value;
                 "cells": "cell/nucleus segmentation for cell crops (GeoJSON in full-resolution px, or CSV/TSV with "
                          "x_um, y_um or x_px, y_px)",
                 "labels": "per-spot or per-cell labels (CSV/TSV keyed by spot/cell id, or spots' array "
-                          "coordinates): label columns join the table's obs, 'undetermined' stored as missing"}
+                          "coordinates; or GeoJSON polygons, e.g. QuPath's, in full-resolution px): label columns "
+                          "join the table's obs, 'undetermined' stored as missing"}
 
 
 def register_source(source: Source) -> Source:
