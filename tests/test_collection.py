@@ -275,6 +275,18 @@ def test_cell_classification_folds_by_item_column_and_mil_over_fields_of_view(cr
     classes = sorted(pred["label"].unique())
     assert (confusion_counts(pred["label"].to_numpy(), pred["predicted"].to_numpy(), classes)
             == confusion_matrix(pred["label"], pred["predicted"], labels=classes)).all()
+    from typer.testing import CliRunner
+
+    from hestdata.cli import app
+
+    shown = CliRunner().invoke(app, ["bench", "leaderboard", str(root), "--task", "wbc", "--metric",
+                                     "linear_balanced_accuracy_pooled", "--metric", "knn_balanced_accuracy_pooled"])
+    assert shown.exit_code == 0, shown.output
+    header = next(line for line in shown.output.splitlines() if line.startswith("| encoder"))
+    assert header.split("|")[2:4] == [" linear_balanced_accuracy_pooled ↑ ", " knn_balanced_accuracy_pooled ↑ "]
+    assert "± 0.0000" not in shown.output  # a pooled value has no spread over folds to show
+    bad = CliRunner().invoke(app, ["bench", "leaderboard", str(root), "--task", "nope"])
+    assert bad.exit_code == 1 and "no task nope; it has wbc" in bad.output
     lin = {r["metric"]: r for r in run_benchmark(root, "color-stats", t, leaderboard=False)}
     assert balanced_accuracy_score(pred["label"], pred["predicted"]) == pytest.approx(
         lin["linear_balanced_accuracy_pooled"]["mean"])

@@ -187,7 +187,8 @@ def _task_view(df: Any, task: str, metrics: dict[str, str] | None) -> dict[str, 
         cells = []
         for m in mets:
             r = sub.filter((sub["fingerprint"] == fp) & (sub["metric"] == m))
-            cell = _fmt(r["mean"][0], r["std"][0]) if r.height else ""
+            pooled = bool(r.height) and "folds" in r.columns and len(r["folds"][0]) == 1  # one value: no spread
+            cell = (f"{r['mean'][0]:.4f}" if pooled else _fmt(r["mean"][0], r["std"][0])) if r.height else ""
             if r.height and "ci_low" in r.columns and r["ci_low"][0] is not None and math.isfinite(r["ci_low"][0]):
                 cell += f" [{r['ci_low'][0]:.3f}, {r['ci_high'][0]:.3f}]"
             cells.append(cell)

@@ -590,15 +590,30 @@ def bench_list() -> None:
 @bench_app.command("leaderboard")
 @handle_errors
 def bench_leaderboard(root: Annotated[Path, typer.Argument(help="Root with a leaderboard.parquet.")],
-                      html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML page here.")] = None) -> None:
-    """Render the leaderboard as Markdown (stdout) and a self-contained HTML page."""
+                      html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML page here.")] = None,
+                      task: Annotated[list[str] | None, typer.Option(help="Show only this task (repeatable).")] = None,
+                      metric: Annotated[list[str] | None, typer.Option(
+                          help="Show only this metric (repeatable; the first is the one rows are sorted by).")] = None,
+                      ) -> None:
+    """Render the leaderboard as Markdown (stdout) and a self-contained HTML page: one table per task."""
+    import polars as pl
+
     from hestdata.bench.leaderboard import read, render_html, render_markdown
+    from hestdata.errors import InputError
     from hestdata.store.atomic import atomic_write_bytes
 
     df = read(root)
-    typer.echo(render_markdown(df))
+    for col, want in (("task", task), ("metric", metric)):
+        if want:
+            missing = sorted(set(want) - set(df[col].to_list()))
+            if missing:
+                raise InputError(root / "leaderboard.parquet", f"no {col} {', '.join(missing)}; it has "
+                                                               f"{', '.join(sorted(set(df[col].to_list()))[:12])}")
+            df = df.filter(pl.col(col).is_in(want))
+    order = {t: metric[0] for t in set(df["task"].to_list())} if metric else None  # sort by the first metric given
+    typer.echo(render_markdown(df, order))
     target = html_out or (root / "leaderboard.html")
-    atomic_write_bytes(target, render_html(df).encode())
+    atomic_write_bytes(target, render_html(df, metrics=order).encode())
     typer.echo(f"html: {target}")
 
 
