@@ -36,7 +36,7 @@ _EXPORTS = {
     "read_xenium": "hestdata.sources.xenium",
     "read_multiplex": "hestdata.sources.multiplex",
     "read_wsi": "hestdata.sources.wsi",
-    "convert_images": "hestdata.sources.collection",
+    "convert_images": "hestdata.convert.images",
     "open_sample": "hestdata.store.sample",
     "read_metadata": "hestdata.store.sample",
     "open_catalog": "hestdata.store.root",

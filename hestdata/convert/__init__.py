@@ -36,9 +36,9 @@ def _converter(variant: str) -> Callable[..., Path]:
 
         return convert_slide
     if variant == "images":
-        from hestdata.convert.images import convert_images
+        from hestdata.convert.images import convert_image_set
 
-        return convert_images
+        return convert_image_set
     raise TypeError(f"no conversion for sample variant {variant!r}")
 
 

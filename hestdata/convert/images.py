@@ -107,7 +107,7 @@ def _label_counts(table: Any, columns: list[str]) -> tuple[dict[str, dict[str, i
     return counts, missing
 
 
-def convert_images(req: stages.Request, s: ImageSetSample, o: ImageSetOptions, publish_root: bool) -> Path:
+def convert_image_set(req: stages.Request, s: ImageSetSample, o: ImageSetOptions, publish_root: bool) -> Path:
     """The image collection's pipeline: items table, patch arrays, metadata (format 3), commit."""
     from hestdata.ids import COLLECTION_FORMAT_VERSION
     from hestdata.io import progress
@@ -158,3 +158,30 @@ def convert_images(req: stages.Request, s: ImageSetSample, o: ImageSetOptions, p
         qc = QC(n_obs=n, n_genes=0, counts_integer=True, patches=pqc, collection=cq, warnings=req.warnings)
         meta = stages.sample_metadata(req, pixel_size_um=ps, qc=qc, format_version=COLLECTION_FORMAT_VERSION)
         return stages.commit_and_publish(w, req, meta, publish_root)
+
+
+def convert_images(images: str | Path, root: str | Path, *, manifest: str | Path | None = None,
+                   boxes: str | Path | None = None, overwrite: bool = False, metadata: dict[str, Any] | None = None,
+                   progress: bool = True, **options: Any) -> list[Path]:
+    """Convert a whole image collection into ``root`` — every sample its grouping gives — and publish them as one
+    catalog version (what was written before a failure is published too); returns the sample paths.
+
+    ``options`` are the ``images`` source's (``group_by``, ``sample_prefix``, ``item_kind``, ``box_classes``,
+    ``pixel_size_um``, ``patches``, ``box_context``, ``keep_jpeg``, …), e.g.
+    ``convert_images("BCCD/JPEGImages", "ROOT", boxes="BCCD/Annotations", group_by="image")``."""
+    from hestdata.convert import convert
+    from hestdata.sources.collection import SOURCE
+    from hestdata.store.publish import publish
+
+    inputs = {"images": Path(images), "manifest": None if manifest is None else Path(manifest),
+              "boxes": None if boxes is None else Path(boxes)}
+    opts = SOURCE.parse_options(options)
+    paths: list[Path] = []
+    try:
+        for sid in SOURCE.sample_ids(inputs, opts):
+            paths.append(convert(SOURCE.read(inputs, sample_id=sid, options=opts), root, options=opts,
+                                 overwrite=overwrite, metadata=metadata, publish_root=False, progress=progress))
+    finally:
+        if paths:
+            publish(root, [p.name[: -len(".zarr")] for p in paths])
+    return paths

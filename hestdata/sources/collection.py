@@ -482,32 +482,6 @@ def _read(inputs: dict[str, Path], sample_id: str, o: ImageSetSourceOptions) -> 
                           counts=c.sample_counts(sample_id))
 
 
-def convert_images(images: str | Path, root: str | Path, *, manifest: str | Path | None = None,
-                   boxes: str | Path | None = None, overwrite: bool = False, metadata: dict[str, Any] | None = None,
-                   progress: bool = True, **options: Any) -> list[Path]:
-    """Convert a whole image collection into ``root`` — every sample its grouping gives — and publish them as one
-    catalog version (what was written before a failure is published too); returns the sample paths.
-
-    ``options`` are the ``images`` source's (``group_by``, ``sample_prefix``, ``item_kind``, ``box_classes``,
-    ``pixel_size_um``, ``patches``, ``box_context``, ``keep_jpeg``, …), e.g.
-    ``convert_images("BCCD/JPEGImages", "ROOT", boxes="BCCD/Annotations", group_by="image")``."""
-    from hestdata.convert import convert
-    from hestdata.store.publish import publish
-
-    inputs = {"images": Path(images), "manifest": None if manifest is None else Path(manifest),
-              "boxes": None if boxes is None else Path(boxes)}
-    opts = SOURCE.parse_options(options)
-    paths: list[Path] = []
-    try:
-        for sid in SOURCE.sample_ids(inputs, opts):
-            paths.append(convert(SOURCE.read(inputs, sample_id=sid, options=opts), root, options=opts,
-                                 overwrite=overwrite, metadata=metadata, publish_root=False, progress=progress))
-    finally:
-        if paths:
-            publish(root, [p.name[: -len(".zarr")] for p in paths])
-    return paths
-
-
 SOURCE = register_source(Source(
     name="images", summary="image collection: labelled tiles or single-cell images (class folders or a manifest), "
                            "or cell boxes on fields of view (VOC, COCO, CSV)",
