@@ -120,6 +120,7 @@ def test_20k_tiff_converts_under_an_address_space_limit(tmp_path):
     n = meta.qc.patches["224px_0.5um"].n_patches
     assert n > 1000
     assert peak * 2 ** 20 < level0, f"peak RSS {peak:.0f} MiB is not below one copy of level 0"
+    print(f"peak RSS {peak:.0f} MiB, level 0 {level0 / 2 ** 20:.0f} MiB, limit {(limit - base) / 2 ** 20:.0f} MiB over imports")
     # the store's level 0 is the TIFF's pixels, and patches are cut at the spot centres from it
     s = hestdata.open_sample(path)
     import zarr
