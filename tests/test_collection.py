@@ -74,11 +74,14 @@ def test_class_folders_one_sample_labels_and_loader(crops, tmp_path):
     meta = hestdata.read_metadata(path)
     expected = {c.name: len(list(c.iterdir())) for c in crops.iterdir()}
     assert meta.variant == "images" and meta.format_version == 3 and meta.pixel_size_um is None
-    assert meta.qc.collection.labels == {"label": dict(sorted(expected.items(), key=lambda kv: -kv[1]))} or \
-        meta.qc.collection.labels["label"] == expected
+    assert meta.qc.collection.labels == {"label": expected} and meta.qc.collection.n_unlabelled == {"label": 0}
     assert meta.qc.collection.n_items == sum(expected.values()) == meta.qc.n_obs
     assert Root.open(root).catalog["pixel_size_um"].to_list() == [None]  # unknown: null, not a guess
     assert hestdata.validate(root).ok
+    import spatialdata as sd  # opens without hestdata's help: a table that annotates no element
+
+    items = sd.read_zarr(path).tables["items"]
+    assert items.n_obs == meta.qc.n_obs and items.obs["label"].value_counts().to_dict() == expected
     from hestdata.loader.dataset import PatchDataset
 
     ds = PatchDataset(root, patch="cells-224px", labels="label", decode="cpu")
