@@ -139,3 +139,21 @@ def test_cli_stops_with_a_checkpoint_and_names_bad_modes(root, tmp_path):
     out = CliRunner().invoke(app, [*args, "--mode", "head", "--max-steps", "1"])
     assert out.exit_code == 0 and "stopped after 1 steps" in out.output, out.output
     assert (tmp_path / "o" / "fold0" / "checkpoint.pt").is_file()
+
+
+def test_expression_task_trains_a_regression_head_on_real_sections(her2st_root, tmp_path):
+    """On the her2st sections (one fold: a section held out, one validating): the head regresses the training
+    split's most variable genes, standardised, and both models are scored by mean Pearson r."""
+    from hestdata.bench.finetune import finetune
+
+    t = Task(name="her2st_expr", type="expression", samples="cohort = 'her2st'", group_by="id", patch="224px_0.5um",
+             options={})
+    res = finetune(her2st_root, t, tmp_path / "run", config={"mode": "head", "epochs": 1, "batch_size": 16,
+                                                              "n_genes": 8, "folds": [0], "augment": False},
+                   encoder=from_module(_tiny(), "tiny", input_size=32), device="cpu", leaderboard=False)
+    (fold,) = res.folds
+    assert res.finished and fold["n_train"] == 1 and fold["n_val"] == 1
+    for which in ("finetuned", "frozen"):
+        assert -1 <= fold[which]["pearson_mean"] <= 1
+    assert res.pooled["finetuned"]["fold_mean"] == pytest.approx(fold["finetuned"]["pearson_mean"])
+    assert "balanced_accuracy" not in res.gain
