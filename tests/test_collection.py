@@ -93,6 +93,20 @@ def test_class_folders_one_sample_labels_and_loader(crops, tmp_path):
         assert np.isnan(item["coords_um"].numpy()).all()  # no µm frame without a pixel size
 
 
+def test_a_patches_only_download_keeps_the_items_labels(crops, tmp_path):
+    """The items table is the patches' index (their labels), so it travels with --only patches."""
+    from hestdata.loader.dataset import PatchDataset
+    from hestdata.remote.download import element_of
+
+    assert element_of("tables/items/obs/label/codes/c/0") == ("patches", None)
+    assert element_of("tables/expression/X/data/c/0") == ("expression", None)
+    _convert(crops, tmp_path / "root", item_kind="cells", sample_prefix="c", patches=["32px"])
+    out = hestdata.download(str(tmp_path / "root"), tmp_path / "copy", elements=["patches"], workers=2)
+    ds = PatchDataset(out, patch="cells-32px", labels="label", decode="cpu")
+    assert len(ds) == 19 and int(ds[0]["label"]) >= 0
+    assert hestdata.validate(out).ok, hestdata.validate(out).violations
+
+
 def test_fit_crop_equals_an_independent_resize(crops, tmp_path):
     """A crop folder's item is the whole image resized to 224 (they are square): PIL's own resize of the file."""
     root = tmp_path / "root"

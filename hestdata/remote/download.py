@@ -48,8 +48,8 @@ def element_of(rel_in_sample: str) -> tuple[str, str | None]:
         return "image", None
     if head == "shapes":
         return "shapes", None
-    if head == "tables":
-        return "expression", None
+    if head == "tables":  # an image collection's items are its patches' index (labels), not expression
+        return ("patches", None) if len(parts) >= 2 and parts[1] == L.ITEMS_TABLE else ("expression", None)
     if head == "points":
         return "points", None
     if head == "hestdata":
@@ -184,7 +184,10 @@ def _rewrite_partial(staged: Path, missing: set[str], kept_patches: set[str] | N
             return True
         return el == "patches" and kept_patches is not None and name is not None and name not in kept_patches
 
-    drop(doc, [k for k in merged(doc) if gone(k)])
+    keys = list(merged(doc))
+    kept = [k for k in keys if not gone(k)]
+    parents = {"/".join(k.split("/")[:i]) for k in kept for i in range(1, k.count("/") + 1)}
+    drop(doc, [k for k in keys if gone(k) and k not in parents])  # a kept node's groups stay (tables/ of items)
     meta = doc["attributes"][L.META_KEY]
     if "image" in missing:
         meta["image"] = None
