@@ -144,12 +144,18 @@ def test_register_xenium_multiplex_and_wsi(tmp_path, dask_scheduler):
          "inputs": {"image": str(imc / "ometiff" / "20210305_NE_mockData2" / "20210305_NE_mockData2_s0_a1_ac.ome.tiff"),
                     "panel": str(imc / "cpout" / "panel.csv"), "mapping": "map.csv"}},
         {"id": "slide", "technology": "wsi", "inputs": {"slide": str(svs)}, "options": {"tile_um": 256}},
+        {"id": "wbc", "technology": "images", "patches": ["32px"],  # an image collection (store format 3)
+         "inputs": {"images": str(shared("hematology", "bccd_wbc_crops", "BCCD_cropped"))},
+         "options": {"item_kind": "cells", "sample_prefix": "wbc"}},
     ]}
     cohort = _write(tmp_path / "other.yaml", doc)
     root = tmp_path / "root"
     rep = register_cohort(cohort, root, scheduler=dask_scheduler, allow_outside_inputs=True)
     assert rep.ok, [o.reason for o in rep.outcomes]
     cat = hestdata.open_catalog(root)
-    assert dict(zip(cat["id"], cat["technology"], strict=True)) == {"imc": "imc", "slide": "wsi", "xen": "xenium"}
+    assert dict(zip(cat["id"], cat["technology"], strict=True)) == {"imc": "imc", "slide": "wsi", "xen": "xenium",
+                                                                     "wbc": "images"}
+    assert dict(zip(cat["id"], cat["format_version"], strict=True))["wbc"] == 3
+    assert dict(zip(cat["id"], cat["n_obs"], strict=True))["wbc"] == 351
     assert hestdata.validate(root).ok, hestdata.validate(root).violations
-    assert register_cohort(cohort, root, scheduler=dask_scheduler, allow_outside_inputs=True).ids("unchanged") == ["imc", "slide", "xen"]
+    assert register_cohort(cohort, root, scheduler=dask_scheduler, allow_outside_inputs=True).ids("unchanged") == ["imc", "slide", "wbc", "xen"]
