@@ -36,6 +36,8 @@ def _metavar(name: str, ann: Any) -> str:
         return "X,Y" if len(typing.get_args(ann)) == 2 else "A,B,C,D,E,F"
     if name.endswith("_um"):
         return "UM"
+    if typing.get_origin(ann) is list:  # repeatable: one value per flag
+        return {int: "INTEGER", float: "NUMBER"}.get(typing.get_args(ann)[0], "TEXT")
     return {int: "INTEGER", float: "NUMBER", str: "TEXT"}.get(ann, "")
 
 
@@ -79,7 +81,8 @@ def _input_params(src: Source) -> list[inspect.Parameter]:
     for name in req[1:]:
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
             Path, typer.Option("--" + name.replace("_", "-"), metavar="PATH", help=_sentence(src.inputs[name]) + ".")]))
-    for name, help_ in {**src.optional_inputs, **{k: v for k, v in SLIDE_INPUTS.items() if k not in src.inputs}}.items():
+    slide = {} if src.variant == "images" else {k: v for k, v in SLIDE_INPUTS.items() if k not in src.inputs}
+    for name, help_ in {**src.optional_inputs, **slide}.items():  # a collection has no slide-level inputs
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
             Path | None, typer.Option("--" + name.replace("_", "-"), metavar="PATH", help=_sentence(help_) + ".")]))
     return params
@@ -99,7 +102,7 @@ def _common_params(src: Source) -> list[inspect.Parameter]:
         inspect.Parameter("meta", kw, default=None, annotation=Annotated[list[str] | None, typer.Option(
             "--meta", metavar="FIELD=VALUE", help="Metadata field=value, repeatable (organ=brain).")]),
     ]
-    if "patches" in src.options.model_fields:
+    if "patches" in src.options.model_fields and src.variant != "images":  # a collection's items are its patches
         params.append(inspect.Parameter("no_patches", kw, default=False, annotation=Annotated[bool, typer.Option(
             "--no-patches", help="Write no patch arrays.")]))
     return params
@@ -110,7 +113,7 @@ def run_convert(src: Source, values: dict[str, Any], echo: Any) -> list[Path]:
     from hestdata.cli.common import meta_fields
     from hestdata.convert import convert
 
-    inputs = {k: values.pop(k) for k in dict.fromkeys([*src.inputs, *src.optional_inputs, *SLIDE_INPUTS])}
+    inputs = {k: values.pop(k) for k in dict.fromkeys([*src.inputs, *src.optional_inputs, *SLIDE_INPUTS]) if k in values}
     out, sid, overwrite = values.pop("out"), values.pop("sample_id"), values.pop("overwrite")
     fields = meta_fields(values.pop("meta"))
     if values.pop("no_patches", False):

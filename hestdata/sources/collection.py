@@ -71,11 +71,11 @@ class Collection:
     def sample_counts(self, sample_id: str) -> dict[str, int]:
         """What was left out of one sample's images (boxes skipped; images of its group without any item)."""
         files = set(self.items["file"].iloc[self.groups[sample_id]])
-        out = {k: sum(self.file_counts.get(f, {}).get(k, 0) for f in files)
-               for k in ("n_boxes_degenerate", "n_boxes_filtered")}
         v = self.group_values[sample_id]
-        out["n_images_without_boxes"] = sum(1 for g in self.empty_images.values()
-                                            if self.group_column is None or g == v)
+        empty = {f for f, g in self.empty_images.items() if self.group_column is None or g == v}
+        out = {k: sum(self.file_counts.get(f, {}).get(k, 0) for f in files | empty)  # boxes left out of images
+               for k in ("n_boxes_degenerate", "n_boxes_filtered")}                # that kept none count too
+        out["n_images_without_boxes"] = len(empty)
         out["n_images"] = len(files)
         return out
 
