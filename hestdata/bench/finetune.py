@@ -258,7 +258,15 @@ class _FinetuneTrainer(_Trainer):
                                self.out / BEST)
 
     def _stop(self, epoch: int) -> bool:
-        return self.best[1] is not None and epoch - self.best[1] >= self.cfg.patience
+        """Patience spent (rank 0 validates; under DDP its decision is broadcast, so every rank stops together)."""
+        stop = self.best[1] is not None and epoch - self.best[1] >= self.cfg.patience
+        if self.world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(stop)], device=self.device)
+            dist.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        return stop
 
     def run(self, max_steps: int | None, echo: Any) -> bool:
         if self.history and self._stop(int(self.history[-1]["epoch"])):
