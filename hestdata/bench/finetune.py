@@ -497,7 +497,7 @@ def _train_fold(run: _Run, k: int, name: str, tr: np.ndarray, te: np.ndarray, ma
     trainer = _FinetuneTrainer(model, run.r, run.t, cfg, fd, splits, folder, dev)
     if trainer.ck.is_file():
         trainer.resume(echo)
-    if echo:
+    if echo and _dist()[0] == 0:
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         echo(f"fold {k} ({name}): train {len(splits['train'])} samples, validate {len(splits['val'])}, test "
              f"{len(splits['test'])}; trainable {n_train:,} of {sum(p.numel() for p in model.parameters()):,} "
