@@ -49,6 +49,7 @@ class ValidationReport:
 def _open_metadata(sample: Any, bad: Callable[[str], None]) -> tuple[Any, Any] | None:
     """The sample's Zarr group and typed metadata, or None after reporting why they cannot be read."""
     from hestdata.errors import HestdataError
+    from hestdata.ids import SAMPLE_FORMAT_VERSION
     from hestdata.metadata import schema_violations
 
     path = sample.local_path
@@ -68,7 +69,7 @@ def _open_metadata(sample: Any, bad: Callable[[str], None]) -> tuple[Any, Any] |
         meta = sample.metadata  # a newer format names the version to install
     except HestdataError as exc:
         problems = schema_violations(raw) if isinstance(raw, dict) and \
-            raw.get("format_version", 1) <= L.FORMAT_VERSION else []
+            raw.get("format_version", 1) <= SAMPLE_FORMAT_VERSION else []
         for p in problems or [str(exc)]:
             bad(f"metadata {p}" if problems else p)
         return None
