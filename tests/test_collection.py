@@ -304,6 +304,8 @@ def test_cell_classification_folds_by_item_column_and_mil_over_fields_of_view(cr
     header = next(line for line in shown.output.splitlines() if line.startswith("| encoder"))
     assert header.split("|")[2:4] == [" linear_balanced_accuracy_pooled ↑ ", " knn_balanced_accuracy_pooled ↑ "]
     assert "± 0.0000" not in shown.output  # a pooled value has no spread over folds to show
+    info = CliRunner().invoke(app, ["info", str(root)])
+    assert "(store format 2; samples in format 3, catalog version" in info.output, info.output
     bad = CliRunner().invoke(app, ["bench", "leaderboard", str(root), "--task", "nope"])
     assert bad.exit_code == 1 and "no task nope; it has wbc" in bad.output
     lin = {r["metric"]: r for r in run_benchmark(root, "color-stats", t, leaderboard=False)}

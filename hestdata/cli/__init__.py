@@ -134,7 +134,9 @@ def info(path: Annotated[Path, typer.Argument(help="A root or a samples/<id>.zar
     with pl.Config(tbl_rows=100, tbl_cols=len(cols), tbl_width_chars=140):
         version = (f"catalog version {root.version}" if root.format_version == 2
                    else "run `hestdata upgrade` to move it to format 2")
-        typer.echo(f"{path}: {cat.height} sample(s) (store format {root.format_version}, {version})")
+        fv = sorted(set(cat["format_version"].drop_nulls().to_list())) if "format_version" in cat.columns else []
+        samples = f"; samples in format {', '.join(map(str, fv))}" if any(v != root.format_version for v in fv) else ""
+        typer.echo(f"{path}: {cat.height} sample(s) (store format {root.format_version}{samples}, {version})")
         if cat.height:
             typer.echo(cat.select(cols))
 
