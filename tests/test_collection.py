@@ -334,3 +334,23 @@ def test_cell_classification_folds_by_item_column_and_mil_over_fields_of_view(cr
         assert len(grp) == r.sample(sid).metadata.qc.n_obs and grp["attention"].sum() == pytest.approx(1, abs=1e-4)
         assert set(grp["box_class"]) <= {"RBC", "WBC", "Platelets"}
     assert len(bags)
+
+
+def test_a_changed_collection_is_read_again(tmp_path):
+    """The collection read is cached for a many-sample conversion; a file added to a class folder is seen."""
+    from PIL import Image
+
+    d = tmp_path / "c"
+    (d / "a").mkdir(parents=True)
+    (d / "b").mkdir()
+    for name in ("a/1.png", "b/1.png"):
+        Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(d / name)
+    src = hestdata.get_source("images")
+    opts = src.parse_options({"sample_prefix": "c"})
+    assert len(src.read({"images": d}, sample_id="c", options=opts).items) == 2
+    import os
+    import time
+
+    Image.fromarray(np.full((16, 16, 3), 50, np.uint8)).save(d / "a" / "2.png")
+    os.utime(d / "a", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a coarse clock still moves
+    assert len(src.read({"images": d}, sample_id="c", options=opts).items) == 3

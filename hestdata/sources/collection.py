@@ -281,7 +281,8 @@ def _collection_cached(key: tuple[Any, ...]) -> Collection:
 
 def _key(inputs: dict[str, Path], o: ImageSetSourceOptions) -> tuple[Any, ...]:
     paths = [inputs["images"], inputs.get("manifest"), inputs.get("boxes")]
-    stamp = tuple((str(p), p.stat().st_mtime_ns) for p in paths if p is not None and p.exists())
+    folders = [q for p in paths if p is not None and p.is_dir() for q in p.iterdir() if q.is_dir()]  # class folders
+    stamp = tuple((str(p), p.stat().st_mtime_ns) for p in [*paths, *folders] if p is not None and p.exists())
     return (*(str(p.resolve()) if p is not None else None for p in paths), o.group_by, o.sample_prefix,
             tuple(o.box_classes), o.item_kind, stamp)
 
