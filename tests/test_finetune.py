@@ -57,7 +57,7 @@ def _run(root: Path, out: Path, **kw: object):
 
     cfg = {"epochs": 3, "batch_size": 8, "lr": 0.05, "patience": 5, "augment": True, **kw.pop("cfg", {})}
     return finetune(root, _task(), out, config=cfg, encoder=from_module(_tiny(), "tiny", input_size=32),
-                    device="cpu", **kw)
+                    device=kw.pop("device", "cpu"), **kw)
 
 
 def test_planted_class_learnt_and_scored_beside_the_frozen_probe(root, tmp_path):
@@ -157,3 +157,16 @@ def test_expression_task_trains_a_regression_head_on_real_sections(her2st_root, 
         assert -1 <= fold[which]["pearson_mean"] <= 1
     assert res.pooled["finetuned"]["fold_mean"] == pytest.approx(fold["finetuned"]["pearson_mean"])
     assert "balanced_accuracy" not in res.gain
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_lora_on_the_gpu_with_mixed_precision(root, tmp_path, precision):
+    """On CUDA: batches decoded by nvJPEG, autocast at bf16 or fp16 with loss scaling; the planted class is learnt
+    and only the adapters and the head change."""
+    res = _run(root, tmp_path / precision, cfg={"mode": "lora:2", "epochs": 6, "precision": precision, "folds": [0]},
+               leaderboard=False, device="cuda")
+    saved = torch.load(tmp_path / precision / "fold0" / "checkpoint.pt", weights_only=False)
+    assert (saved["scaler"] is not None) == (precision == "fp16")
+    assert res.folds[0]["finetuned"]["balanced_accuracy"] > 0.8, res.folds[0]
