@@ -12,7 +12,7 @@ STORE_FORMAT_VERSION = 2  # the root layout this hestdata writes (docs/store.md)
 # (variant ``images``: a pixel size that may be unknown, ``<px>px`` fit geometries) and for a sample whose labels were
 # joined from polygons (``qc.labels.key: polygon``); the root layout of format 2 carries both unchanged
 SAMPLE_FORMAT_VERSION = 3
-COLLECTION_FORMAT_VERSION = 3
+COLLECTION_FORMAT_VERSION = 3  # the format an image collection or polygon labels need (convert.stages.format_version)
 
 
 # device names Windows reserves whatever the extension ("aux.txt", "CON.zarr"): a root holding one cannot be

@@ -111,7 +111,7 @@ def _common_params(src: Source) -> list[inspect.Parameter]:
 def run_convert(src: Source, values: dict[str, Any], echo: Any) -> list[Path]:
     """Read and convert with the CLI's values; returns the written sample paths."""
     from hestdata.cli.common import meta_fields
-    from hestdata.convert import convert
+    from hestdata.convert import convert_source
 
     inputs = {k: values.pop(k) for k in dict.fromkeys([*src.inputs, *src.optional_inputs, *SLIDE_INPUTS]) if k in values}
     out, sid, overwrite = values.pop("out"), values.pop("sample_id"), values.pop("overwrite")
@@ -120,20 +120,7 @@ def run_convert(src: Source, values: dict[str, Any], echo: Any) -> list[Path]:
         values["patches"] = []
     opts = src.parse_options({k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items() if v is not None})
     ids = (sid or src.sample_ids(inputs, opts)) if src.discover else [sid]
-    paths: list[Path] = []
-    many = len(ids) > 1  # publish once at the end (one catalog version, not one per sample), and what was written
-    try:                 # before a failure too
-        for i in ids:
-            sample = src.read(inputs, sample_id=i, options=opts)
-            path = convert(sample, out, overwrite=overwrite, metadata=fields, options=opts, publish_root=not many)
-            echo(path)
-            paths.append(path)
-    finally:
-        if many and paths:
-            from hestdata.store.publish import publish
-
-            publish(out, [p.name[: -len(".zarr")] for p in paths])
-    return paths
+    return convert_source(src, inputs, ids, out, options=opts, overwrite=overwrite, metadata=fields, on_sample=echo)
 
 
 def make_command(src: Source, echo: Any) -> Any:

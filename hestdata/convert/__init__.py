@@ -105,6 +105,29 @@ def convert(sample: Sample, root: str | Path, *, overwrite: bool = False, metada
         raise
 
 
+def convert_source(src: Any, inputs: dict[str, Any], ids: list[str], root: str | Path, *, options: Options,
+                   overwrite: bool = False, metadata: dict[str, Any] | None = None, progress: bool = True,
+                   on_sample: Callable[[Path], None] | None = None) -> list[Path]:
+    """Read and convert samples ``ids`` of a source's ``inputs`` (a :class:`~hestdata.sources.registry.Source`) into
+    ``root``; several are published as one catalog version at the end — what was written before a failure too —
+    one alone as it is converted. ``on_sample`` sees each sample's path as it is written."""
+    many = len(ids) > 1
+    paths: list[Path] = []
+    try:
+        for sid in ids:
+            path = convert(src.read(inputs, sample_id=sid, options=options), root, options=options,
+                           overwrite=overwrite, metadata=metadata, publish_root=not many, progress=progress)
+            paths.append(path)
+            if on_sample is not None:
+                on_sample(path)
+    finally:
+        if many and paths:
+            from hestdata.store.publish import publish
+
+            publish(root, [p.name[: -len(".zarr")] for p in paths])
+    return paths
+
+
 def _remove_if_empty(root: Path) -> None:
     """Remove a root this conversion created if its first sample was refused: only the lock file, empty
     ``samples/`` and empty bookkeeping folders are there (anything else is left as it is)."""

@@ -109,12 +109,12 @@ def _label_counts(table: Any, columns: list[str]) -> tuple[dict[str, dict[str, i
 
 def convert_image_set(req: stages.Request, s: ImageSetSample, o: ImageSetOptions, publish_root: bool) -> Path:
     """The image collection's pipeline: items table, patch arrays, metadata (format 3), commit."""
-    from hestdata.ids import COLLECTION_FORMAT_VERSION
     from hestdata.io import progress
     from hestdata.store import layout as L
     from hestdata.store.sample import SampleWriter
 
     ps = declared_pixel_size(s)
+    ps_um = ps.value if ps is not None else None
     geoms = [parse_geometry(g) for g in o.patches]
     for g in geoms:
         if g.pixel_size_um is not None and ps is None:
@@ -136,15 +136,15 @@ def convert_image_set(req: stages.Request, s: ImageSetSample, o: ImageSetOptions
             name = prefix + g.name
             stats = {"partial": 0, "kept": 0}
             pw = w.patch_writer(name, n, g.patch_size_px, o.jpeg_quality, workers=o.workers)
-            for batch in progress.track(_patches(s, g, ps.value if ps else None, o.box_context, o.keep_jpeg,
-                                                 o.workers, stats), f"{s.sample_id} {name}", n, weight=len):
+            for batch in progress.track(_patches(s, g, ps_um, o.box_context, o.keep_jpeg, o.workers, stats),
+                                        f"{s.sample_id} {name}", n, weight=len):
                 pw.append(batch)
-            pw.finish(np.arange(n), _centres_um(s, ps.value if ps else None),
+            pw.finish(np.arange(n), _centres_um(s, ps_um),
                       {"pixel_size_um": g.pixel_size_um, "fit": g.pixel_size_um is None, "item_kind": s.kind,
                        "box_context": o.box_context if boxed else None}, table=L.ITEMS_TABLE)
             pqc[name] = PatchQC(n_patches=n, n_skipped_off_image=0, n_skipped_low_tissue=0,
                                 n_partial_outside_image=stats["partial"], min_tissue_fraction=0.0,
-                                source_pixel_size_um=ps.value if ps else None, jpeg_quality=o.jpeg_quality)
+                                source_pixel_size_um=ps_um, jpeg_quality=o.jpeg_quality)
             kept[name] = stats["kept"]
             partial = max(partial, stats["partial"])
         labels, missing = _label_counts(table, s.label_columns)
@@ -156,7 +156,7 @@ def convert_image_set(req: stages.Request, s: ImageSetSample, o: ImageSetOptions
                           box_context=o.box_context if boxed else None, jpeg_kept=kept, labels=labels,
                           n_unlabelled=missing)
         qc = QC(n_obs=n, n_genes=0, counts_integer=True, patches=pqc, collection=cq, warnings=req.warnings)
-        meta = stages.sample_metadata(req, pixel_size_um=ps, qc=qc, format_version=COLLECTION_FORMAT_VERSION)
+        meta = stages.sample_metadata(req, pixel_size_um=ps, qc=qc)  # format 3: stages.format_version
         return stages.commit_and_publish(w, req, meta, publish_root)
 
 
@@ -169,19 +169,11 @@ def convert_images(images: str | Path, root: str | Path, *, manifest: str | Path
     ``options`` are the ``images`` source's (``group_by``, ``sample_prefix``, ``item_kind``, ``box_classes``,
     ``pixel_size_um``, ``patches``, ``box_context``, ``keep_jpeg``, …), e.g.
     ``convert_images("BCCD/JPEGImages", "ROOT", boxes="BCCD/Annotations", group_by="image")``."""
-    from hestdata.convert import convert
+    from hestdata.convert import convert_source
     from hestdata.sources.collection import SOURCE
-    from hestdata.store.publish import publish
 
     inputs = {"images": Path(images), "manifest": None if manifest is None else Path(manifest),
               "boxes": None if boxes is None else Path(boxes)}
     opts = SOURCE.parse_options(options)
-    paths: list[Path] = []
-    try:
-        for sid in SOURCE.sample_ids(inputs, opts):
-            paths.append(convert(SOURCE.read(inputs, sample_id=sid, options=opts), root, options=opts,
-                                 overwrite=overwrite, metadata=metadata, publish_root=False, progress=progress))
-    finally:
-        if paths:
-            publish(root, [p.name[: -len(".zarr")] for p in paths])
-    return paths
+    return convert_source(SOURCE, inputs, SOURCE.sample_ids(inputs, opts), root, options=opts, overwrite=overwrite,
+                          metadata=metadata, progress=progress)

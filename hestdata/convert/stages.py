@@ -171,18 +171,22 @@ def write_tissue(w: Any, thumb: np.ndarray, thumb_pixel_size_um: float) -> Any:
     return tm
 
 
+def format_version(variant: str, qc: Any) -> int:
+    """The oldest store format that holds a sample (hestdata.ids): an image collection, or labels joined by
+    polygons, need format 3; everything else is written in format 2, which older hestdata reads."""
+    from hestdata.ids import COLLECTION_FORMAT_VERSION
+
+    polygons = qc is not None and qc.labels is not None and qc.labels.key == "polygon"
+    return COLLECTION_FORMAT_VERSION if variant == "images" or polygons else STORE_FORMAT_VERSION
+
+
 def sample_metadata(req: Request, **values: Any) -> SampleMetadata:
     """The sample's metadata: the request's descriptive fields, the variant, version and time, then ``values``."""
     s = req.sample
     fields = {**req.fields, **{k: v for k, v in values.items() if k in META_FIELDS and v is not None}}
     rest = {k: v for k, v in values.items() if k not in META_FIELDS}
-    # a sample is written in the oldest format that holds it (hestdata.ids): an image collection, or labels joined
-    # by polygons, need format 3
-    qc = rest.get("qc")
-    polygons = qc is not None and qc.labels is not None and qc.labels.key == "polygon"
-    fv = rest.pop("format_version", 3 if polygons else STORE_FORMAT_VERSION)
     return SampleMetadata(id=s.sample_id, technology=s.technology, variant=s.variant, hestdata_version=__version__,
-                          format_version=fv,
+                          format_version=format_version(s.variant, rest.get("qc")),
                           created_at=now_iso(), input_sha256=req.input_sha256, **fields, **rest)
 
 
