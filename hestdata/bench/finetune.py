@@ -213,6 +213,7 @@ class _FinetuneTrainer(_Trainer):
     def __init__(self, model: FinetuneModel, r: Any, t: Any, cfg: FinetuneConfig, fd: FoldData,
                  splits: dict[str, list[str]], out: Path, device: Any) -> None:
         self.fd = fd
+        self.val_ds: Any = None
         self.val_name = "val balanced accuracy" if fd.kind == "classification" else "val Pearson r"
         super().__init__(model, r, t, cfg, fd.genes, splits, out, device)
 
@@ -249,7 +250,10 @@ class _FinetuneTrainer(_Trainer):
         return nn.functional.mse_loss(out, y)
 
     def _validate(self, row: dict[str, Any], epoch: int) -> None:
-        pred = predict(self.model, self.r, self.t, self.splits["val"], self.fd, self.cfg, self.device)
+        if self.val_ds is None:  # opened at the first validation, kept for the epochs after it
+            self.val_ds = _dataset(self.r, self.t, self.splits["val"], self.fd)
+        pred = predict(self.model, self.r, self.t, self.splits["val"], self.fd, self.cfg, self.device,
+                       dataset=self.val_ds)
         row["val_score"] = score(pred, self.fd)["primary"]
         if row["val_score"] > self.best[0]:
             self.best = (row["val_score"], epoch)
@@ -275,11 +279,12 @@ class _FinetuneTrainer(_Trainer):
 
 
 def predict(model: FinetuneModel, r: Any, t: Any, ids: list[str], fd: FoldData, cfg: FinetuneConfig,
-            device: Any, *, features: bool = False) -> dict[str, np.ndarray]:
-    """The model's outputs (or its encoder's features) and the targets of every item of ``ids``, in dataset order."""
+            device: Any, *, features: bool = False, dataset: Any = None) -> dict[str, np.ndarray]:
+    """The model's outputs (or its encoder's features) and the targets of every item of ``ids``, in dataset order
+    (``dataset``: that split's dataset, opened once by a caller that predicts on it again)."""
     from hestdata.loader import make_loader
 
-    ds = _dataset(r, t, ids, fd)
+    ds = dataset if dataset is not None else _dataset(r, t, ids, fd)
     ld = make_loader(ds, batch_size=max(64, cfg.batch_size), num_workers=cfg.num_workers, shuffle=False, rank=0,
                      world_size=1)
     ac, _ = _autocast(cfg, device)
@@ -298,22 +303,19 @@ def predict(model: FinetuneModel, r: Any, t: Any, ids: list[str], fd: FoldData, 
 def score(pred: dict[str, np.ndarray], fd: FoldData) -> dict[str, float]:
     """Balanced accuracy, weighted F1 and macro AUROC (classification), or mean Pearson r (expression), on the
     labelled items; ``primary`` is the first."""
-    from hestdata.bench.metrics import balanced_accuracy, macro_auroc, weighted_f1
+    from hestdata.bench.metrics import pearson_per_column
+    from hestdata.bench.tasks.patch_classification import class_scores
 
     y, out = pred["y"], pred["out"]
     if fd.kind == "classification":
         keep = y >= 0
         if not keep.any():
             return {"primary": float("nan")}
-        classes = np.asarray(fd.classes)
         p = torch.softmax(torch.as_tensor(out[keep]), dim=1).numpy()
-        yt, yp = classes[y[keep]], classes[p.argmax(1)]
-        m = {"balanced_accuracy": balanced_accuracy(yt, yp), "weighted_f1": weighted_f1(yt, yp),
-             "macro_auroc": macro_auroc(yt, p, list(fd.classes))}
+        m = class_scores(np.asarray(fd.classes, dtype=object)[y[keep]], p, list(fd.classes))
         return {"primary": m["balanced_accuracy"], **m}
-    rs = [np.corrcoef(out[:, j], y[:, j])[0, 1] if np.std(y[:, j]) > 0 and np.std(out[:, j]) > 0 else 0.0
-          for j in range(y.shape[1])]
-    return {"primary": float(np.mean(rs)), "pearson_mean": float(np.mean(rs))}
+    r = float(np.mean(np.nan_to_num(pearson_per_column(out, y), nan=0.0)))  # a constant gene or output: r = 0
+    return {"primary": r, "pearson_mean": r}
 
 
 def frozen_linear(train: dict[str, np.ndarray], val: dict[str, np.ndarray], test: dict[str, np.ndarray],

@@ -114,7 +114,8 @@ def _few_shot(a: np.ndarray, y: np.ndarray, b: np.ndarray, yb: np.ndarray, shots
     return out
 
 
-def _scores(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
+def class_scores(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Balanced accuracy and weighted F1 of the most probable class, and macro one-vs-rest AUROC."""
     pred = np.asarray(classes, dtype=object)[proba.argmax(1)]
     return {"balanced_accuracy": balanced_accuracy(y, pred), "weighted_f1": weighted_f1(y, pred),
             "macro_auroc": macro_auroc(y, proba, classes)}
@@ -132,7 +133,7 @@ def _bootstrap(y: np.ndarray, proba: np.ndarray, classes: list[str], groups: np.
             idx = np.concatenate([by_group[i] for i in rng.integers(0, len(uniq), len(uniq))])
         else:
             idx = rng.integers(0, len(y), len(y))
-        for k, v in _scores(y[idx], proba[idx], classes).items():
+        for k, v in class_scores(y[idx], proba[idx], classes).items():
             vals.setdefault(k, []).append(v)
     return {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) for k, v in vals.items()}
 
@@ -174,13 +175,13 @@ def patch_classification_protocol(embeddings: np.ndarray, labels: Any, groups: A
         oof["knn"][te] = _knn(x[tr], y[tr], x[te], classes, knn_k)
         fold = {"test_group": name, "n_test": int(len(te)), "C": c}
         for p in PROBES:
-            fold.update({f"{p}_{k}": v for k, v in _scores(y[te], oof[p][te], classes).items()})
+            fold.update({f"{p}_{k}": v for k, v in class_scores(y[te], oof[p][te], classes).items()})
         fold.update(_few_shot(a, y[tr], b, y[te], shots, shot_seeds, seed))
         res.folds.append(fold)
     for p in PROBES:
         res.oof_proba[p] = oof[p]
         ci = _bootstrap(y, oof[p], classes, g, n_boot, seed) if n_boot else {}
-        for k, v in _scores(y, oof[p], classes).items():
+        for k, v in class_scores(y, oof[p], classes).items():
             res.pooled[f"{p}_{k}"] = v
             if k in ci:
                 res.pooled[f"{p}_{k}_ci_low"], res.pooled[f"{p}_{k}_ci_high"] = ci[k]
