@@ -40,10 +40,15 @@ class Options(BaseModel):
                     data[k] = [v]
         return data
 
+    @classmethod
+    def _geometry_name(cls, spec: str) -> str:
+        """A geometry's canonical name; µm geometries only (image collections also take ``<px>px``)."""
+        return PatchGeometry.parse(spec).name
+
     @field_validator("patches", check_fields=False)
     @classmethod
     def _geometries(cls, v: list[str]) -> list[str]:
-        names = [PatchGeometry.parse(g).name for g in v]
+        names = [cls._geometry_name(g) for g in v]
         if len(set(names)) != len(names):
             raise ValueError("the same patch geometry was requested twice")
         return names
@@ -123,17 +128,18 @@ class ImageSetOptions(Options):
                                                       "patch geometry (no re-encoding)")
     jpeg_quality: int = JpegQuality
 
-    @field_validator("patches")
     @classmethod
-    def _geometries(cls, v: list[str]) -> list[str]:
+    def _geometry_name(cls, spec: str) -> str:
         from hestdata.units import parse_geometry
 
-        names = [parse_geometry(g).name for g in v]
-        if not names:
+        return parse_geometry(spec).name
+
+    @field_validator("patches")
+    @classmethod
+    def _some_geometry(cls, v: list[str]) -> list[str]:
+        if not v:
             raise ValueError("an image collection stores its items as patches: give at least one geometry")
-        if len(set(names)) != len(names):
-            raise ValueError("the same patch geometry was requested twice")
-        return names
+        return v
 
 
 VARIANT_OPTIONS: dict[str, type[Options]] = {"spots": SpotOptions, "cells": CellOptions,
