@@ -21,10 +21,10 @@ from hestdata.errors import InputError
 from hestdata.metadata import QC, CollectionQC, PatchQC, PixelSize
 from hestdata.model import ImageSetSample
 from hestdata.options import ImageSetOptions
+from hestdata.sources.collection import BOX
 from hestdata.units import FitGeometry, PatchGeometry, parse_geometry
 
 BATCH = 64
-BOX = ("x0", "y0", "x1", "y1")
 
 
 def declared_pixel_size(s: ImageSetSample) -> PixelSize | None:

@@ -38,7 +38,6 @@ from hestdata.sources.registry import Source, register_source
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 BOX = ("x0", "y0", "x1", "y1")
 RESERVED = frozenset({"path", "patient", "slide", "pixel_size_um", *BOX, "x", "y"})
-GROUPS = ("auto", "patient", "slide", "image", "none")
 
 
 class ImageSetSourceOptions(ImageSetOptions, UserPixelSize):
@@ -471,10 +470,9 @@ def _read(inputs: dict[str, Path], sample_id: str, o: ImageSetSourceOptions) -> 
                                                      "a sample has one pixel size — group them apart")
         if declared is None:
             declared = float(vals[0])
-    descriptive: dict[str, Any] = {}
-    for col in ("patient",):
-        if col in items.columns and items[col].nunique(dropna=True) == 1 and items[col].notna().all():
-            descriptive[col] = str(items[col].iloc[0])
+    descriptive: dict[str, Any] = {}  # a sample of one patient records it (patient-level tasks and splits)
+    if "patient" in items.columns and items["patient"].notna().all() and items["patient"].nunique() == 1:
+        descriptive["patient"] = str(items["patient"].iloc[0])
     return ImageSetSample(sample_id=sample_id, technology="images", pixel_size=PixelSizeEvidence(user=declared),
                           source_files=[inputs["images"], *(p for k in ("manifest", "boxes")
                                                            if (p := inputs.get(k)) is not None)],
