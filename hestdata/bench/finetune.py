@@ -33,6 +33,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +48,15 @@ require_ml()
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from hestdata.bench.pretrain import BEST, _atomic_torch_save, _autocast, _dist, _ids_expr, _Trainer  # noqa: E402
+from hestdata.bench.pretrain import (  # noqa: E402
+    BEST,
+    _atomic_torch_save,
+    _autocast,
+    _dist,
+    _ids_expr,
+    _Trainer,
+    loader_of,
+)
 
 
 class FinetuneConfig(BaseModel):
@@ -197,11 +206,17 @@ def _dataset(r: Any, t: Any, ids: list[str], fd: FoldData) -> Any:
     return PatchDataset(r, query=_ids_expr(ids), patch=t.patch, genes=fd.genes, targets="log1p")
 
 
+@lru_cache(maxsize=16)
+def _class_map(dataset_classes: tuple[str, ...], classes: tuple[str, ...]) -> torch.Tensor:
+    """A dataset's class index -> the run's (-1: a class the run leaves out; the last entry maps unlabelled)."""
+    return torch.tensor([classes.index(c) if c in classes else -1 for c in dataset_classes] + [-1])
+
+
 def _targets(batch: dict[str, Any], ds: Any, fd: FoldData) -> torch.Tensor:
     """The batch's targets: global class indices (-1 unlabelled) or standardised log1p expression."""
     if fd.kind == "classification":
         local = batch["label"].long()
-        to_global = torch.tensor([fd.classes.index(c) if c in fd.classes else -1 for c in ds.classes] + [-1])
+        to_global = _class_map(tuple(ds.classes), tuple(fd.classes))
         return to_global[torch.where(local >= 0, local, torch.full_like(local, len(ds.classes)))]
     y = batch["expression"].float()
     return (y - torch.as_tensor(fd.mean, dtype=torch.float32)) / torch.as_tensor(fd.std, dtype=torch.float32)
@@ -218,12 +233,9 @@ class _FinetuneTrainer(_Trainer):
         super().__init__(model, r, t, cfg, fd.genes, splits, out, device)
 
     def _build_loader(self) -> Any:
-        from hestdata.loader import make_loader
-
         self.ds = _dataset(self.r, self.t, self.splits["train"], self.fd)
-        kw = {} if self.world > 1 else {"rank": 0, "world_size": 1}
-        return make_loader(self.ds, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers,
-                           seed=self.cfg.seed, shuffle=True, drop_last=True, **kw)
+        return loader_of(self.ds, self.cfg, shuffle=True, batch_size=self.cfg.batch_size, drop_last=True,
+                         distributed=self.world > 1)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         head = list(self.model.head.parameters())
@@ -282,11 +294,8 @@ def predict(model: FinetuneModel, r: Any, t: Any, ids: list[str], fd: FoldData, 
             device: Any, *, features: bool = False, dataset: Any = None) -> dict[str, np.ndarray]:
     """The model's outputs (or its encoder's features) and the targets of every item of ``ids``, in dataset order
     (``dataset``: that split's dataset, opened once by a caller that predicts on it again)."""
-    from hestdata.loader import make_loader
-
     ds = dataset if dataset is not None else _dataset(r, t, ids, fd)
-    ld = make_loader(ds, batch_size=max(64, cfg.batch_size), num_workers=cfg.num_workers, shuffle=False, rank=0,
-                     world_size=1)
+    ld = loader_of(ds, cfg, shuffle=False, batch_size=max(64, cfg.batch_size), drop_last=False, distributed=False)
     ac, _ = _autocast(cfg, device)
     outs, ys, items = [], [], []
     model.eval()

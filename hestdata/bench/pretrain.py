@@ -218,13 +218,21 @@ def _identity(cfg: PretrainConfig, panel: list[str], model: Any, splits: dict[st
 
 def _make_loaders(r: Any, t: Any, ids: list[str], panel: list[str], cfg: PretrainConfig, *, shuffle: bool,
                   batch_size: int, drop_last: bool, distributed: bool) -> Any:
-    from hestdata.loader import PatchDataset, make_loader
+    from hestdata.loader import PatchDataset
 
     ds = PatchDataset(r, query=_ids_expr(ids), genes=panel, patch=t.patch, targets="raw")
     if ds.multiplex:
         raise InputError(None, f"task {t.name}: {t.patch} holds multiplex (fluorescence) patches; image-gene "
                                "pretraining pairs RGB patches (H&E) with expression",
                          "pick the H&E patch array of the samples (e.g. a Xenium run converted with --he-image)")
+    return loader_of(ds, cfg, shuffle=shuffle, batch_size=batch_size, drop_last=drop_last, distributed=distributed)
+
+
+def loader_of(ds: Any, cfg: Any, *, shuffle: bool, batch_size: int, drop_last: bool, distributed: bool) -> Any:
+    """``make_loader`` over ``ds`` with the run's workers and seed: this process's share of a DDP run, or (not
+    distributed: validation, evaluation) every item in this process."""
+    from hestdata.loader import make_loader
+
     kw = {} if distributed else {"rank": 0, "world_size": 1}
     return make_loader(ds, batch_size=batch_size, num_workers=cfg.num_workers, seed=cfg.seed, shuffle=shuffle,
                        drop_last=drop_last, **kw)
