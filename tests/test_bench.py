@@ -156,6 +156,34 @@ def test_probes_on_separable_data():
 
 
 @pytest.mark.slow
+def test_color_stats_equals_a_float64_numpy_reference():
+    """The weight-free baseline's 38 features against numpy in float64 on real H&E patches and on constant, black
+    and saturated ones: RGB mean/std, H/E/DAB optical-density mean/std, 8-bin histograms, gradient magnitude."""
+    import simplejpeg
+
+    from hestdata.bench.encoders import color_stats
+    from tests.conftest import her2st_inputs
+
+    he = simplejpeg.decode_jpeg(her2st_inputs("C3")[2].read_bytes())
+    patches = [he[y:y + 224, x:x + 224] for y, x in ((4000, 4000), (5200, 3100), (300, 300), (6000, 6400))]
+    patches += [np.full((224, 224, 3), v, np.uint8) for v in (0, 128, 255)]
+    images = np.stack(patches)
+    got = color_stats().forward(torch.from_numpy(np.moveaxis(images, -1, 1).copy())).numpy()
+    x = images.astype(np.float64) / 255.0
+    w = np.linalg.inv(np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32).astype(np.float64))
+    hed = -np.log(np.clip(x, 1e-6, None)) @ w
+    hist = np.stack([np.stack([np.histogram(x[i, :, :, k], bins=8, range=(0, 1))[0] for k in range(3)])
+                     for i in range(len(x))]).reshape(len(x), -1) / (224 * 224)
+    grey = x.mean(3)
+    mag = np.hypot(np.diff(grey, axis=2)[:, :-1, :], np.diff(grey, axis=1)[:, :, :-1])
+    want = np.concatenate([x.mean((1, 2)), x.std((1, 2), ddof=1), hed.mean((1, 2)), hed.std((1, 2), ddof=1), hist,
+                           mag.mean((1, 2))[:, None], mag.std((1, 2), ddof=1)[:, None]], axis=1)
+    assert got.shape == (7, 38)
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+    np.testing.assert_array_equal(got[:, 12:36], want[:, 12:36].astype(np.float32))  # counts: exact
+    assert (got[4:, 3:6] == 0).all() and (got[4:, 9:12] < 1e-5).all()  # constant patches: no spread
+
+
 def test_timm_checkpoint_and_published_names_offline(tmp_path, monkeypatch):
     import timm
 

@@ -135,7 +135,8 @@ def test_tissue_mask_and_polygons_keep_large_holes():
 
 def test_disk_closing_equals_scipys_binary_closing():
     """The distance-transform closing used for tissue masks is scipy's binary_closing by skimage's disk, border
-    counted as background, pixel for pixel (random masks, masks touching the border, radii 1-15)."""
+    counted as background, pixel for pixel (random masks, masks touching the border, blobs far from every border
+    (the transform runs on the box around them), empty masks, radii 1-15)."""
     from scipy import ndimage
     from skimage import morphology
 
@@ -147,6 +148,12 @@ def test_disk_closing_equals_scipys_binary_closing():
         m = ndimage.gaussian_filter(rng.random((h, w)), rng.uniform(1, 6)) > rng.uniform(0.45, 0.55)
         if trial % 3 == 0:
             m[:3], m[:, -2:] = True, True
+        elif trial % 3 == 1:  # blobs in the middle only, at distances around the radius from each other
+            keep = np.zeros_like(m)
+            keep[h // 3:2 * h // 3, w // 4:3 * w // 4] = True
+            m &= keep
+        if trial == 11:
+            m[:] = False
         for r in (1, 4, 15):
             want = ndimage.binary_closing(m, structure=morphology.disk(r), border_value=0)
             assert (disk_closing(m, r) == want).all(), (trial, r)

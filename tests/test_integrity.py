@@ -197,7 +197,7 @@ def test_a_killed_or_hung_conversion_fails_that_sample_only(tmp_path, monkeypatc
     assert hestdata.open_catalog(root)["id"].to_list() == ["a", "c"] and hestdata.validate(root).ok
     monkeypatch.setenv("HESTDATA_FAILPOINT", "registration-task@b")
     monkeypatch.setenv("HESTDATA_FAILPOINT_ACTION", "hang")
-    rep = register_cohort(cohort, root, n_workers=1, timeout_s=3)  # the hang starts at once: 3 s is ample
+    rep = register_cohort(cohort, root, n_workers=1, timeout_s=1)  # the hang starts at once: 1 s is ample
     assert rep.ids("unchanged") == ["a", "c"] and rep.ids("failed") == ["b"]
     assert "timeout" in next(o.reason for o in rep.outcomes if o.id == "b")
 

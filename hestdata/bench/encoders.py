@@ -327,13 +327,22 @@ def color_stats() -> Encoder:
 
     def fn(images: Any) -> Any:
         x = images.float() / 255.0
-        b = x.shape[0]
-        od = -torch.log(torch.clamp(x, min=1e-6))
-        hed = torch.einsum("bchw,cd->bdhw", od, hed_from_rgb.to(x.device))
-        feats = [x.mean((2, 3)), x.std((2, 3)), hed.mean((2, 3)), hed.std((2, 3))]
-        bins = torch.clamp((x * 8).long(), max=7).reshape(b * 3, -1)
-        hist = torch.zeros(b * 3, 8, device=x.device).scatter_add_(1, bins, torch.ones_like(bins, dtype=torch.float32))
-        hist = (hist / bins.shape[1]).reshape(b, -1)
+        b, c = x.shape[:2]
+        od = -torch.log(torch.clamp(x, min=1e-6)).reshape(b, c, -1)
+        # H/E/DAB densities are a linear map W of the optical densities: their means are W of the OD means and
+        # their standard deviations come from the 3x3 OD covariance (no per-pixel H/E/DAB image is formed)
+        od_mean = od.mean(2)
+        centred = od - od_mean[:, :, None]
+        # (products summed by torch's cascaded sum: a float32 bmm loses three digits here)
+        cov = torch.stack([torch.stack([(centred[:, i] * centred[:, j]).sum(1) for j in range(c)], 1)
+                           for i in range(c)], 1) / max(centred.shape[2] - 1, 1)
+        w = hed_from_rgb.to(x.device)
+        hed_std = torch.sqrt(torch.clamp(torch.einsum("cd,bce,ed->bd", w, cov, w), min=0))
+        feats = [x.mean((2, 3)), x.std((2, 3)), od_mean @ w, hed_std]
+        # 8 bins of [0, 1] per channel, the top edge in the last bin (histc's rule, as floor(8x) clamped to 7)
+        n = x.shape[2] * x.shape[3]
+        hist = torch.stack([torch.histc(x[i, k], bins=8, min=0.0, max=1.0) for i in range(b) for k in range(c)])
+        hist = (hist / n).reshape(b, -1)
         grey = x.mean(1)
         gx = grey[:, :, 1:] - grey[:, :, :-1]
         gy = grey[:, 1:, :] - grey[:, :-1, :]

@@ -300,7 +300,9 @@ def _report_outcomes(rep: Any, summary: str) -> None:
 def register(cohort: Annotated[Path, typer.Argument(help="Cohort descriptor (YAML).")],
              root: Annotated[Path, typer.Option(help="Root to register into.")],
              scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster).")] = None,
-             workers: Annotated[int, typer.Option(help="LocalCluster worker processes.")] = 2,
+             workers: Annotated[int, typer.Option(
+                 help="Samples converted at once: a LocalCluster of this many worker processes; 1 converts them "
+                      "one by one in this process (each still isolated in a child process).")] = 2,
              overwrite: Annotated[bool, typer.Option(
                  "--overwrite", help="Replace samples of the same id made by another cohort or by convert.")] = False,
              allow_outside_inputs: Annotated[bool, typer.Option(

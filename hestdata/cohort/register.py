@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -165,8 +166,9 @@ def _run_isolated(spec: dict[str, Any], base: str, root: str, digest: str, timeo
 
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=run_job, args=({"spec": spec, "base": base, "root": root, "digest": digest}, send),
-                       daemon=False)
+    # the forkserver keeps the environment it started with: the child takes this process's, as it is now
+    job = {"spec": spec, "base": base, "root": root, "digest": digest, "environ": dict(os.environ)}
+    proc = ctx.Process(target=run_job, args=(job, send), daemon=False)
     proc.start()
     send.close()
     try:
@@ -189,7 +191,8 @@ def _run_isolated(spec: dict[str, Any], base: str, root: str, digest: str, timeo
 def register_cohort(cohort_file: str | Path, root: str | Path, *, scheduler: str | None = None, n_workers: int = 2,
                     echo: Any = None, overwrite: bool = False, allow_outside_inputs: bool = False,
                     timeout_s: float | None = DEFAULT_TIMEOUT_S) -> RegistrationReport:
-    """Validate ``cohort_file``, convert its samples as Dask tasks, publish them once; return the report.
+    """Validate ``cohort_file``, convert its samples as Dask tasks (one by one in this process when
+    ``n_workers=1`` and no ``scheduler``), publish them once; return the report.
 
     Inputs must lie under the descriptor's folder unless ``allow_outside_inputs``. A sample id that another
     cohort or a plain conversion owns is refused unless ``overwrite``. A lost worker, a crashed or timed-out
@@ -212,7 +215,22 @@ def register_cohort(cohort_file: str | Path, root: str | Path, *, scheduler: str
 
 def run_tasks(specs: list[dict[str, Any]], base: str, r: Path, scheduler: str | None, n_workers: int,
                overwrite: bool, timeout_s: float | None, report: RegistrationReport, echo: Any) -> None:
-    """Submit one task per sample; a task whose worker was lost (twice) is a failed sample, not a failed run."""
+    """Run one task per sample: on Dask (a given scheduler, or a LocalCluster of ``n_workers`` processes), or, for
+    one worker and no scheduler, one after another in this process: each conversion is isolated in its own child
+    process either way, and a cluster of one worker would only add its start-up (seconds, and an interpreter
+    that imports the conversion stack again). A task whose worker was lost (twice) is a failed sample."""
+
+    def record(outcome: SampleOutcome) -> None:
+        report.outcomes.append(outcome)
+        if echo:
+            echo(f"{outcome.id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else "")
+                 + f" [{outcome.seconds:.1f} s]")
+
+    label = f"register {len(specs)} sample(s)"
+    if scheduler is None and n_workers <= 1:
+        for spec in progress.track(specs, label, len(specs)):
+            record(convert_task(spec, base, str(r), overwrite, timeout_s))
+        return
     from hestdata.distributed import dask_client
 
     with dask_client(scheduler, n_workers=n_workers) as client:
@@ -220,15 +238,12 @@ def run_tasks(specs: list[dict[str, Any]], base: str, r: Path, scheduler: str | 
 
         futures = {client.submit(convert_task, spec, base, str(r), overwrite, timeout_s, pure=False,
                                  key=f"convert-{spec['id']}-{i}"): spec["id"] for i, spec in enumerate(specs)}
-        for fut in progress.track(as_completed(list(futures)), f"register {len(specs)} sample(s)", len(specs)):
+        for fut in progress.track(as_completed(list(futures)), label, len(specs)):
             try:
                 outcome = fut.result()
             except Exception as exc:  # KilledWorker and friends: this sample only
                 outcome = SampleOutcome(futures[fut], "failed", f"{type(exc).__name__}: worker lost ({exc})")
-            report.outcomes.append(outcome)
-            if echo:
-                echo(f"{outcome.id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else "")
-                     + f" [{outcome.seconds:.1f} s]")
+            record(outcome)
 
 
 def _finish(cohort: Cohort, base: Path, r: Path, report: RegistrationReport) -> None:

@@ -61,15 +61,23 @@ def disk_closing(mask: np.ndarray, radius_px: int) -> np.ndarray:
     """Binary closing by a disk of ``radius_px`` (``skimage.morphology.disk``: x² + y² <= r²), outside the image
     counted as background — the same result as ``scipy.ndimage.binary_closing(mask, disk(r), border_value=0)``
     (tested), from two Euclidean distance transforms, whose cost does not grow with the radius (scipy's erosion
-    by a 31 px disk was half of a small conversion)."""
+    by a 31 px disk was half of a small conversion). Only the box around the foreground, widened by the radius,
+    is transformed: nothing outside it is within reach of a foreground pixel."""
     from scipy import ndimage
 
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    out = np.zeros(mask.shape, dtype=bool)
+    if rows.size == 0:
+        return out
+    y0, y1 = max(rows[0] - radius_px, 0), min(rows[-1] + radius_px + 1, mask.shape[0])
+    x0, x1 = max(cols[0] - radius_px, 0), min(cols[-1] + radius_px + 1, mask.shape[1])
     pad = radius_px + 1
-    m = np.pad(mask, pad)  # the border counts as background, as border_value=0 does
+    m = np.pad(mask[y0:y1, x0:x1], pad)  # the border counts as background, as border_value=0 does
     dilated = ndimage.distance_transform_edt(~m) <= radius_px  # within r of a foreground pixel
     dilated[:pad], dilated[-pad:], dilated[:, :pad], dilated[:, -pad:] = False, False, False, False
     closed = ndimage.distance_transform_edt(dilated) > radius_px  # no background pixel within r
-    return closed[pad:-pad, pad:-pad]
+    out[y0:y1, x0:x1] = closed[pad:-pad, pad:-pad]
+    return out
 
 
 def segment_tissue(thumb: np.ndarray, pixel_size_um: float) -> TissueMask:
@@ -77,7 +85,10 @@ def segment_tissue(thumb: np.ndarray, pixel_size_um: float) -> TissueMask:
     from scipy import ndimage
     from skimage import filters
 
-    mx, mn = thumb.max(axis=2), thumb.min(axis=2)  # uint8: no float copy of the RGB thumbnail
+    # uint8, channel by channel: no float copy of the RGB thumbnail, and no reduction over a 3-long last axis
+    # (numpy's max(axis=2) is 30x slower than two elementwise maxima)
+    channels = [thumb[..., c] for c in range(thumb.shape[2])]
+    mx, mn = np.maximum.reduce(channels), np.minimum.reduce(channels)
     sat = (mx - mn).astype(np.float32)
     sat /= np.maximum(mx, 1).astype(np.float32)
     sat = ndimage.gaussian_filter(sat, sigma=max(1.0, 8.0 / pixel_size_um / 4), output=np.float32)
