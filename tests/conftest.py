@@ -14,6 +14,9 @@ import pytest
 # process (oversubscription costs more than it gives on small test arrays); subprocesses inherit it
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# transient network errors are still retried (and counted) everywhere, after 10 ms rather than 0.25 s doubling:
+# a dead loopback port or a dropped test connection costs the suite milliseconds, not seconds of sleep
+os.environ.setdefault("HESTDATA_RETRY_DELAY_S", "0.01")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HESTDATA_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -185,11 +188,12 @@ def http_server(tmp_path):
 
 @pytest.fixture(scope="module")
 def dask_scheduler() -> Iterator[str]:
-    """The address of one LocalCluster (two worker processes) shared by the registrations of a test module: the
-    cluster's start-up and each worker's forkserver (which imports the conversion stack once) are paid once per
-    module, and no idle cluster outlives the module to sit beside other tests. Tests
-    that configure conversions through the environment (failpoints) start their own cluster instead: these
-    workers were started before any test set a variable."""
+    """The address of one LocalCluster (two worker processes) shared by the registrations of a test module that
+    tests the Dask path itself (tests/test_register.py): the cluster's start-up and each worker's forkserver
+    (which imports the conversion stack once) are paid once per module, and no idle cluster outlives the module
+    to sit beside other tests. Registrations that test what is registered, not how it is spread, run one by one
+    in-process (``n_workers=1``: no cluster to start), as do tests that configure conversions through the
+    environment (failpoints): a cluster's workers were started before any test set a variable."""
     import dask
     from distributed import LocalCluster
 

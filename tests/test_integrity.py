@@ -203,23 +203,23 @@ def test_a_killed_or_hung_conversion_fails_that_sample_only(tmp_path, monkeypatc
 
 
 # -- never destroy without --overwrite -----------------------------------------------------------------------
-def test_registration_refuses_ids_it_does_not_own(tmp_path, dask_scheduler):
+def test_registration_refuses_ids_it_does_not_own(tmp_path):
     cohort = _cohort(tmp_path / "in", ["a", "b"])
     root = tmp_path / "root"
     hestdata.convert(synthetic_sample("a"), root, patches=[], metadata={"patient": "mine"})
-    rep = register_cohort(cohort, root, scheduler=dask_scheduler)
+    rep = register_cohort(cohort, root, n_workers=1)
     assert rep.ids("refused") == ["a"] and rep.ids("converted") == ["b"] and not rep.ok
     assert "plain conversion" in rep.outcomes[0].reason
     assert hestdata.read_metadata(root / "samples" / "a.zarr").patient == "mine"  # untouched
     other = yaml.safe_load(cohort.read_text()) | {"name": "other"}
     (tmp_path / "in" / "other.yaml").write_text(yaml.safe_dump(other))
-    rep = register_cohort(tmp_path / "in" / "other.yaml", root, scheduler=dask_scheduler)
+    rep = register_cohort(tmp_path / "in" / "other.yaml", root, n_workers=1)
     assert rep.ids("refused") == ["a", "b"] and "cohort 'c'" in rep.outcomes[1].reason
-    rep = register_cohort(tmp_path / "in" / "other.yaml", root, scheduler=dask_scheduler, overwrite=True)
+    rep = register_cohort(tmp_path / "in" / "other.yaml", root, n_workers=1, overwrite=True)
     assert rep.ids("converted") == ["a", "b"] and hestdata.read_metadata(root / "samples" / "a.zarr").cohort == "other"
 
 
-def test_cohort_inputs_are_confined_and_published_relative(tmp_path, dask_scheduler):
+def test_cohort_inputs_are_confined_and_published_relative(tmp_path):
     folder = tmp_path / "in"
     cohort = _cohort(folder, ["a"])
     doc = yaml.safe_load(cohort.read_text())
@@ -231,7 +231,7 @@ def test_cohort_inputs_are_confined_and_published_relative(tmp_path, dask_schedu
     assert "input image (../../etc/passwd) lies outside" in str(e.value)
     doc["samples"].pop()
     cohort.write_text(yaml.safe_dump(doc))
-    register_cohort(cohort, tmp_path / "root", scheduler=dask_scheduler)
+    register_cohort(cohort, tmp_path / "root", n_workers=1)
     published = (tmp_path / "root" / "cohorts" / "c.json").read_text()
     assert str(tmp_path) not in published and '"outs": "a/' in published
 

@@ -122,7 +122,7 @@ def test_cohort_options_are_typed_per_source_before_conversion(tmp_path):
     assert not (root / "hestdata.json").exists()
 
 
-def test_cohort_options_reach_the_conversion(tmp_path, dask_scheduler):
+def test_cohort_options_reach_the_conversion(tmp_path):
     """Xenium grid/min_qv/he_affine_um and WSI patches/min_tissue_fraction given in a cohort are honoured."""
     x = shared("xenium", "sfe_jurkat_raji")
     svs = str(shared("wsi", "CMU-1-Small-Region.svs"))
@@ -137,7 +137,7 @@ def test_cohort_options_reach_the_conversion(tmp_path, dask_scheduler):
         {"id": "w", "technology": "wsi", "inputs": {"slide": svs},
          "options": {"patches": ["64px_4um"], "min_tissue_fraction": 0.8}},
     ])
-    rep = register_cohort(cohort, tmp_path / "root", scheduler=dask_scheduler, allow_outside_inputs=True)
+    rep = register_cohort(cohort, tmp_path / "root", n_workers=1, allow_outside_inputs=True)  # one by one, in-process
     assert rep.ok, [o.reason for o in rep.outcomes]
     root = tmp_path / "root"
     mx = hestdata.read_metadata(root / "samples" / "x.zarr")

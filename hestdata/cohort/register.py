@@ -216,9 +216,10 @@ def register_cohort(cohort_file: str | Path, root: str | Path, *, scheduler: str
 def run_tasks(specs: list[dict[str, Any]], base: str, r: Path, scheduler: str | None, n_workers: int,
                overwrite: bool, timeout_s: float | None, report: RegistrationReport, echo: Any) -> None:
     """Run one task per sample: on Dask (a given scheduler, or a LocalCluster of ``n_workers`` processes), or, for
-    one worker and no scheduler, one after another in this process: each conversion is isolated in its own child
-    process either way, and a cluster of one worker would only add its start-up (seconds, and an interpreter
-    that imports the conversion stack again). A task whose worker was lost (twice) is a failed sample."""
+    one worker (or one sample) and no scheduler, one after another in this process: each conversion is isolated
+    in its own child process either way, and a cluster of one worker would only add its start-up (seconds, and
+    an interpreter that imports the conversion stack again). A task whose worker was lost (twice) is a failed
+    sample."""
 
     def record(outcome: SampleOutcome) -> None:
         report.outcomes.append(outcome)
@@ -227,7 +228,7 @@ def run_tasks(specs: list[dict[str, Any]], base: str, r: Path, scheduler: str | 
                  + f" [{outcome.seconds:.1f} s]")
 
     label = f"register {len(specs)} sample(s)"
-    if scheduler is None and n_workers <= 1:
+    if scheduler is None and min(n_workers, len(specs)) <= 1:  # never more worker processes than samples
         for spec in progress.track(specs, label, len(specs)):
             record(convert_task(spec, base, str(r), overwrite, timeout_s))
         return

@@ -19,7 +19,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 ATTEMPTS = int(os.environ.get("HESTDATA_RETRIES", "5"))  # tries in all (1 = no retry)
-BASE_DELAY_S = 0.25
+BASE_DELAY_S = float(os.environ.get("HESTDATA_RETRY_DELAY_S", "0.25"))  # the first wait; each doubles it
 MAX_DELAY_S = 8.0
 _TRANSIENT_ERRNO = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE,
                     errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETRESET}
