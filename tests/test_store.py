@@ -39,6 +39,14 @@ def test_patches_are_centred_on_spots(tmp_path):
     var = o.sdata.tables["expression"].var
     assert "C1QTNF12" in var.index and var.loc["C1QTNF12", "original_name"] == "FAM132A"
     assert var.loc["C1QTNF12", "mapped_by"] == "previous_symbol"
+    # picked patches read run by run are zarr's own orthogonal selection
+    from hestdata.store.sample import read_rows
+
+    a = o.patches("64px_0.5um")["images"]
+    for rows in ([0, 1, 2, 5, 6, 11], [7], list(range(12)), [3, 9]):
+        want = np.asarray(a.get_orthogonal_selection((np.array(rows), slice(None), slice(None), slice(None))))
+        np.testing.assert_array_equal(read_rows(a, rows), want)
+    assert read_rows(a, []).shape == (0, 64, 64, 3)
 
 
 def test_codec_readable_by_plain_zarr_in_a_fresh_process(tmp_path):

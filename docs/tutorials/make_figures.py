@@ -16,6 +16,7 @@ task: patient C trains, B4 is held out; ``--pretrain-encoder`` for ``--pretrain-
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -106,8 +107,6 @@ def crops_figure(crops: np.ndarray, png: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--explain-patches", type=int, default=0, help="0: every patch of C3")
@@ -120,6 +119,19 @@ def main(argv: list[str] | None = None) -> None:
                     help="image encoder of the pretraining figures (the test uses color-stats)")
     ap.add_argument("--pretrain-epochs", type=int, default=10)
     args = ap.parse_args(argv)
+    if not DATA.is_dir():
+        sys.exit(f"shared data not found at {DATA}")
+    chosen = [x.strip() for x in args.sections.split(",")]
+    if not {"B4", "C3"} <= set(chosen) <= set(SECTIONS):
+        sys.exit(f"--sections must include B4 and C3, from {sorted(SECTIONS)}")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hestdata-figures-") as t:  # conversions and runs: removed after
+        make(args, chosen, out, Path(t))
+
+
+def make(args: argparse.Namespace, chosen: list[str], out: Path, tmp: Path) -> None:
+    """Every figure into ``out`` from the ``chosen`` sections, working in ``tmp``."""
     import hestdata
     from hestdata.bench.encoders import from_module
     from hestdata.bench.explain import explain_sample, fit_head
@@ -127,15 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     from hestdata.plot import plot_sample
     from hestdata.sources.registry import get_source
 
-    if not DATA.is_dir():
-        sys.exit(f"shared data not found at {DATA}")
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp())
     root = tmp / "root"
-    chosen = [x.strip() for x in args.sections.split(",")]
-    if not {"B4", "C3"} <= set(chosen) <= set(SECTIONS):
-        sys.exit(f"--sections must include B4 and C3, from {sorted(SECTIONS)}")
     for sec, (img, patient) in ((k, SECTIONS[k]) for k in chosen):
         inputs = {"counts": DATA / "ST-cnts" / f"{sec}.tsv.gz", "spots": DATA / "ST-spotfiles" / f"{sec}_selection.tsv",
                   "image": DATA / "ST-imgs" / img}
@@ -174,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
                       ("pretrain_recall", "recall")):
         save_figure(run.out / "figures" / f"{fig}.png", out, name)
     print("\n".join(str(p) for p in sorted(out.glob("*.jpg"))))
+
 
 
 if __name__ == "__main__":

@@ -175,7 +175,9 @@ def explain_sample(root: str | Path, encoder: Any, sample_id: str, patch: str, o
     score = emb.astype(np.float64) @ head.weight + head.bias
     pick = np.argsort(-score)[: n] if n > 0 else np.arange(len(score))
     pick = np.sort(pick)
-    imgs = np.asarray(g[L.PATCH_IMAGES].get_orthogonal_selection((pick, slice(None), slice(None), slice(None))))
+    from hestdata.store.sample import read_rows
+
+    imgs = read_rows(g[L.PATCH_IMAGES], pick)
     maps, _ = attribution(encoder, head, imgs, method=method, steps=steps)
     from hestdata.plot.maps import mosaic_figure, patch_figure
 

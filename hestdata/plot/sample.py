@@ -133,10 +133,12 @@ def _draw_obs(ax: Any, fig: Any, xy_um: np.ndarray, diameter_um: float, values: 
 
 def _gallery(ax: Any, group: Any, name: str, n: int) -> None:
     """Up to ``n`` stored patches spread over the array, edge patches padded with black left out."""
+    from hestdata.store.sample import read_rows
+
     imgs_arr = group[L.PATCH_IMAGES]
     total = imgs_arr.shape[0]
     pick = np.unique(np.linspace(0, total - 1, min(total, 4 * n)).astype(int)) if total else np.zeros(0, int)
-    imgs = np.asarray(imgs_arr.get_orthogonal_selection((pick, slice(None), slice(None), slice(None))))
+    imgs = read_rows(imgs_arr, pick)
     unpadded = without_padding(imgs)
     keep = unpadded[:n]
     p = imgs.shape[1] if len(imgs) else 0

@@ -515,6 +515,18 @@ class OpenSample:
         return (self.stored or StoredSample.open(self.path)).patch_group(name)
 
 
+def read_rows(array: Any, rows: Any) -> np.ndarray:
+    """Rows ``rows`` (ascending) of a zarr array such as a patch array, one slice read per run of consecutive
+    rows: zarr's orthogonal selection over a sharded patch array costs about 5 ms a row (64 patches spread over
+    180 took 0.32 s; all 180 as one slice, 0.06 s)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+    starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+    for a, b in zip(starts, [*starts[1:], len(rows)], strict=False):  # (no row: no run)
+        out[a:b] = array[int(rows[a]):int(rows[b - 1]) + 1]
+    return out
+
+
 def read_metadata(path: str | Path) -> SampleMetadata:
     """The typed metadata of a sample folder, read from its root attributes (cheap: no element is loaded); a
     sample from a newer hestdata names the version to install."""
