@@ -36,12 +36,17 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.slow
 def test_readme_shell_examples_run_as_written(workdir):
     (block,) = _blocks("bash")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # progress bars forced on (no terminal here): a conversion draws a bar per long stage on stderr
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HESTDATA_PROGRESS": "1"}
     out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=workdir, env=env, capture_output=True,
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "hestdata 0." in out.stdout and "ROOT: 2 sample(s)" in out.stdout and "valid (root, 2 sample(s))" in out.stdout
     assert "color-stats" in out.stdout and "pearson_mean" in out.stdout
+    assert "180 spots" in out.stdout and "patches 224px_0.5um: 180" in out.stdout
+    for stage in ("her2st_C3 he pyramid", "her2st_C3 tissue", "her2st_C3 224px_0.5um"):
+        assert stage in out.stderr, out.stderr[-2000:]
 
 
 @pytest.mark.slow
