@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 from pydantic import Field
 
 from hestdata.errors import InputError
@@ -36,6 +34,8 @@ def read_anndata(h5ad: str | Path, *, image: str | Path, sample_id: str, technol
                  library_id: str | None = None, pixel_size_um: float | None = None) -> SpotSample:
     """Read an ``.h5ad`` with spot centres in ``obsm['spatial']`` and the image they refer to."""
     import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
 
     path = Path(h5ad)
     if not path.is_file():

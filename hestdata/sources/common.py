@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from hestdata.curation.counts import check_unique_ids
 from hestdata.errors import InputError
@@ -17,12 +15,16 @@ from hestdata.sources.images import blank_reason, load_image
 
 if TYPE_CHECKING:
     import anndata
+    import pandas as pd
+    import scipy.sparse as sp
 
 
 def make_anndata(counts: sp.spmatrix | np.ndarray, obs: pd.DataFrame, features: pd.DataFrame,
                  source: Path) -> anndata.AnnData:
     """AnnData with CSR counts as given, obs as given, var indexed by the source feature name."""
     import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
 
     X = sp.csr_matrix(counts)
     check_unique_ids(obs.index, source, "spot id")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from hestdata.errors import InputError
 from hestdata.model import PixelSizeEvidence, SpotSample
@@ -19,11 +19,16 @@ from hestdata.options import SpotOptions, UserPixelSize
 from hestdata.sources.common import make_anndata, pick_image
 from hestdata.sources.registry import Source, register_source
 
+if TYPE_CHECKING:  # pandas (and scipy) load when a reader runs: `hestdata --help` does not pay for them
+    import pandas as pd
+
 ST_SPOT_DIAMETER_UM = 100.0
 ST_SPOT_SPACING_UM = 200.0
 
 
 def _read_counts(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     if not path.is_file():
         raise InputError(path, "counts table not found")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -55,6 +60,8 @@ def _read_counts(path: Path) -> pd.DataFrame:
 
 
 def _read_spots(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     if not path.is_file():
         raise InputError(path, "spot file not found")
     try:
@@ -82,6 +89,8 @@ def _read_spots(path: Path) -> pd.DataFrame:
 def read_st(counts: str | Path, *, spots: str | Path, image: str | Path, sample_id: str,
             pixel_size_um: float | None = None) -> SpotSample:
     """Read one legacy-ST section; every counts row must have a spot-file row with pixel coordinates."""
+    import pandas as pd
+
     cpath, spath = Path(counts), Path(spots)
     df = _read_counts(cpath)
     sp_df = _read_spots(spath)

@@ -11,13 +11,16 @@ import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from hestdata.curation.counts import check_csr_arrays, check_unique_ids
 from hestdata.errors import InputError
+
+if TYPE_CHECKING:  # pandas and scipy load when a reader runs: `hestdata --help` does not pay for them
+    import pandas as pd
+    import scipy.sparse as sp
 
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 MATRIX_H5_NAMES = ("filtered_feature_bc_matrix.h5", "raw_feature_bc_matrix.h5")
@@ -41,6 +44,8 @@ def _decode(values: np.ndarray) -> list[str]:
 def read_10x_h5(path: str | Path) -> FeatureMatrix:
     """Read a Cell Ranger / Space Ranger HDF5 matrix (v3 ``matrix`` group or v2 per-genome group)."""
     import h5py
+    import pandas as pd
+    import scipy.sparse as sp
 
     p = Path(path)
     if not p.is_file():
@@ -91,7 +96,9 @@ def is_gzip(path: Path) -> bool:
 
 def read_10x_mtx(folder: str | Path) -> FeatureMatrix:
     """Read an MTX folder (``matrix.mtx[.gz]``, ``barcodes.tsv[.gz]``, ``features.tsv[.gz]`` or ``genes.tsv``)."""
+    import pandas as pd
     import scipy.io
+    import scipy.sparse as sp
 
     d = Path(folder)
 
@@ -154,6 +161,8 @@ def find_matrix(folder: Path) -> FeatureMatrix:
 
 def read_positions(spatial: Path) -> pd.DataFrame:
     """Spot positions indexed by barcode, with the six Space Ranger columns (any version)."""
+    import pandas as pd
+
     candidates = [spatial / "tissue_positions.parquet", spatial / "tissue_positions.csv",
                   spatial / "tissue_positions_list.csv"]
     path = next((c for c in candidates if c.is_file()), None)
@@ -213,6 +222,8 @@ def join_positions(fm: FeatureMatrix, positions: pd.DataFrame) -> tuple[pd.DataF
 
     Returns the obs frame and the number of positions rows that have no counts (counted, not an error).
     """
+    import pandas as pd
+
     ppath = positions.attrs.get("path", "positions")
     bc = pd.Index(fm.barcodes)
     missing = bc.difference(positions.index)

@@ -13,16 +13,18 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import Field, field_validator
 
 from hestdata.errors import InputError
 from hestdata.model import CellSample, PixelSizeEvidence
 from hestdata.options import CellOptions, UserPixelSize
 from hestdata.sources.registry import Source, register_source
+
+if TYPE_CHECKING:  # pandas (and scipy) load when a reader runs: `hestdata --help` does not pay for them
+    import pandas as pd
 
 XENIUM_FULLRES_PIXEL_UM = 0.2125
 GENE = "Gene Expression"
@@ -33,6 +35,8 @@ def _first(folder: Path, *names: str) -> Path | None:
 
 
 def _table(folder: Path, stem: str, required: bool = True) -> pd.DataFrame | None:
+    import pandas as pd
+
     p = _first(folder, f"{stem}.parquet", f"{stem}.csv.gz", f"{stem}.csv")
     if p is None:
         if required:
@@ -132,6 +136,7 @@ def _read_experiment(d: Path) -> dict[str, Any]:
 def _read_cells(d: Path) -> tuple[Any, Any]:
     """The cell table (genes only; control probes/codewords per cell in ``obsm``) and the feature matrix."""
     import anndata as ad
+    import pandas as pd
     import scipy.sparse as sp
 
     from hestdata.sources.tenx import read_10x_h5
@@ -160,6 +165,8 @@ def _read_cells(d: Path) -> tuple[Any, Any]:
 
 
 def _read_transcripts(d: Path, fm: Any) -> pd.DataFrame:
+    import pandas as pd
+
     tx = _table(d, "transcripts")
     need = {"feature_name", "x_location", "y_location"}
     if not need <= set(tx.columns):
