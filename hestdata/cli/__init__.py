@@ -13,7 +13,7 @@ import typer
 
 from hestdata.cli.common import fail as _fail
 from hestdata.cli.common import handle_errors
-from hestdata.cohort.register import DEFAULT_TIMEOUT_S
+from hestdata.cohort import DEFAULT_TIMEOUT_S
 from hestdata.units import DEFAULT_PATCH
 
 app = typer.Typer(help="Curate spatial-omics / pathology samples into SpatialData/Zarr stores.",

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from hestdata._version import __version__
+from hestdata.cohort import DEFAULT_TIMEOUT_S
 from hestdata.cohort.cohort import Cohort, SampleSpec, load_cohort, sample_options
 from hestdata.io import progress
 from hestdata.sources.registry import get_source
 from hestdata.store import layout as L
-
-DEFAULT_TIMEOUT_S = 6 * 3600.0  # one sample's conversion; a hung reader never blocks a registration for ever
 
 
 @dataclass
