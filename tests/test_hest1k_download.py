@@ -77,7 +77,9 @@ def test_dry_run_lists_ids_sizes_and_total_and_fetches_nothing(hest_s3, tmp_path
 def test_query_fetches_only_what_it_needs_and_converts(hest_s3, tmp_path):
     url, opts, log = hest_s3
     log.clear()
-    rep = hestdata.download(url, tmp_path / "dest", where=BREAST_ST, storage_options=opts, workers=4, patches=PATCHES)
+    # four parallel transfers; the two conversions one by one in-process (run_tasks' Dask path is tests/test_register's)
+    rep = hestdata.download(url, tmp_path / "dest", where=BREAST_ST, storage_options=opts, workers=4, patches=PATCHES,
+                            convert_workers=1)
     assert rep.ids("converted") == ["SPA_C2", "SPA_C3"] and rep.ok, rep.outcomes
     gets = " ".join(ln for ln in log.lines if "GET /hest-mirror/" in ln)
     assert "/patches/" not in gets and "MB_1" not in gets and "XEN_1" not in gets  # recut: HEST patches not needed
