@@ -44,15 +44,13 @@ SHARED = Path(os.environ.get("HESTDATA_SHARED_DATA", Path(__file__).resolve().pa
 PATCH = "224px_0.5um"
 
 
-
-SETTLE = True  # collect garbage before each timing (main turns it off for a single repeat: the suite's run)
-
-
-def _settle() -> None:
+def _settle(repeats: int) -> None:
     """A full collection before a timing, so a process holding many rows does not charge its gen-2 collections to
-    the operation measured (0.3 s each in a test process that has imported torch: only when timings matter)."""
-    if SETTLE:
+    the operation measured (0.3 s each in a test process that has imported torch). Only when timings are compared:
+    a single repeat is a smoke run (the test suite's)."""
+    if repeats > 1:
         gc.collect()
+
 
 def template(work: Path) -> Path:
     """The real sample every root is made of."""
@@ -120,13 +118,13 @@ def local_ops(root: Path, tpl: Path, n: int, whole_max: int, repeats: int) -> di
         sid = f"extra{k}"
         clone(tpl, L.sample_path(root, sid), sid)
         before = _catalog_bytes(root)
-        _settle()
+        _settle(repeats)
         t0 = time.perf_counter()
         publish(root, [sid])
         pub.append(time.perf_counter() - t0)
         after = _catalog_bytes(root)
         written.append(sum(v for name, v in after.items() if before.get(name) != v))
-        _settle()
+        _settle(repeats)
         t0 = time.perf_counter()
         rep = hestdata.validate(L.sample_path(root, sid))
         val1.append(time.perf_counter() - t0)
@@ -166,7 +164,7 @@ def remote_ops(root: Path, n: int, s3: Any, repeats: int) -> dict[str, Any]:
     opens = []
     for _ in range(repeats):
         s3.traffic.clear()
-        _settle()
+        _settle(repeats)
         t0 = time.perf_counter()
         rt = hestdata.open_root(url, storage_options=s3.options)
         opens.append(time.perf_counter() - t0)
@@ -176,7 +174,7 @@ def remote_ops(root: Path, n: int, s3: Any, repeats: int) -> dict[str, Any]:
     ds_s, dl_s, push_s = [], [], []
     for k in range(repeats):  # medians of `repeats` runs each: loopback timings are noisy
         s3.traffic.clear()
-        _settle()
+        _settle(repeats)
         t0 = time.perf_counter()
         ds = hestdata.PatchDataset(url, query="id = 's000000'", patch=PATCH, decode="cpu",
                                    storage_options=s3.options)
@@ -188,7 +186,7 @@ def remote_ops(root: Path, n: int, s3: Any, repeats: int) -> dict[str, Any]:
         assert len(batch["index"]) == min(16, len(ds))
         dest = root.parent / f"dl{n}"
         s3.traffic.clear()
-        _settle()
+        _settle(repeats)
         t0 = time.perf_counter()
         hestdata.download(url, dest, ids=["s000000"], storage_options=s3.options, workers=4)
         dl_s.append(time.perf_counter() - t0)
@@ -196,14 +194,14 @@ def remote_ops(root: Path, n: int, s3: Any, repeats: int) -> dict[str, Any]:
         others = [p for p in s3.traffic.gets() if "/samples/" in p and "s000000.zarr" not in p]
         assert not others, others[:3]  # a one-sample download reads that sample only
         shutil.rmtree(dest)
-        push_s.append(_push_one_change(root, url, s3, f"brain-{n}-{k}", out))
+        push_s.append(_push_one_change(root, url, s3, f"brain-{n}-{k}", out, repeats))
     out["dataset_one_s"], out["download_one_s"] = statistics.median(ds_s), statistics.median(dl_s)
     out["push_one_s"] = statistics.median(push_s)
     out["dataset_one_min_s"], out["download_one_min_s"], out["push_one_min_s"] = min(ds_s), min(dl_s), min(push_s)
     return out
 
 
-def _push_one_change(root: Path, url: str, s3: Any, organ: str, out: dict[str, Any]) -> float:
+def _push_one_change(root: Path, url: str, s3: Any, organ: str, out: dict[str, Any], repeats: int) -> float:
     """Edit one sample's metadata, republish it locally, push; the seconds the push took."""
     import hestdata
     from hestdata.store import layout as L
@@ -218,7 +216,7 @@ def _push_one_change(root: Path, url: str, s3: Any, organ: str, out: dict[str, A
     write_sample_manifest(path, "s000001")
     publish(root, ["s000001"])
     s3.traffic.clear()
-    _settle()
+    _settle(repeats)
     t0 = time.perf_counter()
     rep = hestdata.push(root, url, storage_options=s3.options)
     seconds = time.perf_counter() - t0
@@ -288,8 +286,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--work", type=Path, default=None, help="folder for the roots (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     a = ap.parse_args(argv)
-    global SETTLE
-    SETTLE = a.repeats > 1  # one repeat is a smoke run (the test suite's): its timings are not compared
     sizes = sorted(int(x) for x in a.sizes.split(","))
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         print(f"load average: {os.getloadavg()}", flush=True)
