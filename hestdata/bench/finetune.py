@@ -335,6 +335,8 @@ def frozen_linear(train: dict[str, np.ndarray], val: dict[str, np.ndarray], test
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.preprocessing import StandardScaler
 
+    from hestdata.bench.tasks.patch_classification import C_GRID
+
     def rows(d: dict[str, np.ndarray]) -> np.ndarray:
         return d["y"] >= 0 if fd.kind == "classification" else np.ones(len(d["y"]), bool)
 
@@ -348,12 +350,12 @@ def frozen_linear(train: dict[str, np.ndarray], val: dict[str, np.ndarray], test
             s = score({"out": _logits(m, sc.transform(b["out"]), len(fd.classes)), "y": b["y"]}, fd)["primary"]
             return -1.0 if s != s else s
 
-        grid = [fit(c, sc.transform(a["out"][rows(a)]), a["y"][rows(a)]) for c in (0.01, 0.1, 1.0, 10.0)]
+        grid = [fit(c, sc.transform(a["out"][rows(a)]), a["y"][rows(a)]) for c in C_GRID]
         best = max(range(len(grid)), key=lambda i: val_score(grid[i]))
         x = np.concatenate([a["out"][rows(a)], b["out"][rows(b)]])
         y = np.concatenate([a["y"][rows(a)], b["y"][rows(b)]])
         sc = StandardScaler().fit(x)
-        m = fit((0.01, 0.1, 1.0, 10.0)[best], sc.transform(x), y)
+        m = fit(C_GRID[best], sc.transform(x), y)
         return _logits(m, sc.transform(test["out"]), len(fd.classes))
     alphas = (0.1, 1.0, 10.0, 100.0, 1000.0)
     best_alpha = max(alphas, key=lambda al: score({"out": Ridge(alpha=al).fit(sc.transform(a["out"]), a["y"]).predict(
@@ -450,6 +452,7 @@ class _Run:
 
 def _prepare(root: Any, task: Any, out: Path, cfg: FinetuneConfig, spec: Any, device: Any) -> _Run:
     from hestdata.bench.runner import OBS_GROUP, Task, _patch_rows, _task_samples, _task_targets, load_task
+    from hestdata.bench.tasks.patch_classification import kept_labels
     from hestdata.store.root import Root
     from hestdata.units import patch_array_name
 
@@ -467,11 +470,9 @@ def _prepare(root: Any, task: Any, out: Path, cfg: FinetuneConfig, spec: Any, de
     classes: list[str] = []
     if t.type != "expression":  # classes rarer than min_class_items are left out, as the frozen protocol does
         lab = np.asarray(labels, dtype=object)
-        have = np.array([v is not None and v == v and str(v) not in ("", "nan") for v in lab])
-        vals, cnt = np.unique(lab[have].astype(str), return_counts=True)
-        classes = [str(v) for v, c in zip(vals, cnt, strict=True) if c >= int(t.options.get("min_class_items", 0))]
-        labels = np.array([str(v) if ok and str(v) in classes else None for v, ok in zip(lab, have, strict=True)],
-                          dtype=object)
+        _, have, _ = kept_labels(lab, int(t.options.get("min_class_items", 0)))
+        classes = sorted(set(lab[have].astype(str).tolist()))
+        labels = np.array([str(v) if ok else None for v, ok in zip(lab, have, strict=True)], dtype=object)
     return _Run(t, r, cfg, spec, ids, np.array([groups_of[s] for s in ids]), first, labels, counts, genes, classes,
                 patch_array_name(t.patch)[1].patch_size_px, out, device)
 

@@ -27,6 +27,7 @@ from hestdata.bench.metrics import balanced_accuracy, macro_auroc, weighted_f1
 
 SHOTS = (1, 2, 4, 8, 16, 32)
 PROBES = ("linear", "knn")
+C_GRID = (0.01, 0.1, 1.0, 10.0)  # the linear probe's inverse regularisation strengths, chosen by validation
 
 
 @dataclass
@@ -138,10 +139,22 @@ def _bootstrap(y: np.ndarray, proba: np.ndarray, classes: list[str], groups: np.
     return {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) for k, v in vals.items()}
 
 
+def kept_labels(labels: Any, min_class_items: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(items with a label, items whose class has at least ``min_class_items`` labelled items, the rarer classes
+    left out, sorted); a missing label is None, NaN or empty. The frozen probes and fine-tuning keep the same
+    items."""
+    lab = np.asarray(labels, dtype=object)
+    labelled = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) not in ("", "nan")
+                         for v in lab], dtype=bool)
+    vals, counts = np.unique(lab[labelled].astype(str), return_counts=True)
+    rare = set(vals[counts < min_class_items].tolist())
+    return labelled, labelled & np.array([str(v) not in rare for v in lab], dtype=bool), sorted(rare)
+
+
 def patch_classification_protocol(embeddings: np.ndarray, labels: Any, groups: Any, *, knn_k: int = 20,
                                   shots: tuple[int, ...] = SHOTS, shot_seeds: int = 5, seed: int = 1,
                                   n_boot: int = 1000, n_folds: int | None = None,
-                                  c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+                                  c_grid: tuple[float, ...] = C_GRID,
                                   min_class_items: int = 0) -> ClassificationResult:
     """Linear, kNN and few-shot probes over patient folds (module docstring); ``labels`` may hold missing values
     (None, NaN, empty), which are left out and counted. ``min_class_items``: classes with fewer labelled items are
@@ -152,20 +165,16 @@ def patch_classification_protocol(embeddings: np.ndarray, labels: Any, groups: A
     from hestdata.bench.tasks.expression import _folds
 
     lab = np.asarray(labels, dtype=object)
-    have = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) not in ("", "nan")
-                     for v in lab])
-    vals, counts = np.unique(lab[have].astype(str), return_counts=True)
-    rare = set(vals[counts < min_class_items].tolist())
-    n_rare = int(sum(str(v) in rare for v in lab[have]))
-    have &= np.array([str(v) not in rare for v in lab])
+    labelled, have, rare = kept_labels(lab, min_class_items)
+    n_rare = int((labelled & ~have).sum())
     x = np.asarray(embeddings, dtype=np.float64)[have]
     y = lab[have].astype(str)
     g = np.asarray(groups).astype(str)[have]
     classes = sorted(set(y.tolist()))
     if len(classes) < 2:
         raise ValueError(f"classification needs at least two classes among the labelled items; got {classes}")
-    res = ClassificationResult(classes, y=y, groups=g, n_unlabelled=int((~have).sum()) - n_rare, n_rare=n_rare,
-                               rare_classes=sorted(rare))
+    res = ClassificationResult(classes, y=y, groups=g, n_unlabelled=int((~labelled).sum()), n_rare=n_rare,
+                               rare_classes=rare)
     oof = {p: np.zeros((len(y), len(classes))) for p in PROBES}
     for tr, te, name in _folds(g, n_folds):
         sc = StandardScaler().fit(x[tr])
