@@ -497,8 +497,9 @@ def _train_fold(run: _Run, k: int, name: str, tr: np.ndarray, te: np.ndarray, ma
 
     cfg, dev, groups = run.cfg, run.device, run.groups
     train_g, val_g = _split_val([groups[i] for i in tr], cfg.val_fraction, cfg.seed + k)
-    splits = {"train": [s for s, g in zip(run.ids, groups, strict=True) if g in set(train_g)],
-              "val": [s for s, g in zip(run.ids, groups, strict=True) if g in set(val_g)],
+    train_set, val_set = set(train_g), set(val_g)
+    splits = {"train": [s for s, g in zip(run.ids, groups, strict=True) if g in train_set],
+              "val": [s for s, g in zip(run.ids, groups, strict=True) if g in val_set],
               "test": [run.ids[i] for i in te]}
     fd = _fold_data(run.t, cfg, run.labels, run.counts, run.genes, run.rows(splits["train"]), run.classes)
     torch.manual_seed(cfg.seed)
