@@ -34,7 +34,10 @@ def _preload() -> None:
         for info in pkgutil.iter_modules(import_module(package).__path__, f"{package}."):
             import_module(info.name)
     for name in LIBRARIES:
-        import_module(name)
+        try:
+            import_module(name)
+        except ModuleNotFoundError:  # a library that moved a private module: its conversion imports what it needs
+            continue
 
 
 _preload()
